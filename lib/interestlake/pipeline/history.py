@@ -1,0 +1,106 @@
+"""Texts to encode and each user's embedded history, shared by the encode,
+interests and recommend stages so that all three agree on what a text is."""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from interestlake import constants as C
+from interestlake.lake.tables import LakeTables
+
+
+def text_hash(column: Column) -> Column:
+    """Cache key of a text in ``text_embeddings``."""
+    return F.sha2(column, 256)
+
+
+def item_text(title: str = C.COL_TITLE, category: str = C.COL_CATEGORY, description: str = C.COL_DESCRIPTION) -> Column:
+    """What the encoder reads for an item: title, category and description."""
+    return F.concat_ws(". ", F.trim(title), F.trim(category), F.trim(description))
+
+
+def _clean(column: str) -> Column:
+    """Trimmed text, null when empty: the same text must hash the same everywhere."""
+    trimmed = F.trim(F.col(column))
+    return F.when(F.length(trimmed) > 0, trimmed)
+
+
+def query_texts(events: DataFrame) -> DataFrame:
+    """Search queries: (user_id, ts, text) of search events with text."""
+    return (
+        events.filter(F.col(C.COL_EVENT_TYPE) == C.EVENT_SEARCH)
+        .select(C.COL_USER_ID, C.COL_TS, _clean(C.COL_TEXT).alias(C.COL_TEXT))
+        .filter(F.col(C.COL_TEXT).isNotNull())
+    )
+
+
+def review_texts(reviews: DataFrame) -> DataFrame:
+    """Review texts: (user_id, item_id, ts, text) of reviews with text."""
+    return reviews.select(C.COL_USER_ID, C.COL_ITEM_ID, C.COL_TS, _clean(C.COL_TEXT).alias(C.COL_TEXT)).filter(
+        F.col(C.COL_TEXT).isNotNull()
+    )
+
+
+def texts_to_encode(lake: LakeTables) -> DataFrame:
+    """Every distinct text the pipeline needs an embedding for: (text_hash, text)."""
+    items = lake.read(C.ITEMS).select(item_text().alias(C.COL_TEXT))
+    reviews = review_texts(lake.read(C.REVIEWS)).select(C.COL_TEXT)
+    queries = query_texts(lake.read(C.EVENTS)).select(C.COL_TEXT)
+    texts = items.unionByName(reviews).unionByName(queries).filter(F.length(C.COL_TEXT) > 0)
+    return texts.select(text_hash(F.col(C.COL_TEXT)).alias(C.COL_TEXT_HASH), C.COL_TEXT).dropDuplicates(
+        [C.COL_TEXT_HASH]
+    )
+
+
+def user_history(lake: LakeTables, encoder_version: str) -> DataFrame:
+    """Every embedded history entry of every user.
+
+    Columns: user_id, ts, kind (event type or ``review``), label (item title or
+    query text, for reasons), embedding. Item events use the item's vector;
+    searches and review texts use the text's vector; a review contributes both
+    its item and its text. Entries without an embedding (unknown items, texts
+    not encoded yet) are left out.
+    """
+    version = F.col(C.COL_ENCODER_VERSION) == encoder_version
+    item_vectors = lake.read(C.ITEM_EMBEDDINGS).filter(version).select(C.COL_ITEM_ID, C.COL_EMBEDDING)
+    titles = lake.read(C.ITEMS).select(C.COL_ITEM_ID, F.col(C.COL_TITLE).alias("label"))
+    text_vectors = lake.read(C.TEXT_EMBEDDINGS).filter(version).select(C.COL_TEXT_HASH, C.COL_EMBEDDING)
+    events = lake.read(C.EVENTS)
+    reviews = lake.read(C.REVIEWS)
+
+    def with_item_vector(df: DataFrame) -> DataFrame:
+        return df.join(item_vectors, C.COL_ITEM_ID).join(titles, C.COL_ITEM_ID, "left")
+
+    item_events = with_item_vector(
+        events.filter(F.col(C.COL_ITEM_ID).isNotNull()).select(
+            C.COL_USER_ID, C.COL_TS, F.col(C.COL_EVENT_TYPE).alias("kind"), C.COL_ITEM_ID
+        )
+    )
+    reviewed_items = with_item_vector(
+        reviews.select(C.COL_USER_ID, C.COL_TS, F.lit(C.EVENT_REVIEW).alias("kind"), C.COL_ITEM_ID)
+    )
+    written = (
+        review_texts(reviews)
+        .join(titles, C.COL_ITEM_ID, "left")
+        .select(
+            C.COL_USER_ID, C.COL_TS, F.lit(C.EVENT_REVIEW).alias("kind"), "label",
+            text_hash(F.col(C.COL_TEXT)).alias(C.COL_TEXT_HASH),
+        )
+        .join(text_vectors, C.COL_TEXT_HASH)
+    )
+    searched = (
+        query_texts(events)
+        .select(
+            C.COL_USER_ID, C.COL_TS, F.lit(C.EVENT_SEARCH).alias("kind"), F.col(C.COL_TEXT).alias("label"),
+            text_hash(F.col(C.COL_TEXT)).alias(C.COL_TEXT_HASH),
+        )
+        .join(text_vectors, C.COL_TEXT_HASH)
+    )
+    columns = [C.COL_USER_ID, C.COL_TS, "kind", "label", C.COL_EMBEDDING]
+    return (
+        item_events.select(*columns)
+        .unionByName(reviewed_items.select(*columns))
+        .unionByName(written.select(*columns))
+        .unionByName(searched.select(*columns))
+    )

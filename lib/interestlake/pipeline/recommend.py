@@ -1,0 +1,175 @@
+"""Recommend stage: users x items -> top-K ``recommendations`` with a reason each.
+
+Scoring runs on executors over (user block x item block) pairs, like Spark
+ALS's ``recommendForAllUsers``: each pair yields at most K candidates per user,
+and a window keeps the best K per user. Neither the users x items matrix nor
+the item table is ever collected to the driver.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from interestlake import constants as C
+from interestlake.lake.tables import LakeTables
+from interestlake.models.scoring import reason_for, top_k_block
+from interestlake.pipeline.history import user_history
+from interestlake.pipeline.run import RunContext, StageReport, inputs_fingerprint, unchanged_since_last_commit
+from interestlake.settings import Settings
+
+STAGE = "recommend"
+INPUT_TABLES = (C.USER_INTERESTS, C.ITEM_EMBEDDINGS, C.ITEMS, C.EVENTS, C.REVIEWS, C.TEXT_EMBEDDINGS)
+_CANDIDATE_SCHEMA = T.StructType(
+    [
+        T.StructField(C.COL_USER_ID, T.StringType(), False),
+        T.StructField(C.COL_ITEM_ID, T.StringType(), False),
+        T.StructField(C.COL_SCORE, T.DoubleType(), False),
+        T.StructField(C.COL_REASON, T.StringType(), False),
+    ]
+)
+
+
+def recommend(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunContext) -> StageReport:
+    """Scores every user with an interest vector and publishes the top-K table in one commit.
+
+    Returns:
+        Counts of users and rows written, or a note that the inputs were unchanged.
+    """
+    report = StageReport(STAGE, run.run_id)
+    version = settings.encoder.version
+    params = {"encoder": version, "short_term_events": settings.interests.short_term_events, **settings.recommend.model_dump()}
+    inputs = inputs_fingerprint(lake, INPUT_TABLES, params)
+    if unchanged_since_last_commit(lake, C.RECOMMENDATIONS, STAGE, inputs):
+        report.note = "inputs unchanged since the last commit; nothing to do"
+        return report
+
+    of_version = F.col(C.COL_ENCODER_VERSION) == version
+    users = lake.read(C.USER_INTERESTS).filter(of_version).select(C.COL_USER_ID, "interest")
+    # Only items still in the catalog can be recommended.
+    items = (
+        lake.read(C.ITEM_EMBEDDINGS)
+        .filter(of_version)
+        .join(lake.read(C.ITEMS).select(C.COL_ITEM_ID), C.COL_ITEM_ID, "left_semi")
+        .select(C.COL_ITEM_ID, C.COL_EMBEDDING)
+    )
+    user_side = (
+        users.join(excluded_items(lake, settings.recommend.exclude_event_types), C.COL_USER_ID, "left")
+        .join(recent_history(lake, version, settings.interests.short_term_events), C.COL_USER_ID, "left")
+    )
+    n_users, n_items = users.count(), items.count()
+    report.counts.update(users=n_users, items=n_items)
+    candidates = score_blocks(
+        user_side, items, settings.recommend.k,
+        user_blocks=math.ceil(n_users / settings.recommend.user_block_size),
+        item_blocks=math.ceil(n_items / settings.recommend.item_block_size),
+    )
+    ranked = candidates.withColumn(
+        C.COL_RANK,
+        F.row_number().over(
+            Window.partitionBy(C.COL_USER_ID).orderBy(F.col(C.COL_SCORE).desc(), F.col(C.COL_ITEM_ID))
+        ),
+    ).filter(F.col(C.COL_RANK) <= settings.recommend.k)
+    rows = ranked.withColumn(C.COL_RUN_ID, F.lit(run.run_id)).withColumn("generated_at", F.lit(run.timestamp))
+    metadata = {"stage": STAGE, "run_id": run.run_id, "inputs": inputs}
+    commit = lake.overwrite(C.RECOMMENDATIONS, rows, txn=run.txn(STAGE), metadata=metadata)
+    report.counts["rows"] = commit.rows
+    report.commits.append(commit)
+    return report
+
+
+def excluded_items(lake: LakeTables, event_types: list[str]) -> DataFrame:
+    """(user_id, excluded): items a user must not be offered again (bought, reviewed...)."""
+    events = lake.read(C.EVENTS).filter(
+        F.col(C.COL_EVENT_TYPE).isin(list(event_types)) & F.col(C.COL_ITEM_ID).isNotNull()
+    )
+    reviewed = lake.read(C.REVIEWS)
+    pairs = events.select(C.COL_USER_ID, C.COL_ITEM_ID).unionByName(reviewed.select(C.COL_USER_ID, C.COL_ITEM_ID))
+    return pairs.groupBy(C.COL_USER_ID).agg(F.collect_set(C.COL_ITEM_ID).alias("excluded"))
+
+
+def recent_history(lake: LakeTables, encoder_version: str, last_n: int) -> DataFrame:
+    """(user_id, hist_kind, hist_label, hist_vec): a user's last N history entries, for reasons."""
+    history = user_history(lake, encoder_version)
+    newest_first = Window.partitionBy(C.COL_USER_ID).orderBy(F.col(C.COL_TS).desc(), F.col("label"))
+    recent = history.withColumn("_n", F.row_number().over(newest_first)).filter(F.col("_n") <= last_n)
+    grouped = recent.groupBy(C.COL_USER_ID).agg(
+        F.collect_list(F.struct("kind", "label", C.COL_EMBEDDING)).alias("_hist")
+    )
+    return grouped.select(
+        C.COL_USER_ID,
+        F.col("_hist.kind").alias("hist_kind"),
+        F.col("_hist.label").alias("hist_label"),
+        F.col(f"_hist.{C.COL_EMBEDDING}").alias("hist_vec"),
+    )
+
+
+def score_blocks(user_side: DataFrame, items: DataFrame, k: int, user_blocks: int, item_blocks: int) -> DataFrame:
+    """Top-K candidates of every user in every item block (user_id, item_id, score, reason)."""
+    user_blocks, item_blocks = max(1, user_blocks), max(1, item_blocks)
+    ublocks = (
+        user_side.withColumn("_ublock", F.pmod(F.xxhash64(C.COL_USER_ID), F.lit(user_blocks)))
+        .groupBy("_ublock")
+        .agg(F.collect_list(F.struct(*[c for c in user_side.columns])).alias("users"))
+    )
+    iblocks = (
+        items.withColumn("_iblock", F.pmod(F.xxhash64(C.COL_ITEM_ID), F.lit(item_blocks)))
+        .groupBy("_iblock")
+        .agg(F.collect_list(F.struct(C.COL_ITEM_ID, C.COL_EMBEDDING)).alias("items"))
+    )
+    pairs = ublocks.crossJoin(iblocks).repartition(user_blocks * item_blocks)
+    return pairs.mapInArrow(_score_pairs(k), _CANDIDATE_SCHEMA)
+
+
+def _score_pairs(k: int):
+    """Builds the executor function over Arrow batches of block pairs."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            users_column, items_column = batch.column("users"), batch.column("items")
+            for row in range(batch.num_rows):
+                yield _score_pair(users_column[row].values, items_column[row].values, k)
+
+    return run
+
+
+def _matrix(vectors: pa.Array) -> np.ndarray:
+    """(n, d) float32 matrix of a list<float> array whose entries all have length d."""
+    if len(vectors) == 0:
+        return np.zeros((0, 0), np.float32)
+    return vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(vectors), -1)
+
+
+def _score_pair(users: pa.StructArray, items: pa.StructArray, k: int) -> pa.RecordBatch:
+    item_ids = items.field(C.COL_ITEM_ID).to_pylist()
+    item_vectors = _matrix(items.field(C.COL_EMBEDDING))
+    position = {item: index for index, item in enumerate(item_ids)}
+    excluded = [
+        [position[item] for item in (chosen or []) if item in position]
+        for chosen in users.field("excluded").to_pylist()
+    ]
+    top = top_k_block(_matrix(users.field("interest")), item_vectors, k, excluded)
+    user_ids = users.field(C.COL_USER_ID).to_pylist()
+    kinds, labels, vectors = users.field("hist_kind"), users.field("hist_label"), users.field("hist_vec")
+    out = {C.COL_USER_ID: [], C.COL_ITEM_ID: [], C.COL_SCORE: [], C.COL_REASON: []}
+    for row, (indices, scores) in enumerate(top):
+        history = _matrix(vectors[row].values) if vectors[row].is_valid else np.zeros((0, 0), np.float32)
+        hist_kinds = kinds[row].as_py() or []
+        hist_labels = labels[row].as_py() or []
+        for index, score in zip(indices, scores):
+            out[C.COL_USER_ID].append(user_ids[row])
+            out[C.COL_ITEM_ID].append(item_ids[index])
+            out[C.COL_SCORE].append(float(score))
+            out[C.COL_REASON].append(reason_for(item_vectors[index], history, hist_kinds, hist_labels))
+    return pa.RecordBatch.from_pydict(out, schema=pa.schema([
+        pa.field(C.COL_USER_ID, pa.string(), False),
+        pa.field(C.COL_ITEM_ID, pa.string(), False),
+        pa.field(C.COL_SCORE, pa.float64(), False),
+        pa.field(C.COL_REASON, pa.string(), False),
+    ]))

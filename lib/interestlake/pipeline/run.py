@@ -1,0 +1,96 @@
+"""Run identity and stage reports shared by all stages."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from interestlake.lake.tables import CommitResult, LakeTables, Txn
+
+log = logging.getLogger("interestlake")
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Identifies one pipeline run.
+
+    A retried run passes the same ``logical_date``: its commits carry the same
+    application transaction versions and are therefore no-ops once committed.
+
+    Args:
+        run_id: Free-form id recorded in the tables (Airflow's run id, or one made by the CLI).
+        logical_date: The run's logical time (timezone-aware).
+    """
+
+    run_id: str
+    logical_date: datetime
+
+    def __post_init__(self):
+        if self.logical_date.tzinfo is None:
+            raise ValueError(f"logical_date must be timezone-aware, got {self.logical_date.isoformat()}")
+        if not self.run_id.strip():
+            raise ValueError("run_id must not be empty")
+
+    @classmethod
+    def create(cls, run_id: str | None = None, logical_date: datetime | str | None = None) -> RunContext:
+        """Builds a run context, defaulting to "now" and a ``manual__<time>`` id like Airflow's."""
+        if isinstance(logical_date, str):
+            try:
+                logical_date = datetime.fromisoformat(logical_date.replace("Z", "+00:00"))
+            except ValueError:
+                raise ValueError(f"logical date {logical_date!r} is not ISO-8601 (e.g. 2026-11-23T10:00:00Z)") from None
+        when = logical_date or datetime.now(timezone.utc)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return cls(run_id or f"manual__{when.isoformat()}", when)
+
+    def txn(self, stage: str) -> Txn:
+        """Application transaction id of one stage's commits in this run."""
+        return Txn(f"interestlake.{stage}", int(self.logical_date.timestamp() * 1_000_000))
+
+    @property
+    def timestamp(self) -> datetime:
+        """Naive UTC timestamp for Spark columns (the session time zone is UTC)."""
+        return self.logical_date.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+@dataclass
+class StageReport:
+    """What one stage did: counts for people, commits for the record."""
+
+    stage: str
+    run_id: str
+    counts: dict[str, int] = field(default_factory=dict)
+    commits: list[CommitResult] = field(default_factory=list)
+    note: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, default=str)
+
+    def summary(self) -> str:
+        parts = [f"{k}={v}" for k, v in self.counts.items()]
+        for commit in self.commits:
+            if commit.committed:
+                parts.append(f"{commit.table}@v{commit.version}(+{commit.rows} rows)")
+            else:
+                parts.append(f"{commit.table}: {commit.skipped}")
+        if self.note:
+            parts.append(self.note)
+        return f"[{self.stage}] " + ", ".join(parts)
+
+
+def inputs_fingerprint(lake: LakeTables, tables: Iterable[str], params: dict[str, Any]) -> dict[str, Any]:
+    """What a derived table was computed from: input table versions and a hash of the parameters."""
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return {"tables": lake.versions(tables), "params": digest}
+
+
+def unchanged_since_last_commit(lake: LakeTables, table: str, stage: str, inputs: dict[str, Any]) -> bool:
+    """True when the stage's last commit to ``table`` was computed from exactly these inputs."""
+    last = lake.last_metadata(table, stage=stage)
+    return last is not None and last.get("inputs") == inputs

