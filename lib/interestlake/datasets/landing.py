@@ -97,7 +97,8 @@ def read_records(path: str) -> Iterator[LandingRecord]:
         return
     fs, local = pafs.FileSystem.from_uri(path)
     try:
-        with fs.open_input_stream(local) as stream:
+        # compression=None: a corrupt gzip must reach our handler, not pyarrow's.
+        with fs.open_input_stream(local, compression=None) as stream:
             data = stream.read()
         if path.lower().endswith(".gz"):
             data = gzip.decompress(data)

@@ -1,0 +1,98 @@
+"""Interest formulas and block scoring, with numpy only."""
+
+import numpy as np
+import pytest
+
+from interestlake.models.interest import InterestParams, normalize, user_interest
+from interestlake.models.scoring import FALLBACK_REASON, reason_for, top_k_block
+
+WEIGHTS = {"view": 1.0, "click": 2.0, "cart": 3.0, "purchase": 5.0, "rate": 3.0, "search": 2.0, "review": 4.0}
+PARAMS = InterestParams(
+    half_life_days=10.0, event_weights=WEIGHTS, short_term_events=2, attention_temperature=0.1, long_term_weight=0.5
+)
+DAY = 86_400.0
+E = np.eye(4, dtype=np.float32)
+
+
+def test_long_term_is_decayed_weighted_mean():
+    vectors = np.stack([E[0], E[1]])
+    # Same type; the first is one half-life older, so it weighs half as much.
+    result = user_interest(vectors, ["view", "view"], np.array([0.0, 10 * DAY]), PARAMS)
+    np.testing.assert_allclose(result.long_term, normalize(0.5 * E[0] + 1.0 * E[1]), atol=1e-6)
+
+
+def test_event_type_weights_and_order_independence():
+    vectors = np.stack([E[0], E[1]])
+    seconds = np.array([5 * DAY, 5 * DAY])
+    result = user_interest(vectors, ["view", "purchase"], seconds, PARAMS)
+    np.testing.assert_allclose(result.long_term, normalize(1 * E[0] + 5 * E[1]), atol=1e-6)
+    shuffled = user_interest(vectors[::-1], ["purchase", "view"], seconds, PARAMS)
+    np.testing.assert_allclose(shuffled.long_term, result.long_term, atol=1e-6)
+
+
+def test_long_term_does_not_depend_on_reference_time():
+    vectors = np.stack([E[0], E[1], E[2]])
+    kinds = ["view", "cart", "click"]
+    seconds = np.array([0.0, 3 * DAY, 7 * DAY])
+    a = user_interest(vectors, kinds, seconds, PARAMS).long_term
+    b = user_interest(vectors, kinds, seconds + 400 * DAY, PARAMS).long_term
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_short_term_reads_only_the_last_events_and_attends_to_the_session():
+    vectors = np.stack([E[3], E[0], normalize(E[0] + 0.2 * E[1])])
+    result = user_interest(vectors, ["view"] * 3, np.array([0.0, 1.0, 2.0]), PARAMS)
+    # The oldest event (E[3]) is outside the last 2.
+    assert abs(result.short_term[3]) < 1e-6
+    assert result.short_term[0] > 0.9
+    assert np.isclose(np.linalg.norm(result.interest), 1.0)
+
+
+def test_attention_matrix_changes_the_short_term_vector():
+    vectors = np.stack([E[0], E[1]])
+    identity = user_interest(vectors, ["view", "view"], np.array([0.0, 1.0]), PARAMS).short_term
+    learned = np.diag([10.0, 0.1, 1.0, 1.0])
+    steered = user_interest(vectors, ["view", "view"], np.array([0.0, 1.0]), PARAMS, attention=learned).short_term
+    assert steered[0] > identity[0] and steered[1] < identity[1]
+
+
+def test_empty_history_is_an_error():
+    with pytest.raises(ValueError, match="non-empty"):
+        user_interest(np.zeros((0, 4)), [], np.zeros(0), PARAMS)
+    with pytest.raises(ValueError, match="lengths differ"):
+        user_interest(np.stack([E[0]]), ["view", "view"], np.zeros(1), PARAMS)
+
+
+def test_top_k_excludes_and_orders():
+    users = np.stack([E[0], E[1]])
+    items = np.stack([E[0], normalize(E[0] + E[1]), E[1], E[2]])
+    (idx0, s0), (idx1, s1) = top_k_block(users, items, 2, excluded=[[0], []])
+    # Item 0 is excluded; items 2 and 3 tie at 0 and the lower index wins.
+    assert list(idx0) == [1, 2]
+    assert list(idx1) == [2, 1]
+    assert s1[0] >= s1[1]
+
+
+def test_top_k_with_fewer_eligible_items_than_k():
+    users = np.stack([E[0]])
+    items = np.stack([E[0], E[1]])
+    [(idx, scores)] = top_k_block(users, items, 5, excluded=[[0]])
+    assert list(idx) == [1] and np.isfinite(scores).all()
+
+
+def test_top_k_ties_break_by_index():
+    users = np.stack([E[0]])
+    items = np.stack([E[1], E[2], E[3]])
+    [(idx, _)] = top_k_block(users, items, 2, excluded=[[]])
+    assert list(idx) == [0, 1]
+
+
+def test_reason_names_the_closest_history_entry():
+    history = np.stack([E[0], E[1]])
+    assert reason_for(E[1], history, ["view", "search"], ["Tent", "lightweight tent"]) == (
+        'Matches your search "lightweight tent"'
+    )
+    assert reason_for(E[0], history, ["purchase", "search"], ["Tent", "x"]) == 'Goes with "Tent", which you bought'
+    assert reason_for(E[0], np.zeros((0, 4)), [], []) == FALLBACK_REASON
+    long_label = "A" * 200
+    assert len(reason_for(E[0], history[:1], ["view"], [long_label])) < 120
