@@ -47,7 +47,11 @@ class Txn:
 
 @dataclass(frozen=True)
 class CommitResult:
-    """What one write did; ``version`` is None when nothing was committed."""
+    """What one write did; ``version`` is None when nothing was committed.
+
+    ``rows`` counts the rows in the files added, which for a merge includes the
+    unchanged rows copied out of rewritten files.
+    """
 
     table: str
     version: int | None

@@ -64,8 +64,9 @@ def encode(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunCo
         .withColumn(C.COL_ENCODER_VERSION, F.lit(version))
         .withColumn(C.COL_RUN_ID, F.lit(run.run_id))
         .withColumn(C.COL_UPDATED_AT, F.lit(run.timestamp))
+        .persist()
     )
-    commit = lake.merge(C.ITEM_EMBEDDINGS, changed, txn=run.txn(STAGE), metadata=metadata)
-    report.counts["item_vectors_written"] = commit.rows
-    report.commits.append(commit)
+    report.counts["item_vectors_written"] = changed.count()
+    report.commits.append(lake.merge(C.ITEM_EMBEDDINGS, changed, txn=run.txn(STAGE), metadata=metadata))
+    changed.unpersist()
     return report
