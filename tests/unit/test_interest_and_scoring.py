@@ -89,10 +89,19 @@ def test_top_k_ties_break_by_index():
 
 def test_reason_names_the_closest_history_entry():
     history = np.stack([E[0], E[1]])
-    assert reason_for(E[1], history, ["view", "search"], ["Tent", "lightweight tent"]) == (
+    items = ["tent-1", None]
+    assert reason_for("x", E[1], history, ["view", "search"], ["Tent", "lightweight tent"], items) == (
         'Matches your search "lightweight tent"'
     )
-    assert reason_for(E[0], history, ["purchase", "search"], ["Tent", "x"]) == 'Goes with "Tent", which you bought'
-    assert reason_for(E[0], np.zeros((0, 4)), [], []) == FALLBACK_REASON
+    assert reason_for("x", E[0], history, ["purchase", "search"], ["Tent", "q"], items) == (
+        'Goes with "Tent", which you bought'
+    )
+    assert reason_for("x", E[0], np.zeros((0, 4)), [], [], []) == FALLBACK_REASON
     long_label = "A" * 200
-    assert len(reason_for(E[0], history[:1], ["view"], [long_label])) < 120
+    assert len(reason_for("x", E[0], history[:1], ["view"], [long_label], ["a"])) < 120
+
+
+def test_reason_for_an_item_already_in_the_history():
+    history = np.stack([E[1], E[0]])
+    kinds, labels, items = ["search", "cart"], ["tent", "Tent"], [None, "tent-1"]
+    assert reason_for("tent-1", E[0], history, kinds, labels, items) == "Still in your cart"

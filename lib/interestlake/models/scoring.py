@@ -17,6 +17,13 @@ REASON_TEMPLATES = {
     C.EVENT_REVIEW: 'Similar to "{label}", which you reviewed',
     C.EVENT_SEARCH: 'Matches your search "{label}"',
 }
+# When the recommended item itself is in the recent history (viewed, not bought).
+SAME_ITEM_TEMPLATES = {
+    C.EVENT_VIEW: "You viewed this recently",
+    C.EVENT_CLICK: "You looked at this recently",
+    C.EVENT_CART: "Still in your cart",
+    C.EVENT_RATE: "You rated this",
+}
 FALLBACK_REASON = "Matches your interests"
 _LABEL_LIMIT = 80
 
@@ -57,8 +64,31 @@ def top_k_block(
     return results
 
 
-def reason_for(item_vector: np.ndarray, history_vectors: np.ndarray, kinds: Sequence[str], labels: Sequence[str]) -> str:
-    """Short text naming the history entry most similar to a recommended item."""
+def reason_for(
+    item_id: str,
+    item_vector: np.ndarray,
+    history_vectors: np.ndarray,
+    kinds: Sequence[str],
+    labels: Sequence[str],
+    history_items: Sequence[str | None],
+) -> str:
+    """Short text naming why an item is recommended.
+
+    Args:
+        item_id: The recommended item.
+        item_vector: Its unit vector.
+        history_vectors: The user's recent history vectors, newest first, shape (m, d).
+        kinds: Entry types (event type or ``review``) of the history.
+        labels: Item titles or query texts of the history.
+        history_items: Item ids of the history (None for searches).
+
+    Returns:
+        "You viewed this recently" when the item itself is in the recent history,
+        else a sentence naming the most similar history entry.
+    """
+    for kind, seen in zip(kinds, history_items):
+        if seen == item_id and kind in SAME_ITEM_TEMPLATES:
+            return SAME_ITEM_TEMPLATES[kind]
     if len(history_vectors) == 0:
         return FALLBACK_REASON
     best = int(np.argmax(history_vectors @ item_vector))

@@ -56,8 +56,8 @@ def texts_to_encode(lake: LakeTables) -> DataFrame:
 def user_history(lake: LakeTables, encoder_version: str) -> DataFrame:
     """Every embedded history entry of every user.
 
-    Columns: user_id, ts, kind (event type or ``review``), label (item title or
-    query text, for reasons), embedding. Item events use the item's vector;
+    Columns: user_id, ts, kind (event type or ``review``), item_id (null for
+    searches), label (item title or query text, for reasons), embedding. Item events use the item's vector;
     searches and review texts use the text's vector; a review contributes both
     its item and its text. Entries without an embedding (unknown items, texts
     not encoded yet) are left out.
@@ -84,7 +84,7 @@ def user_history(lake: LakeTables, encoder_version: str) -> DataFrame:
         review_texts(reviews)
         .join(titles, C.COL_ITEM_ID, "left")
         .select(
-            C.COL_USER_ID, C.COL_TS, F.lit(C.EVENT_REVIEW).alias("kind"), "label",
+            C.COL_USER_ID, C.COL_TS, F.lit(C.EVENT_REVIEW).alias("kind"), C.COL_ITEM_ID, "label",
             text_hash(F.col(C.COL_TEXT)).alias(C.COL_TEXT_HASH),
         )
         .join(text_vectors, C.COL_TEXT_HASH)
@@ -92,12 +92,13 @@ def user_history(lake: LakeTables, encoder_version: str) -> DataFrame:
     searched = (
         query_texts(events)
         .select(
-            C.COL_USER_ID, C.COL_TS, F.lit(C.EVENT_SEARCH).alias("kind"), F.col(C.COL_TEXT).alias("label"),
+            C.COL_USER_ID, C.COL_TS, F.lit(C.EVENT_SEARCH).alias("kind"),
+            F.lit(None).cast("string").alias(C.COL_ITEM_ID), F.col(C.COL_TEXT).alias("label"),
             text_hash(F.col(C.COL_TEXT)).alias(C.COL_TEXT_HASH),
         )
         .join(text_vectors, C.COL_TEXT_HASH)
     )
-    columns = [C.COL_USER_ID, C.COL_TS, "kind", "label", C.COL_EMBEDDING]
+    columns = [C.COL_USER_ID, C.COL_TS, "kind", C.COL_ITEM_ID, "label", C.COL_EMBEDDING]
     return (
         item_events.select(*columns)
         .unionByName(reviewed_items.select(*columns))

@@ -95,16 +95,18 @@ def excluded_items(lake: LakeTables, event_types: list[str]) -> DataFrame:
 
 
 def recent_history(lake: LakeTables, encoder_version: str, last_n: int) -> DataFrame:
-    """(user_id, hist_kind, hist_label, hist_vec): a user's last N history entries, for reasons."""
+    """(user_id, hist_kind, hist_item, hist_label, hist_vec): a user's last N history entries, newest first."""
     history = user_history(lake, encoder_version)
     newest_first = Window.partitionBy(C.COL_USER_ID).orderBy(F.col(C.COL_TS).desc(), F.col("label"))
     recent = history.withColumn("_n", F.row_number().over(newest_first)).filter(F.col("_n") <= last_n)
+    # collect_list keeps no order: sort by the rank taken above.
     grouped = recent.groupBy(C.COL_USER_ID).agg(
-        F.collect_list(F.struct("kind", "label", C.COL_EMBEDDING)).alias("_hist")
+        F.sort_array(F.collect_list(F.struct("_n", "kind", C.COL_ITEM_ID, "label", C.COL_EMBEDDING))).alias("_hist")
     )
     return grouped.select(
         C.COL_USER_ID,
         F.col("_hist.kind").alias("hist_kind"),
+        F.col(f"_hist.{C.COL_ITEM_ID}").alias("hist_item"),
         F.col("_hist.label").alias("hist_label"),
         F.col(f"_hist.{C.COL_EMBEDDING}").alias("hist_vec"),
     )
@@ -157,16 +159,20 @@ def _score_pair(users: pa.StructArray, items: pa.StructArray, k: int) -> pa.Reco
     top = top_k_block(_matrix(users.field("interest")), item_vectors, k, excluded)
     user_ids = users.field(C.COL_USER_ID).to_pylist()
     kinds, labels, vectors = users.field("hist_kind"), users.field("hist_label"), users.field("hist_vec")
+    seen_items = users.field("hist_item")
     out = {C.COL_USER_ID: [], C.COL_ITEM_ID: [], C.COL_SCORE: [], C.COL_REASON: []}
     for row, (indices, scores) in enumerate(top):
         history = _matrix(vectors[row].values) if vectors[row].is_valid else np.zeros((0, 0), np.float32)
         hist_kinds = kinds[row].as_py() or []
         hist_labels = labels[row].as_py() or []
+        hist_items = seen_items[row].as_py() or []
         for index, score in zip(indices, scores):
             out[C.COL_USER_ID].append(user_ids[row])
             out[C.COL_ITEM_ID].append(item_ids[index])
             out[C.COL_SCORE].append(float(score))
-            out[C.COL_REASON].append(reason_for(item_vectors[index], history, hist_kinds, hist_labels))
+            out[C.COL_REASON].append(
+                reason_for(item_ids[index], item_vectors[index], history, hist_kinds, hist_labels, hist_items)
+            )
     return pa.RecordBatch.from_pydict(out, schema=pa.schema([
         pa.field(C.COL_USER_ID, pa.string(), False),
         pa.field(C.COL_ITEM_ID, pa.string(), False),

@@ -40,7 +40,7 @@ class Pipeline:
         log.info("%s: started (run %s)", name, run.run_id)
         report = stage(self.spark, self.lake, self.settings, run)
         report.counts["seconds"] = round(time.monotonic() - started, 1)
-        log.info("%s", report.summary())
+        log.info("%s: done in %.1fs", name, report.counts["seconds"])
         return report
 
     def refresh(self, run: RunContext) -> list[StageReport]:
