@@ -1,7 +1,8 @@
 """The ``interestlake`` command: every job, the demo and warehouse-style SQL.
 
 Results go to stdout, progress and errors to stderr, so ``sql --json`` output
-can be piped. Exit codes: 0 success, 1 the job failed, 2 bad settings or usage.
+can be piped. Exit codes: 0 success, 1 the job failed, 2 bad settings or usage,
+3 another writer holds the lake.
 """
 
 from __future__ import annotations
@@ -52,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
             help="ISO-8601 logical time of the run; a retry with the same value commits nothing twice",
         )
         sub.add_argument("--json", action="store_true", help="print the stage reports as JSON lines")
+        sub.add_argument(
+            "--wait", type=float, default=0.0, metavar="SECONDS",
+            help="wait this long for another writer to finish (default: exit at once with code 3)",
+        )
+        if name in ("interests", "recommend", "refresh"):
+            sub.add_argument("--full", action="store_true", help="recompute every user instead of only the changed ones")
 
     demo = command("demo", "generate the sample data, run refresh, print what it produced")
     demo.add_argument("--users", type=int, default=None, help="sample users (default sample.users)")
@@ -77,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
+    # py4j logs every callback of the streaming ingest at INFO.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     try:
         settings = load_settings(args.conf)
         return _COMMANDS[args.command](args, settings)
@@ -87,9 +96,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"interestlake {args.command}: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
+        from interestlake.lake.lock import LakeBusyError
         from interestlake.lake.tables import LakeError
         from interestlake.models.encoder import EncoderError
 
+        if isinstance(exc, LakeBusyError):
+            print(f"interestlake {args.command}: {exc}", file=sys.stderr)
+            return 3
         if isinstance(exc, (LakeError, EncoderError)):
             print(f"interestlake {args.command}: {exc}", file=sys.stderr)
             return 1
@@ -102,8 +115,9 @@ def _run_stages(args: argparse.Namespace, settings: Settings) -> int:
 
     run = RunContext.create(args.run_id, args.logical_date)
     names = list(STAGES) if args.command == "refresh" else [args.command]
-    with open_pipeline(settings, args.master) as pipeline:
-        reports = [pipeline.run_stage(name, run) for name in names]
+    full = getattr(args, "full", False)
+    with open_pipeline(settings, args.master, writer=run.run_id, wait_seconds=args.wait) as pipeline:
+        reports = [pipeline.run_stage(name, run, full) for name in names]
     for report in reports:
         print(report.to_json() if args.json else report.summary())
     return 0
@@ -115,7 +129,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
     _generate_sample(args, settings)
     run = RunContext.create()
-    with open_pipeline(settings, args.master) as pipeline:
+    with open_pipeline(settings, args.master, writer=run.run_id) as pipeline:
         for report in pipeline.refresh(run):
             print(report.summary())
         print(f"\nLake: {settings.lake.root}")

@@ -13,6 +13,7 @@ TEXT_EMBEDDINGS = "text_embeddings"
 ITEM_EMBEDDINGS = "item_embeddings"
 USER_INTERESTS = "user_interests"
 RECOMMENDATIONS = "recommendations"
+PIPELINE_RUNS = "pipeline_runs"
 
 # Landing kinds: sub-folders of the landing root (DESIGN.md section 4).
 LANDING_KINDS = (EVENTS, REVIEWS, ITEMS)

@@ -104,15 +104,29 @@ def test_ingest_dedupes_quarantines_and_keeps_latest_items(pipeline, lake, landi
     assert sorted(r.event_id for r in lake.read(C.EVENTS).collect()) == ["e1", "e2", "e9"]
 
 
-def test_ingest_retry_with_same_logical_date_commits_nothing_twice(pipeline, lake, landing):
+def test_ingest_batch_replayed_after_a_crash_commits_nothing_twice(pipeline, lake, landing, settings):
+    from pathlib import Path
+
     write_jsonl(landing / "items" / "a.jsonl", ITEMS)
+    write_jsonl(landing / "events" / "e.jsonl", [event("e1", "alice", "g1"), "{broken"])
     pipeline.run_stage("ingest", run(1))
-    before = lake.version(C.ITEMS)
-    # New rows, but the same run (a retried task): its commit is already in the table.
-    write_jsonl(landing / "items" / "b.jsonl", [{**ITEMS[0], "updated_at": "2026-10-05T00:00:00Z"}])
-    retry = pipeline.run_stage("ingest", run(1))
-    assert lake.version(C.ITEMS) == before
-    assert [c.skipped for c in retry.commits if c.table == C.ITEMS] == ["already committed"]
+    before = versions(lake)
+    # A run that died after its Delta commits but before Spark recorded the
+    # micro-batch as done: Spark replays the batch with the same files and id.
+    for kind in ("items", "events"):
+        commits = Path(settings.lake.root) / "_checkpoints" / "ingest" / kind / "commits"
+        for marker in commits.glob("*0*"):
+            marker.unlink()
+    replay = pipeline.run_stage("ingest", run(2))
+    assert replay.counts["items_files"] == 1 and replay.counts["events_files"] == 1
+    assert not any(c.committed for c in replay.commits)
+    assert {c.table for c in replay.commits if c.skipped == "already committed"} == {C.ITEMS, C.EVENTS, C.QUARANTINE}
+    assert versions(lake) == before
+    assert lake.read(C.EVENTS).count() == 1 and lake.read(C.QUARANTINE).count() == 1
+    # A later file is a new batch and lands.
+    write_jsonl(landing / "items" / "b.jsonl", [{**ITEMS[0], "price": 1.0, "updated_at": "2026-10-05T00:00:00Z"}])
+    pipeline.run_stage("ingest", run(3))
+    assert {r.item_id: r.price for r in lake.read(C.ITEMS).collect()}["g1"] == 1.0
 
 
 def test_encode_caches_by_text_hash_and_rewrites_only_changed_items(pipeline, lake, landing):

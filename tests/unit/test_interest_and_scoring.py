@@ -105,3 +105,35 @@ def test_reason_for_an_item_already_in_the_history():
     history = np.stack([E[1], E[0]])
     kinds, labels, items = ["search", "cart"], ["tent", "Tent"], [None, "tent-1"]
     assert reason_for("tent-1", E[0], history, kinds, labels, items) == "Still in your cart"
+
+
+def test_folding_new_entries_equals_recomputing_the_whole_history():
+    from interestlake.models.interest import decayed_stats, fold
+
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(40, 8))
+    kinds = list(rng.choice(list(WEIGHTS), size=40))
+    seconds = np.sort(rng.uniform(0, 90 * DAY, size=40))
+    # Late arrivals too: the second batch holds entries older than the first batch's newest.
+    seconds[25:30] = seconds[5:10]
+    full = decayed_stats(vectors, kinds, seconds, PARAMS)
+    folded = fold(
+        decayed_stats(vectors[:25], kinds[:25], seconds[:25], PARAMS),
+        decayed_stats(vectors[25:], kinds[25:], seconds[25:], PARAMS),
+        PARAMS.half_life_days,
+    )
+    np.testing.assert_allclose(folded.weighted_sum, full.weighted_sum, rtol=1e-9)
+    assert np.isclose(folded.mass, full.mass) and folded.ref_seconds == full.ref_seconds
+    assert fold(None, full, 10.0) is full and fold(full, None, 10.0) is full
+
+
+def test_folding_one_entry_is_the_seed_update_rule():
+    from interestlake.models.interest import decayed_stats, fold
+
+    old = decayed_stats(np.stack([E[0], E[1]]), ["view", "cart"], np.array([0.0, 2 * DAY]), PARAMS)
+    new = decayed_stats(np.stack([E[2]]), ["purchase"], np.array([12 * DAY]), PARAMS)
+    folded = fold(old, new, PARAMS.half_life_days)
+    u = old.weighted_sum / old.mass
+    decay = 2.0 ** (-10 / PARAMS.half_life_days)
+    alpha = 5.0 / (old.mass * decay + 5.0)
+    np.testing.assert_allclose(folded.weighted_sum / folded.mass, (1 - alpha) * u + alpha * E[2], atol=1e-12)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from interestlake.datasets import validation as V
 
@@ -67,6 +68,24 @@ def list_landing_files(landing_uri: str, kind: str) -> list[LandingFile]:
     return sorted(found, key=lambda f: f.path)
 
 
+def landing_folder_exists(uri: str) -> bool:
+    """True when a landing folder exists (a missing one simply has nothing to ingest)."""
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(readable_uri(uri))
+    return fs.get_file_info(path).type == pafs.FileType.Directory
+
+
+def readable_uri(path: str) -> str:
+    """A URI pyarrow can open for a path as Spark spells it ('file:/x', 's3a://b/k')."""
+    parsed = urlparse(path)
+    if parsed.scheme == "file":
+        return unquote(parsed.path)
+    if parsed.scheme in ("s3a", "s3n"):
+        return "s3://" + path.split("://", 1)[1]
+    return path
+
+
 def _uri(landing_uri: str, path: str) -> str:
     scheme = landing_uri.split("://", 1)[0] + "://" if "://" in landing_uri else ""
     return f"{scheme}{path}" if scheme and not path.startswith(scheme) else path
@@ -95,7 +114,7 @@ def read_records(path: str) -> Iterator[LandingRecord]:
     if reader is None:
         yield LandingRecord(0, None, rejection=V.Rejection(V.UNKNOWN_FORMAT, f"unknown file type: {path}"))
         return
-    fs, local = pafs.FileSystem.from_uri(path)
+    fs, local = pafs.FileSystem.from_uri(readable_uri(path))
     try:
         # compression=None: a corrupt gzip must reach our handler, not pyarrow's.
         with fs.open_input_stream(local, compression=None) as stream:

@@ -139,6 +139,10 @@ TABLES: dict[str, TableSpec] = {
                 _f("long_term", _VECTOR, False),
                 _f("short_term", _VECTOR, False),
                 _f("interest", _VECTOR, False),
+                # Running statistics of the long-term vector, decayed to last_event_at:
+                # new entries are folded in without reading the old history.
+                _f("decayed_sum", T.ArrayType(T.DoubleType()), False),
+                _f("decayed_mass", T.DoubleType(), False),
                 _f("event_count", T.LongType(), False),
                 _f("review_count", T.LongType(), False),
                 _f("last_event_at", T.TimestampType(), False),
@@ -161,6 +165,23 @@ TABLES: dict[str, TableSpec] = {
             ),
             (C.COL_USER_ID, C.COL_RANK),
             "top-K recommendations per user",
+        ),
+        TableSpec(
+            C.PIPELINE_RUNS,
+            _fields(
+                _f(C.COL_RUN_ID, T.StringType(), False),
+                _f("stage", T.StringType(), False),
+                _f("logical_date", T.TimestampType(), False),
+                _f("status", T.StringType(), False),
+                _f("started_at", T.TimestampType()),
+                _f("finished_at", T.TimestampType()),
+                _f("counts", T.MapType(T.StringType(), T.LongType())),
+                _f("read_versions", T.MapType(T.StringType(), T.LongType())),
+                _f("written_versions", T.MapType(T.StringType(), T.LongType())),
+                _f("note", T.StringType()),
+            ),
+            (C.COL_RUN_ID, "stage"),
+            "one row per run and stage: counts and the table versions read and written",
         ),
     ]
 }
@@ -190,6 +211,10 @@ _ARROW_TYPES = {
 
 def arrow_type(dtype: T.DataType) -> pa.DataType:
     """Arrow type of a Spark type, for creating the Delta schema with delta-rs."""
+    if isinstance(dtype, T.MapType):
+        return pa.map_(arrow_type(dtype.keyType), pa.field("value", arrow_type(dtype.valueType), nullable=dtype.valueContainsNull))
+    if isinstance(dtype, T.StructType):
+        return pa.struct([pa.field(f.name, arrow_type(f.dataType), nullable=f.nullable) for f in dtype.fields])
     if isinstance(dtype, T.ArrayType):
         return pa.list_(pa.field("element", arrow_type(dtype.elementType), nullable=dtype.containsNull))
     try:

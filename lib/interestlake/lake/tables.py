@@ -26,6 +26,7 @@ from urllib.parse import unquote, urlparse
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from interestlake import constants as C
 from interestlake.lake.schemas import TABLES, TableSpec, arrow_schema, table_spec
 from interestlake.settings import LakeSettings
 
@@ -102,6 +103,40 @@ class LakeTables(ABC):
     @abstractmethod
     def read(self, table: str, version: int | None = None) -> DataFrame:
         """A consistent snapshot of one table version (latest by default)."""
+
+    def changes(self, table: str, since: int | None, until: int, identity: Sequence[str] | None = None) -> DataFrame:
+        """Rows written between two versions: what a stage has not processed yet.
+
+        The rows of files added after ``since`` (up to ``until``), less the rows a
+        merge merely copied out of rewritten files: those are recognised by
+        ``identity`` (default: the keys and ``run_id``), which copies keep.
+        Reads only the files added and removed in between, not the table.
+
+        Args:
+            table: Table name.
+            since: Version already processed; None means everything up to ``until``.
+            until: Version to read up to (pin it with ``version()`` before reading).
+            identity: Columns that identify an unchanged, copied row.
+        """
+        spec = table_spec(table)
+        if since is None:
+            return self.read(table, until)
+        if since > until:
+            raise ValueError(f"{table}: changes since version {since} asked up to an older version {until}")
+        before = set(self._delta_rs_table(table, since).file_uris())
+        after = set(self._delta_rs_table(table, until).file_uris())
+        added = self._read_files(spec, sorted(after - before))
+        removed = sorted(before - after)
+        if not removed:
+            return added
+        identity = list(identity or [*spec.keys, C.COL_RUN_ID])
+        copied = self._read_files(spec, removed).select(*identity)
+        return added.join(copied, identity, "left_anti")
+
+    def _read_files(self, spec: TableSpec, files: Sequence[str]) -> DataFrame:
+        if not files:
+            return self.spark.createDataFrame([], spec.schema)
+        return self.spark.read.schema(spec.schema).parquet(*files)
 
     def committed(self, table: str, txn: Txn) -> bool:
         """True when a commit with this application transaction id is already in the table."""
@@ -231,11 +266,7 @@ class DeltaRsTables(LakeTables):
             )
 
     def read(self, table: str, version: int | None = None) -> DataFrame:
-        spec = table_spec(table)
-        files = self._delta_rs_table(table, version).file_uris()
-        if not files:
-            return self.spark.createDataFrame([], spec.schema)
-        return self.spark.read.schema(spec.schema).parquet(*files)
+        return self._read_files(table_spec(table), self._delta_rs_table(table, version).file_uris())
 
     def _commit(self, spec, df, mode, on, txn, user_metadata) -> CommitResult:
         from deltalake import Schema

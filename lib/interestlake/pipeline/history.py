@@ -3,11 +3,16 @@ interests and recommend stages so that all three agree on what a text is."""
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame
+from collections.abc import Mapping
+
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from interestlake import constants as C
 from interestlake.lake.tables import LakeTables
+
+
+HISTORY_COLUMNS = [C.COL_USER_ID, C.COL_TS, "kind", C.COL_ITEM_ID, "label", C.COL_EMBEDDING]
 
 
 def text_hash(column: Column) -> Column:
@@ -53,21 +58,40 @@ def texts_to_encode(lake: LakeTables) -> DataFrame:
     )
 
 
-def user_history(lake: LakeTables, encoder_version: str) -> DataFrame:
-    """Every embedded history entry of every user.
+def user_history(
+    lake: LakeTables,
+    encoder_version: str,
+    versions: Mapping[str, int] | None = None,
+    events: DataFrame | None = None,
+    reviews: DataFrame | None = None,
+) -> DataFrame:
+    """Embedded history entries of users.
 
     Columns: user_id, ts, kind (event type or ``review``), item_id (null for
-    searches), label (item title or query text, for reasons), embedding. Item events use the item's vector;
-    searches and review texts use the text's vector; a review contributes both
-    its item and its text. Entries without an embedding (unknown items, texts
-    not encoded yet) are left out.
+    searches), label (item title or query text, for reasons), embedding. Item
+    events use the item's vector; searches and review texts use the text's
+    vector; a review contributes both its item and its text. Entries without an
+    embedding (unknown items, texts not encoded yet) are left out.
+
+    Args:
+        lake: Table layer.
+        encoder_version: Which vectors to use.
+        versions: Table versions to read (latest when absent), so that a stage
+            reads one consistent set of inputs.
+        events: Events to turn into entries (default: the whole ``events`` table).
+        reviews: Reviews to turn into entries (default: the whole ``reviews`` table).
     """
+    versions = versions or {}
+
+    def read(table: str) -> DataFrame:
+        return lake.read(table, versions.get(table))
+
     version = F.col(C.COL_ENCODER_VERSION) == encoder_version
-    item_vectors = lake.read(C.ITEM_EMBEDDINGS).filter(version).select(C.COL_ITEM_ID, C.COL_EMBEDDING)
-    titles = lake.read(C.ITEMS).select(C.COL_ITEM_ID, F.col(C.COL_TITLE).alias("label"))
-    text_vectors = lake.read(C.TEXT_EMBEDDINGS).filter(version).select(C.COL_TEXT_HASH, C.COL_EMBEDDING)
-    events = lake.read(C.EVENTS)
-    reviews = lake.read(C.REVIEWS)
+    item_vectors = read(C.ITEM_EMBEDDINGS).filter(version).select(C.COL_ITEM_ID, C.COL_EMBEDDING)
+    titles = read(C.ITEMS).select(C.COL_ITEM_ID, F.col(C.COL_TITLE).alias("label"))
+    text_vectors = read(C.TEXT_EMBEDDINGS).filter(version).select(C.COL_TEXT_HASH, C.COL_EMBEDDING)
+    events = read(C.EVENTS) if events is None else events
+    reviews = read(C.REVIEWS) if reviews is None else reviews
 
     def with_item_vector(df: DataFrame) -> DataFrame:
         return df.join(item_vectors, C.COL_ITEM_ID).join(titles, C.COL_ITEM_ID, "left")
@@ -98,10 +122,21 @@ def user_history(lake: LakeTables, encoder_version: str) -> DataFrame:
         )
         .join(text_vectors, C.COL_TEXT_HASH)
     )
-    columns = [C.COL_USER_ID, C.COL_TS, "kind", C.COL_ITEM_ID, "label", C.COL_EMBEDDING]
     return (
-        item_events.select(*columns)
-        .unionByName(reviewed_items.select(*columns))
-        .unionByName(written.select(*columns))
-        .unionByName(searched.select(*columns))
+        item_events.select(*HISTORY_COLUMNS)
+        .unionByName(reviewed_items.select(*HISTORY_COLUMNS))
+        .unionByName(written.select(*HISTORY_COLUMNS))
+        .unionByName(searched.select(*HISTORY_COLUMNS))
     )
+
+
+def recent_entries(history: DataFrame, last_n: int) -> DataFrame:
+    """Each user's last N history entries, with ``recency`` = 1 for the newest.
+
+    Ties in time are broken by kind, item and label so that every run (full or
+    incremental) picks and orders the same entries.
+    """
+    newest_first = Window.partitionBy(C.COL_USER_ID).orderBy(
+        F.col(C.COL_TS).desc(), F.col("kind"), F.col(C.COL_ITEM_ID).asc_nulls_last(), F.col("label")
+    )
+    return history.withColumn("recency", F.row_number().over(newest_first)).filter(F.col("recency") <= last_n)

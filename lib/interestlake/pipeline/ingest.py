@@ -17,9 +17,9 @@ from pyspark.sql import types as T
 
 from interestlake import constants as C
 from interestlake.datasets import validation as V
-from interestlake.datasets.landing import LandingFile, list_landing_files, read_records
+from interestlake.datasets.landing import LandingFile, landing_folder_exists, read_records
 from interestlake.lake.schemas import table_spec
-from interestlake.lake.tables import LakeTables
+from interestlake.lake.tables import LakeTables, Txn
 from interestlake.pipeline.run import RunContext, StageReport, log
 from interestlake.settings import Settings
 
@@ -31,51 +31,113 @@ _PARSE_COLUMNS = [
     T.StructField("raw", T.StringType()),
 ]
 _PROVENANCE = {"source", C.COL_RUN_ID, "ingested_at"}
+# Only path, time and length are selected: the file contents are read by our own parser.
+_BINARY_FILE_SCHEMA = "path string, modificationTime timestamp, length long, content binary"
 
 
 def ingest(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunContext) -> StageReport:
-    """Loads every landing file of every kind and commits what is new.
+    """Ingests the landing files not ingested before, exactly once.
 
-    Args:
-        spark: Active session.
-        lake: Table layer to write to.
-        settings: Loaded settings (landing folder).
-        run: Run identity, recorded on every row and commit.
+    Each landing kind is a Structured Streaming file source (``binaryFile``,
+    paths only) run with ``trigger(availableNow=True)`` and a checkpoint under
+    ``<lake.root>/_checkpoints/ingest/<kind>``. Spark records which files make up
+    micro-batch N before running it; every Delta commit of that batch carries
+    the application transaction id (``interestlake.ingest.<kind>.<checkpoint id>``,
+    N). A run that dies after committing but before Spark marked the batch done
+    re-runs batch N with the same files on the next start, and the commits
+    already made are skipped: no file is lost or ingested twice. Files that land
+    during a run are left for the next one.
 
     Returns:
-        Counts of rows read, accepted, duplicated, quarantined (per reason) and committed.
+        Counts of files and rows read, accepted, duplicated and quarantined (per reason).
     """
     report = StageReport(STAGE, run.run_id)
-    rejected_frames = []
     for kind in C.LANDING_KINDS:
-        files = list_landing_files(settings.lake.landing_uri, kind)
-        report.counts[f"{kind}_files"] = len(files)
-        if not files:
+        folder = f"{settings.lake.landing_uri.rstrip('/')}/{kind}"
+        report.counts[f"{kind}_files"] = 0
+        if not landing_folder_exists(folder):
             continue
-        log.info("ingest: reading %d %s file(s) from %s", len(files), kind, settings.lake.landing_uri)
-        parsed = parse_landing(spark, kind, files).persist()
-        for row in parsed.groupBy("reason").count().collect():
-            key = f"{kind}_accepted" if row["reason"] is None else f"{kind}_rejected_{row['reason']}"
-            report.counts[key] = row["count"]
-        accepted = parsed.filter(F.col("reason").isNull()).drop("reason", "detail", "raw")
-        new_rows, duplicates = _new_rows(lake, kind, accepted)
-        report.counts[f"{kind}_duplicates"] = duplicates
-        rows = new_rows.withColumn(C.COL_RUN_ID, F.lit(run.run_id)).withColumn("ingested_at", F.lit(run.timestamp))
-        metadata = {"stage": STAGE, "run_id": run.run_id}
-        if kind == C.ITEMS:
-            commit = lake.merge(kind, rows, txn=run.txn(STAGE), metadata=metadata)
-        else:
-            commit = lake.append(kind, rows, txn=run.txn(STAGE), metadata=metadata)
-        report.commits.append(commit)
-        rejected_frames.append(
-            parsed.filter(F.col("reason").isNotNull()).select(
-                "source", "row_no", "reason", "detail", "raw", F.lit(kind).alias("kind")
-            )
+        checkpoint = f"{settings.lake.root.rstrip('/')}/_checkpoints/ingest/{kind}"
+        app_id = f"interestlake.ingest.{kind}.{checkpoint_id(checkpoint)}"
+        files = (
+            spark.readStream.format("binaryFile")
+            .schema(_BINARY_FILE_SCHEMA)
+            .option("recursiveFileLookup", "true")
+            # Spark ignores files older than this relative to the newest it saw; a
+            # late copy of an old file must still be ingested.
+            .option("maxFileAge", "3650d")
+            .load(folder)
+            .select("path", "modificationTime", "length")
         )
-        parsed.unpersist()
-    if rejected_frames:
-        report.commits.append(_quarantine(lake, rejected_frames, run))
+
+        def ingest_batch(batch: DataFrame, batch_id: int, kind: str = kind, app_id: str = app_id) -> None:
+            found = [LandingFile(r.path, r.length, r.modificationTime) for r in batch.collect()]
+            if found:
+                _ingest_files(spark, lake, kind, found, Txn(app_id, batch_id), run, report)
+
+        query = (
+            files.writeStream.foreachBatch(ingest_batch)
+            .option("checkpointLocation", checkpoint)
+            .trigger(availableNow=True)
+            .queryName(f"interestlake_ingest_{kind}")
+            .start()
+        )
+        query.awaitTermination()
     return report
+
+
+def _ingest_files(
+    spark: SparkSession, lake: LakeTables, kind: str, files: list[LandingFile], txn: Txn, run: RunContext,
+    report: StageReport,
+) -> None:
+    """One micro-batch: parse, validate, dedupe and commit a set of landing files."""
+    log.info("ingest: %d new %s file(s) (batch %d)", len(files), kind, txn.version)
+    counts = report.counts
+    counts[f"{kind}_files"] += len(files)
+    parsed = parse_landing(spark, kind, files).persist()
+    for row in parsed.groupBy("reason").count().collect():
+        key = f"{kind}_accepted" if row["reason"] is None else f"{kind}_rejected_{row['reason']}"
+        counts[key] = counts.get(key, 0) + row["count"]
+    accepted = parsed.filter(F.col("reason").isNull()).drop("reason", "detail", "raw")
+    new_rows, duplicates = _new_rows(lake, kind, accepted)
+    counts[f"{kind}_duplicates"] = counts.get(f"{kind}_duplicates", 0) + duplicates
+    rows = new_rows.withColumn(C.COL_RUN_ID, F.lit(run.run_id)).withColumn("ingested_at", F.lit(run.timestamp))
+    metadata = {"stage": STAGE, "run_id": run.run_id, "batch": txn.version}
+    write = lake.merge if kind == C.ITEMS else lake.append
+    report.commits.append(write(kind, rows, txn=txn, metadata=metadata))
+    rejected = (
+        parsed.filter(F.col("reason").isNotNull())
+        .select("source", "row_no", "reason", "detail", "raw", F.lit(kind).alias("kind"))
+        .withColumn(C.COL_RUN_ID, F.lit(run.run_id))
+        .withColumn("quarantined_at", F.lit(run.timestamp))
+    )
+    # The quarantine table has its own transaction id per kind: a batch that died
+    # between the two commits redoes only the missing one.
+    quarantine_txn = Txn(f"{txn.app_id}.quarantine", txn.version)
+    report.commits.append(lake.append(C.QUARANTINE, rejected, txn=quarantine_txn, metadata=metadata))
+    parsed.unpersist()
+
+
+def checkpoint_id(checkpoint: str) -> str:
+    """A random id kept beside the streaming checkpoint.
+
+    It is part of the Delta transaction ids, so that a deleted (reset) checkpoint,
+    whose batch ids start again at 0, is not mistaken for batches already committed.
+    """
+    import uuid
+
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(checkpoint)
+    marker = f"{path}/interestlake-id"
+    if fs.get_file_info(marker).type == pafs.FileType.File:
+        with fs.open_input_stream(marker) as handle:
+            return handle.read().decode().strip()
+    fs.create_dir(path, recursive=True)
+    ident = uuid.uuid4().hex[:12]
+    with fs.open_output_stream(marker) as handle:
+        handle.write(ident.encode())
+    return ident
 
 
 def parse_landing(spark: SparkSession, kind: str, files: list[LandingFile]) -> DataFrame:
@@ -158,16 +220,3 @@ def _new_rows(lake: LakeTables, kind: str, accepted: DataFrame) -> tuple[DataFra
         return new.drop("_stored_at"), duplicates
     return first.join(existing.select(*keys), keys, "left_anti"), duplicates
 
-
-def _quarantine(lake: LakeTables, frames: list[DataFrame], run: RunContext):
-    rejected = frames[0]
-    for frame in frames[1:]:
-        rejected = rejected.unionByName(frame)
-    # A landing row is quarantined once, by the first run that read it.
-    known = lake.read(C.QUARANTINE).select("source", "row_no")
-    rows = (
-        rejected.join(known, ["source", "row_no"], "left_anti")
-        .withColumn(C.COL_RUN_ID, F.lit(run.run_id))
-        .withColumn("quarantined_at", F.lit(run.timestamp))
-    )
-    return lake.append(C.QUARANTINE, rows, txn=run.txn(STAGE), metadata={"stage": STAGE, "run_id": run.run_id})

@@ -20,8 +20,8 @@ from pyspark.sql import types as T
 from interestlake import constants as C
 from interestlake.lake.tables import LakeTables
 from interestlake.models.scoring import reason_for, top_k_block
-from interestlake.pipeline.history import user_history
-from interestlake.pipeline.run import RunContext, StageReport, inputs_fingerprint, unchanged_since_last_commit
+from interestlake.pipeline.history import recent_entries, user_history
+from interestlake.pipeline.run import RunContext, StageReport, params_digest
 from interestlake.settings import Settings
 
 STAGE = "recommend"
@@ -36,35 +36,63 @@ _CANDIDATE_SCHEMA = T.StructType(
 )
 
 
-def recommend(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunContext) -> StageReport:
-    """Scores every user with an interest vector and publishes the top-K table in one commit.
+def recommend(
+    spark: SparkSession, lake: LakeTables, settings: Settings, run: RunContext, full: bool = False
+) -> StageReport:
+    """Re-scores the users whose interests changed and replaces their lists in one commit.
+
+    Every user is re-scored (and the table rewritten) on the first run, when the
+    catalog or item vectors changed (a new or changed item can enter anyone's
+    top K), when the parameters changed, or with ``full=True``.
 
     Returns:
-        Counts of users and rows written, or a note that the inputs were unchanged.
+        Counts of users scored and rows written, and the input versions read.
     """
     report = StageReport(STAGE, run.run_id)
     version = settings.encoder.version
+    now = lake.versions(INPUT_TABLES)
     params = {"encoder": version, "short_term_events": settings.interests.short_term_events, **settings.recommend.model_dump()}
-    inputs = inputs_fingerprint(lake, INPUT_TABLES, params)
-    if unchanged_since_last_commit(lake, C.RECOMMENDATIONS, STAGE, inputs):
+    inputs = {"tables": now, "params": params_digest(params)}
+    report.read_versions = dict(now)
+    last = lake.last_metadata(C.RECOMMENDATIONS, stage=STAGE)
+    if not full and last is not None and last.get("inputs") == inputs:
         report.note = "inputs unchanged since the last commit; nothing to do"
         return report
+    incremental = (
+        not full
+        and last is not None
+        and last["inputs"].get("params") == inputs["params"]
+        and all(last["inputs"]["tables"].get(t) == now[t] for t in (C.ITEMS, C.ITEM_EMBEDDINGS))
+    )
 
     of_version = F.col(C.COL_ENCODER_VERSION) == version
-    users = lake.read(C.USER_INTERESTS).filter(of_version).select(C.COL_USER_ID, "interest")
+    users = lake.read(C.USER_INTERESTS, now[C.USER_INTERESTS]).filter(of_version).select(C.COL_USER_ID, "interest")
+    if incremental:
+        changed = (
+            lake.changes(C.USER_INTERESTS, last["inputs"]["tables"].get(C.USER_INTERESTS), now[C.USER_INTERESTS])
+            .filter(of_version)
+            .select(C.COL_USER_ID)
+        )
+        users = users.join(changed, C.COL_USER_ID, "left_semi")
+    users = users.persist()
     # Only items still in the catalog can be recommended.
     items = (
-        lake.read(C.ITEM_EMBEDDINGS)
+        lake.read(C.ITEM_EMBEDDINGS, now[C.ITEM_EMBEDDINGS])
         .filter(of_version)
-        .join(lake.read(C.ITEMS).select(C.COL_ITEM_ID), C.COL_ITEM_ID, "left_semi")
+        .join(lake.read(C.ITEMS, now[C.ITEMS]).select(C.COL_ITEM_ID), C.COL_ITEM_ID, "left_semi")
         .select(C.COL_ITEM_ID, C.COL_EMBEDDING)
     )
-    user_side = (
-        users.join(excluded_items(lake, settings.recommend.exclude_event_types), C.COL_USER_ID, "left")
-        .join(recent_history(lake, version, settings.interests.short_term_events), C.COL_USER_ID, "left")
-    )
     n_users, n_items = users.count(), items.count()
-    report.counts.update(users=n_users, items=n_items)
+    report.counts.update(users_scored=n_users, items=n_items)
+    if n_users == 0:
+        users.unpersist()
+        report.note = "no user's interests changed"
+        return report
+    scored = users.select(C.COL_USER_ID)
+    history = user_history(lake, version, now).join(scored, C.COL_USER_ID, "left_semi")
+    user_side = users.join(excluded_items(lake, now, scored, settings.recommend.exclude_event_types), C.COL_USER_ID, "left").join(
+        reason_history(recent_entries(history, settings.interests.short_term_events)), C.COL_USER_ID, "left"
+    )
     candidates = score_blocks(
         user_side, items, settings.recommend.k,
         user_blocks=math.ceil(n_users / settings.recommend.user_block_size),
@@ -77,31 +105,35 @@ def recommend(spark: SparkSession, lake: LakeTables, settings: Settings, run: Ru
         ),
     ).filter(F.col(C.COL_RANK) <= settings.recommend.k)
     rows = ranked.withColumn(C.COL_RUN_ID, F.lit(run.run_id)).withColumn("generated_at", F.lit(run.timestamp))
-    metadata = {"stage": STAGE, "run_id": run.run_id, "inputs": inputs}
-    commit = lake.overwrite(C.RECOMMENDATIONS, rows, txn=run.txn(STAGE), metadata=metadata)
-    report.counts["rows"] = commit.rows
+    metadata = {"stage": STAGE, "run_id": run.run_id, "inputs": inputs, "mode": "incremental" if incremental else "full"}
+    if incremental:
+        commit = lake.merge(C.RECOMMENDATIONS, rows, on=[C.COL_USER_ID], txn=run.txn(STAGE), metadata=metadata)
+    else:
+        commit = lake.overwrite(C.RECOMMENDATIONS, rows, txn=run.txn(STAGE), metadata=metadata)
+    users.unpersist()
     report.commits.append(commit)
     return report
 
 
-def excluded_items(lake: LakeTables, event_types: list[str]) -> DataFrame:
-    """(user_id, excluded): items a user must not be offered again (bought, reviewed...)."""
-    events = lake.read(C.EVENTS).filter(
+def excluded_items(lake: LakeTables, versions: dict, users: DataFrame, event_types: list[str]) -> DataFrame:
+    """(user_id, excluded): items the given users must not be offered again (bought, reviewed...)."""
+    events = lake.read(C.EVENTS, versions[C.EVENTS]).filter(
         F.col(C.COL_EVENT_TYPE).isin(list(event_types)) & F.col(C.COL_ITEM_ID).isNotNull()
     )
-    reviewed = lake.read(C.REVIEWS)
+    reviewed = lake.read(C.REVIEWS, versions[C.REVIEWS])
     pairs = events.select(C.COL_USER_ID, C.COL_ITEM_ID).unionByName(reviewed.select(C.COL_USER_ID, C.COL_ITEM_ID))
-    return pairs.groupBy(C.COL_USER_ID).agg(F.collect_set(C.COL_ITEM_ID).alias("excluded"))
+    return (
+        pairs.join(users, C.COL_USER_ID, "left_semi")
+        .groupBy(C.COL_USER_ID)
+        .agg(F.collect_set(C.COL_ITEM_ID).alias("excluded"))
+    )
 
 
-def recent_history(lake: LakeTables, encoder_version: str, last_n: int) -> DataFrame:
-    """(user_id, hist_kind, hist_item, hist_label, hist_vec): a user's last N history entries, newest first."""
-    history = user_history(lake, encoder_version)
-    newest_first = Window.partitionBy(C.COL_USER_ID).orderBy(F.col(C.COL_TS).desc(), F.col("label"))
-    recent = history.withColumn("_n", F.row_number().over(newest_first)).filter(F.col("_n") <= last_n)
-    # collect_list keeps no order: sort by the rank taken above.
+def reason_history(recent: DataFrame) -> DataFrame:
+    """(user_id, hist_kind, hist_item, hist_label, hist_vec): recent entries as arrays, newest first."""
+    # collect_list keeps no order: sort by recency (1 = newest).
     grouped = recent.groupBy(C.COL_USER_ID).agg(
-        F.sort_array(F.collect_list(F.struct("_n", "kind", C.COL_ITEM_ID, "label", C.COL_EMBEDDING))).alias("_hist")
+        F.sort_array(F.collect_list(F.struct("recency", "kind", C.COL_ITEM_ID, "label", C.COL_EMBEDDING))).alias("_hist")
     )
     return grouped.select(
         C.COL_USER_ID,

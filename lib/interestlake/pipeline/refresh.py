@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from pyspark.sql import SparkSession
 
+from interestlake import constants as C
+from interestlake.lake.lock import writer_lock
+from interestlake.lake.schemas import table_spec
 from interestlake.lake.tables import LakeTables, open_lake
 from interestlake.pipeline.encode import encode
 from interestlake.pipeline.ingest import ingest
@@ -18,8 +21,10 @@ from interestlake.pipeline.run import RunContext, StageReport, log
 from interestlake.settings import Settings
 from interestlake.spark_session import build_spark_session
 
-Stage = Callable[[SparkSession, LakeTables, Settings, RunContext], StageReport]
+Stage = Callable[..., StageReport]
 STAGES: dict[str, Stage] = {"ingest": ingest, "encode": encode, "interests": interests, "recommend": recommend}
+# Stages that can recompute everything instead of only what changed.
+FULL_RECOMPUTE = {"interests", "recommend"}
 
 
 @dataclass
@@ -30,36 +35,76 @@ class Pipeline:
     lake: LakeTables
     settings: Settings
 
-    def run_stage(self, name: str, run: RunContext) -> StageReport:
-        """Runs one stage, logging its duration and summary."""
+    def run_stage(self, name: str, run: RunContext, full: bool = False) -> StageReport:
+        """Runs one stage and records it in ``pipeline_runs`` (failed runs too).
+
+        Args:
+            name: Stage name.
+            run: Run identity.
+            full: Recompute everything (interests and recommend) instead of only what changed.
+        """
         try:
             stage = STAGES[name]
         except KeyError:
             raise ValueError(f"unknown stage {name!r}; stages are {list(STAGES)}") from None
-        started = time.monotonic()
+        started = datetime.now(timezone.utc)
         log.info("%s: started (run %s)", name, run.run_id)
-        report = stage(self.spark, self.lake, self.settings, run)
-        report.counts["seconds"] = round(time.monotonic() - started, 1)
+        try:
+            report = stage(self.spark, self.lake, self.settings, run, **({"full": full} if name in FULL_RECOMPUTE else {}))
+        except Exception as exc:
+            self._record(StageReport(name, run.run_id, note=f"{type(exc).__name__}: {exc}"[:2000]), run, started, "failed")
+            raise
+        report.counts["seconds"] = round((datetime.now(timezone.utc) - started).total_seconds(), 1)
+        self._record(report, run, started, "succeeded")
         log.info("%s: done in %.1fs", name, report.counts["seconds"])
         return report
 
-    def refresh(self, run: RunContext) -> list[StageReport]:
+    def refresh(self, run: RunContext, full: bool = False) -> list[StageReport]:
         """ingest -> encode -> interests -> recommend."""
-        return [self.run_stage(name, run) for name in STAGES]
+        return [self.run_stage(name, run, full) for name in STAGES]
+
+    def _record(self, report: StageReport, run: RunContext, started: datetime, status: str) -> None:
+        """Upserts the (run_id, stage) row of ``pipeline_runs``: a re-run replaces it."""
+        row = {
+            C.COL_RUN_ID: run.run_id,
+            "stage": report.stage,
+            "logical_date": run.timestamp,
+            "status": status,
+            "started_at": started.replace(tzinfo=None),
+            "finished_at": datetime.now(timezone.utc).replace(tzinfo=None),
+            "counts": {k: int(v) for k, v in report.counts.items()},
+            "read_versions": report.read_versions,
+            "written_versions": report.written_versions,
+            "note": report.note,
+        }
+        frame = self.spark.createDataFrame([row], table_spec(C.PIPELINE_RUNS).schema)
+        self.lake.merge(C.PIPELINE_RUNS, frame, metadata={"stage": report.stage, "run_id": run.run_id})
 
 
 @contextmanager
-def open_pipeline(settings: Settings, master: str | None = None) -> Iterator[Pipeline]:
+def open_pipeline(
+    settings: Settings, master: str | None = None, writer: str | None = None, wait_seconds: float = 0.0
+) -> Iterator[Pipeline]:
     """Builds the session, creates missing lake tables, and stops the session afterwards.
+
+    Args:
+        settings: Loaded settings.
+        master: Overrides ``spark.master``.
+        writer: When set (a run id), holds the lake's single-writer lock under this name.
+        wait_seconds: How long to wait for that lock.
 
     A session that was already active (a test's, a notebook's) is reused and left running.
     """
-    owned = SparkSession.getActiveSession() is None
-    spark = build_spark_session(settings, master)
-    try:
-        lake = open_lake(spark, settings.lake)
-        lake.ensure_tables()
-        yield Pipeline(spark, lake, settings)
-    finally:
-        if owned:
-            spark.stop()
+    with ExitStack() as stack:
+        if writer is not None:
+            # Taken before Spark starts: a second refresh gives up in a second.
+            stack.enter_context(writer_lock(settings.lake.root, writer, wait_seconds))
+        owned = SparkSession.getActiveSession() is None
+        spark = build_spark_session(settings, master)
+        try:
+            lake = open_lake(spark, settings.lake)
+            lake.ensure_tables()
+            yield Pipeline(spark, lake, settings)
+        finally:
+            if owned:
+                spark.stop()

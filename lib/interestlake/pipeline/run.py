@@ -5,12 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from interestlake.lake.tables import CommitResult, LakeTables, Txn
+from interestlake.lake.tables import CommitResult, Txn
 
 log = logging.getLogger("interestlake")
 
@@ -68,6 +67,12 @@ class StageReport:
     counts: dict[str, int] = field(default_factory=dict)
     commits: list[CommitResult] = field(default_factory=list)
     note: str | None = None
+    read_versions: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def written_versions(self) -> dict[str, int]:
+        """Table -> version this stage committed (tables it left alone are absent)."""
+        return {c.table: c.version for c in self.commits if c.committed}
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, default=str)
@@ -84,13 +89,7 @@ class StageReport:
         return f"[{self.stage}] " + ", ".join(parts)
 
 
-def inputs_fingerprint(lake: LakeTables, tables: Iterable[str], params: dict[str, Any]) -> dict[str, Any]:
-    """What a derived table was computed from: input table versions and a hash of the parameters."""
-    digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return {"tables": lake.versions(tables), "params": digest}
 
-
-def unchanged_since_last_commit(lake: LakeTables, table: str, stage: str, inputs: dict[str, Any]) -> bool:
-    """True when the stage's last commit to ``table`` was computed from exactly these inputs."""
-    last = lake.last_metadata(table, stage=stage)
-    return last is not None and last.get("inputs") == inputs
+def params_digest(params: dict[str, Any]) -> str:
+    """Short stable hash of a stage's parameters: a change means recomputing from scratch."""
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
