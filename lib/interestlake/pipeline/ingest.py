@@ -135,8 +135,10 @@ def checkpoint_id(checkpoint: str) -> str:
             return handle.read().decode().strip()
     fs.create_dir(path, recursive=True)
     ident = uuid.uuid4().hex[:12]
-    with fs.open_output_stream(marker) as handle:
+    # Written aside, then renamed: a run killed here must not leave a truncated id.
+    with fs.open_output_stream(f"{marker}.{ident}.tmp") as handle:
         handle.write(ident.encode())
+    fs.move(f"{marker}.{ident}.tmp", marker)
     return ident
 
 
