@@ -69,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--items", type=int, default=None, help="sample items (default sample.items)")
     sample.add_argument("--landing", default=None, help="landing folder (default lake.landing)")
 
+    bench = command("bench", "run a benchmark (minutes; prints JSON with --json)")
+    bench.add_argument("name", choices=["refresh"], help="refresh: incremental vs full recompute over growing histories")
+    bench.add_argument("--json", action="store_true", help="print only the JSON result on stdout")
+    bench.add_argument("--sizes", default="10000,100000,400000", help="history sizes in events, comma-separated")
+    bench.add_argument("--new-events", type=int, default=2000, help="events in the new batch (default 2000)")
+    bench.add_argument("--new-users", type=int, default=200, help="users in the new batch (default 200)")
+    bench.add_argument("--workdir", default=None, help="where the benchmark lakes go (default: a temporary folder)")
+
     sql = command("sql", "run Spark SQL over the lake tables, registered by name")
     sql.add_argument("query", help='e.g. "SELECT * FROM recommendations WHERE user_id = \'u-0001\'"')
     sql.add_argument("--json", action="store_true", help="print the rows as one JSON array of objects, nothing else")
@@ -192,6 +200,24 @@ def _sql(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace, settings: Settings) -> int:
+    from interestlake.benchmarks import refresh_benchmark
+
+    try:
+        sizes = [int(size) for size in args.sizes.split(",")]
+    except ValueError:
+        raise ValueError(f"--sizes must be comma-separated integers, got {args.sizes!r}") from None
+    result = refresh_benchmark(sizes, args.new_events, args.new_users, conf=args.conf, workdir=args.workdir)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for row in result["results"]:
+            print(f"history {row['history_events']:>8} events: incremental {row['incremental_seconds']:>6.1f}s, "
+                  f"full {row['full_seconds']:>6.1f}s, max diff {row['interests_max_abs_diff']}, "
+                  f"same top-K {row['recommendations_equal']}")
+    return 0
+
+
 def _json_value(value: Any) -> Any:
     if isinstance(value, (datetime, date)):
         return value.isoformat()
@@ -225,6 +251,7 @@ _COMMANDS = {
     "demo": _demo,
     "generate-sample": _generate_sample,
     "sql": _sql,
+    "bench": _bench,
 }
 
 

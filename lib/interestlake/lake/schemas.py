@@ -173,6 +173,8 @@ TABLES: dict[str, TableSpec] = {
                 _f("stage", T.StringType(), False),
                 _f("logical_date", T.TimestampType(), False),
                 _f("status", T.StringType(), False),
+                # Digest of the stage's parameters: progress is only reused under the same ones.
+                _f("params", T.StringType()),
                 _f("started_at", T.TimestampType()),
                 _f("finished_at", T.TimestampType()),
                 _f("counts", T.MapType(T.StringType(), T.LongType())),

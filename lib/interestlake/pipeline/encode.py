@@ -1,6 +1,7 @@
 """Encode stage: texts -> ``text_embeddings`` (cache) and items -> ``item_embeddings``.
 
-Only texts whose hash is not yet cached for the current encoder version are
+Only review and query texts written since the last successful run are looked
+at, only texts whose hash is not yet cached for the current encoder version are
 encoded, each distinct text once; item vectors are rewritten only for items
 whose text changed.
 """
@@ -14,10 +15,11 @@ from interestlake import constants as C
 from interestlake.lake.tables import LakeTables
 from interestlake.models.encoder import encoder_udf
 from interestlake.pipeline.history import item_text, text_hash, texts_to_encode
-from interestlake.pipeline.run import RunContext, StageReport, log
+from interestlake.pipeline.run import RunContext, StageReport, last_progress, log, params_digest
 from interestlake.settings import Settings
 
 STAGE = "encode"
+INPUT_TABLES = (C.ITEMS, C.REVIEWS, C.EVENTS)
 
 
 def encode(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunContext) -> StageReport:
@@ -32,13 +34,18 @@ def encode(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunCo
     Returns:
         Counts of texts found, texts encoded and item vectors written.
     """
-    report = StageReport(STAGE, run.run_id)
     version = settings.encoder.version
+    report = StageReport(STAGE, run.run_id, params=params_digest({"encoder": version}))
     metadata = {"stage": STAGE, "run_id": run.run_id, "encoder_version": version}
+    now = lake.versions(INPUT_TABLES)
+    report.read_versions = now
+    # Reviews and queries written since the last successful run with this encoder;
+    # after a crash this re-reads a little more, which the cache absorbs.
+    since = last_progress(lake, STAGE, report.params)
     cached = (
         lake.read(C.TEXT_EMBEDDINGS).filter(F.col(C.COL_ENCODER_VERSION) == version).select(C.COL_TEXT_HASH)
     )
-    todo = texts_to_encode(lake).join(cached, C.COL_TEXT_HASH, "left_anti").persist()
+    todo = texts_to_encode(lake, now, since).join(cached, C.COL_TEXT_HASH, "left_anti").persist()
     report.counts["texts_to_encode"] = pending = todo.count()
     if pending:
         cores = spark.sparkContext.defaultParallelism
@@ -56,7 +63,7 @@ def encode(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunCo
     todo.unpersist()
 
     vectors = lake.read(C.TEXT_EMBEDDINGS).filter(F.col(C.COL_ENCODER_VERSION) == version)
-    items = lake.read(C.ITEMS).select(C.COL_ITEM_ID, text_hash(item_text()).alias(C.COL_TEXT_HASH))
+    items = lake.read(C.ITEMS, now[C.ITEMS]).select(C.COL_ITEM_ID, text_hash(item_text()).alias(C.COL_TEXT_HASH))
     stored = lake.read(C.ITEM_EMBEDDINGS).filter(F.col(C.COL_ENCODER_VERSION) == version)
     changed = (
         items.join(stored.select(C.COL_ITEM_ID, C.COL_TEXT_HASH), [C.COL_ITEM_ID, C.COL_TEXT_HASH], "left_anti")

@@ -47,11 +47,16 @@ def review_texts(reviews: DataFrame) -> DataFrame:
     )
 
 
-def texts_to_encode(lake: LakeTables) -> DataFrame:
-    """Every distinct text the pipeline needs an embedding for: (text_hash, text)."""
-    items = lake.read(C.ITEMS).select(item_text().alias(C.COL_TEXT))
-    reviews = review_texts(lake.read(C.REVIEWS)).select(C.COL_TEXT)
-    queries = query_texts(lake.read(C.EVENTS)).select(C.COL_TEXT)
+def texts_to_encode(lake: LakeTables, now: Mapping[str, int], since: Mapping[str, int] | None = None) -> DataFrame:
+    """Distinct texts that may need an embedding: (text_hash, text).
+
+    Item texts come from the whole catalog (its size, not the history's); review
+    and query texts only from rows written after ``since`` (all when None).
+    """
+    since = since or {}
+    items = lake.read(C.ITEMS, now[C.ITEMS]).select(item_text().alias(C.COL_TEXT))
+    reviews = review_texts(lake.changes(C.REVIEWS, since.get(C.REVIEWS), now[C.REVIEWS])).select(C.COL_TEXT)
+    queries = query_texts(lake.changes(C.EVENTS, since.get(C.EVENTS), now[C.EVENTS])).select(C.COL_TEXT)
     texts = items.unionByName(reviews).unionByName(queries).filter(F.length(C.COL_TEXT) > 0)
     return texts.select(text_hash(F.col(C.COL_TEXT)).alias(C.COL_TEXT_HASH), C.COL_TEXT).dropDuplicates(
         [C.COL_TEXT_HASH]
@@ -128,6 +133,18 @@ def user_history(
         .unionByName(written.select(*HISTORY_COLUMNS))
         .unionByName(searched.select(*HISTORY_COLUMNS))
     )
+
+
+def history_of_users(lake: LakeTables, encoder_version: str, versions: Mapping[str, int], users: DataFrame) -> DataFrame:
+    """The whole embedded history of some users (a DataFrame of ``user_id``).
+
+    Events and reviews are filtered to those users before the vector joins, so
+    the cost follows their history, plus one scan of the id columns.
+    """
+    def of_users(table: str) -> DataFrame:
+        return lake.read(table, versions[table]).join(users, C.COL_USER_ID, "left_semi")
+
+    return user_history(lake, encoder_version, versions, events=of_users(C.EVENTS), reviews=of_users(C.REVIEWS))
 
 
 def recent_entries(history: DataFrame, last_n: int) -> DataFrame:

@@ -21,7 +21,7 @@ from interestlake import constants as C
 from interestlake.lake.schemas import table_spec
 from interestlake.lake.tables import LakeTables
 from interestlake.models.interest import DecayedStats, InterestParams, combine, decayed_stats, fold
-from interestlake.pipeline.history import recent_entries, user_history
+from interestlake.pipeline.history import history_of_users, recent_entries, user_history
 from interestlake.pipeline.run import RunContext, StageReport, params_digest
 from interestlake.settings import Settings
 
@@ -62,20 +62,20 @@ def interests(
     now = lake.versions(INPUT_TABLES)
     inputs = {"tables": now, "params": params_digest({"encoder": version, **settings.interests.model_dump()})}
     report.read_versions = dict(now)
+    report.params = inputs["params"]
     last = lake.last_metadata(C.USER_INTERESTS, stage=STAGE)
     if not full and last is not None and last.get("inputs") == inputs:
         report.note = "inputs unchanged since the last commit; nothing to do"
         return report
     incremental = not full and last is not None and last["inputs"].get("params") == inputs["params"]
-    history = user_history(lake, version, now)
-
     if incremental:
         since = last["inputs"]["tables"]
         new_events = lake.changes(C.EVENTS, since.get(C.EVENTS), now[C.EVENTS])
         new_reviews = lake.changes(C.REVIEWS, since.get(C.REVIEWS), now[C.REVIEWS])
-        rebuild = _users_of_changed_items(lake, version, since, now)
+        rebuild = _users_of_changed_items(lake, version, since, now).persist()
         active = new_events.select(C.COL_USER_ID).unionByName(new_reviews.select(C.COL_USER_ID))
         changed = active.unionByName(rebuild).distinct().persist()
+        history = history_of_users(lake, version, now, changed)
         folded = user_history(lake, version, now, events=new_events, reviews=new_reviews).join(
             rebuild, C.COL_USER_ID, "left_anti"
         )
@@ -89,6 +89,7 @@ def interests(
         )
         report.counts["users_rebuilt"] = rebuild.count()
     else:
+        history = user_history(lake, version, now)
         changed = history.select(C.COL_USER_ID).distinct().persist()
         entries = history
         state = lake.spark.createDataFrame([], T.StructType([table_spec(C.USER_INTERESTS).schema[c] for c in _STATE_COLUMNS]))
@@ -98,7 +99,7 @@ def interests(
         report.note = "no user has new history"
         return report
 
-    recent = recent_entries(history.join(changed, C.COL_USER_ID, "left_semi"), settings.interests.short_term_events)
+    recent = recent_entries(history, settings.interests.short_term_events)
     parts = entries.withColumn("recency", F.lit(None).cast("int")).unionByName(recent)
     params = InterestParams(**settings.interests.model_dump())
     vectors = (
@@ -116,6 +117,8 @@ def interests(
     metadata = {"stage": STAGE, "run_id": run.run_id, "inputs": inputs, "mode": "incremental" if incremental else "full"}
     commit = lake.merge(C.USER_INTERESTS, rows, txn=run.txn(STAGE), metadata=metadata)
     changed.unpersist()
+    if incremental:
+        rebuild.unpersist()
     report.commits.append(commit)
     return report
 
@@ -182,7 +185,8 @@ def _user_vectors(params: InterestParams):
                 "interest": [result.interest.tolist()],
                 "decayed_sum": [stats.weighted_sum.tolist()],
                 "decayed_mass": [stats.mass],
-                "last_event_at": [pd.Timestamp(stats.ref_seconds, unit="s")],
+                # Microseconds, as stored: a float ns value would not convert to Arrow safely.
+                "last_event_at": [pd.Timestamp(round(stats.ref_seconds * 1e6), unit="us")],
             }
         )
 

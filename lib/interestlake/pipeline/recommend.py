@@ -20,7 +20,7 @@ from pyspark.sql import types as T
 from interestlake import constants as C
 from interestlake.lake.tables import LakeTables
 from interestlake.models.scoring import reason_for, top_k_block
-from interestlake.pipeline.history import recent_entries, user_history
+from interestlake.pipeline.history import history_of_users, recent_entries
 from interestlake.pipeline.run import RunContext, StageReport, params_digest
 from interestlake.settings import Settings
 
@@ -54,6 +54,7 @@ def recommend(
     params = {"encoder": version, "short_term_events": settings.interests.short_term_events, **settings.recommend.model_dump()}
     inputs = {"tables": now, "params": params_digest(params)}
     report.read_versions = dict(now)
+    report.params = inputs["params"]
     last = lake.last_metadata(C.RECOMMENDATIONS, stage=STAGE)
     if not full and last is not None and last.get("inputs") == inputs:
         report.note = "inputs unchanged since the last commit; nothing to do"
@@ -89,7 +90,7 @@ def recommend(
         report.note = "no user's interests changed"
         return report
     scored = users.select(C.COL_USER_ID)
-    history = user_history(lake, version, now).join(scored, C.COL_USER_ID, "left_semi")
+    history = history_of_users(lake, version, now, scored)
     user_side = users.join(excluded_items(lake, now, scored, settings.recommend.exclude_event_types), C.COL_USER_ID, "left").join(
         reason_history(recent_entries(history, settings.interests.short_term_events)), C.COL_USER_ID, "left"
     )

@@ -70,6 +70,7 @@ class Pipeline:
             "stage": report.stage,
             "logical_date": run.timestamp,
             "status": status,
+            "params": report.params,
             "started_at": started.replace(tzinfo=None),
             "finished_at": datetime.now(timezone.utc).replace(tzinfo=None),
             "counts": {k: int(v) for k, v in report.counts.items()},

@@ -68,6 +68,7 @@ class StageReport:
     commits: list[CommitResult] = field(default_factory=list)
     note: str | None = None
     read_versions: dict[str, int] = field(default_factory=dict)
+    params: str | None = None
 
     @property
     def written_versions(self) -> dict[str, int]:
@@ -93,3 +94,24 @@ class StageReport:
 def params_digest(params: dict[str, Any]) -> str:
     """Short stable hash of a stage's parameters: a change means recomputing from scratch."""
     return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def last_progress(lake, stage: str, params: str) -> dict[str, int] | None:
+    """Input versions the last successful run of a stage read, under the same parameters.
+
+    For stages whose progress needs no atomicity with their data (re-reading a
+    little more after a crash is harmless), so that a run which commits nothing
+    still records how far it read.
+    """
+    from pyspark.sql import functions as F
+
+    from interestlake import constants as C
+
+    latest = (
+        lake.read(C.PIPELINE_RUNS)
+        .filter((F.col("stage") == stage) & (F.col("status") == "succeeded") & (F.col("params") == params))
+        .orderBy(F.col("finished_at").desc())
+        .select("read_versions")
+        .first()
+    )
+    return dict(latest["read_versions"]) if latest else None
