@@ -274,10 +274,18 @@ class DeltaRsTables(LakeTables):
         from deltalake.transaction import CommitProperties, RemoveAction, Transaction
 
         snapshot = self._delta_rs_table(spec.name)
-        removed: list[tuple[str, int]] = []
-        if mode == "merge":
-            df, removed = self._rewrite_touched_files(spec, snapshot, df, on)
+        # The new rows are computed and written once; a merge then reads their keys
+        # back from these files instead of evaluating the plan a second time.
         staged = self._stage_files(spec, df)
+        removed: list[tuple[str, int]] = []
+        if mode == "merge" and staged.rows:
+            try:
+                kept, removed = self._rewrite_touched_files(spec, snapshot, staged, on)
+                if kept is not None:
+                    staged = staged.plus(self._stage_files(spec, kept))
+            except Exception:
+                staged.discard()
+                raise
         if staged.rows == 0 and not removed and mode != "overwrite":
             staged.discard()
             return CommitResult(spec.name, None, skipped="no rows")
@@ -307,26 +315,30 @@ class DeltaRsTables(LakeTables):
         snapshot.update_incremental()
         return CommitResult(spec.name, snapshot.version(), staged.rows, len(staged.add_actions), len(removed))
 
-    def _rewrite_touched_files(self, spec, snapshot, updates, on) -> tuple[DataFrame, list[tuple[str, int]]]:
+    def _rewrite_touched_files(self, spec, snapshot, staged, on) -> tuple[DataFrame | None, list[tuple[str, int]]]:
         """Copy-on-write: finds the files holding rows to replace and keeps their other rows.
 
         Only files that contain at least one replaced key are rewritten, so a merge
         costs in proportion to the rows it touches, not to the table.
+
+        Returns:
+            The rows to keep from the touched files (None when none is touched) and
+            the (path, size) of each touched file, to remove.
         """
         add_actions = _add_action_index(snapshot)
         if not add_actions:
-            return updates, []
+            return None, []
         existing = (
             self.spark.read.schema(spec.schema)
             .parquet(*snapshot.file_uris())
             .withColumn(_FILE_COLUMN, F.col("_metadata.file_path"))
         )
-        keys = updates.select(*on).distinct()
+        keys = F.broadcast(self._read_files(spec, staged.paths).select(*on).distinct())
         touched = [
             row[0] for row in existing.join(keys, list(on), "left_semi").select(_FILE_COLUMN).distinct().collect()
         ]
         if not touched:
-            return updates, []
+            return None, []
         removed = [add_actions[_path_key(uri)] for uri in touched]
         kept = (
             existing.filter(F.col(_FILE_COLUMN).isin(touched))
@@ -334,7 +346,7 @@ class DeltaRsTables(LakeTables):
             .drop(_FILE_COLUMN)
             .select(*spec.columns)
         )
-        return updates.unionByName(kept), removed
+        return kept, removed
 
     def _stage_files(self, spec: TableSpec, df: DataFrame) -> _StagedFiles:
         """Executors write Parquet under the table root; the driver reads only the footers."""
@@ -362,11 +374,18 @@ def _path_key(uri: str) -> str:
 
 @dataclass
 class _StagedFiles:
-    """Data files written by one Spark job and not yet committed."""
+    """Data files written by Spark jobs and not yet committed."""
 
-    target: str
+    targets: list[str]
     add_actions: list
     rows: int
+    paths: list[str]
+
+    def plus(self, other: _StagedFiles) -> _StagedFiles:
+        return _StagedFiles(
+            self.targets + other.targets, self.add_actions + other.add_actions, self.rows + other.rows,
+            self.paths + other.paths,
+        )
 
     @classmethod
     def collect(cls, spec: TableSpec, target: str, relative_dir: str) -> _StagedFiles:
@@ -380,7 +399,7 @@ class _StagedFiles:
             for info in fs.get_file_info(pafs.FileSelector(base, recursive=False))
             if info.is_file and info.base_name.endswith(".parquet") and not info.base_name.startswith((".", "_"))
         ]
-        actions, rows = [], 0
+        actions, rows, paths = [], 0, []
         for info in sorted(infos, key=lambda i: i.base_name):
             with fs.open_input_file(info.path) as handle:
                 footer = pq.read_metadata(handle)
@@ -393,21 +412,23 @@ class _StagedFiles:
                 fs.delete_dir(base)
                 raise ValueError(f"cannot write {spec.name}: null values in required column(s) {nulls}")
             rows += footer.num_rows
+            paths.append(f"{target.rstrip('/')}/{info.base_name}")
             mtime_ms = int(info.mtime.timestamp() * 1000) if info.mtime else int(time.time() * 1000)
             actions.append(
                 AddAction(f"{relative_dir}/{info.base_name}", info.size, {}, mtime_ms, True, json.dumps(stats))
             )
-        return cls(target, actions, rows)
+        return cls([target], actions, rows, paths)
 
     def discard(self) -> None:
         """Deletes files that will never be committed (a table's vacuum would too, later)."""
         import pyarrow.fs as pafs
 
-        fs, base = pafs.FileSystem.from_uri(self.target)
-        try:
-            fs.delete_dir(base)
-        except (FileNotFoundError, OSError) as exc:
-            log.warning("could not delete uncommitted files under %s: %s", self.target, exc)
+        for target in self.targets:
+            fs, base = pafs.FileSystem.from_uri(target)
+            try:
+                fs.delete_dir(base)
+            except (FileNotFoundError, OSError) as exc:
+                log.warning("could not delete uncommitted files under %s: %s", target, exc)
 
 
 def _file_stats(footer) -> dict[str, Any]:

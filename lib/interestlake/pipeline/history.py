@@ -142,7 +142,8 @@ def history_of_users(lake: LakeTables, encoder_version: str, versions: Mapping[s
     the cost follows their history, plus one scan of the id columns.
     """
     def of_users(table: str) -> DataFrame:
-        return lake.read(table, versions[table]).join(users, C.COL_USER_ID, "left_semi")
+        # Broadcast: the changed users are few, the history is large and must not be shuffled.
+        return lake.read(table, versions[table]).join(F.broadcast(users), C.COL_USER_ID, "left_semi")
 
     return user_history(lake, encoder_version, versions, events=of_users(C.EVENTS), reviews=of_users(C.REVIEWS))
 

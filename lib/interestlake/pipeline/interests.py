@@ -11,6 +11,8 @@ parameter change or ``full=True`` recomputes everyone.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
@@ -112,7 +114,9 @@ def interests(
         .fillna(0, ["event_count", "review_count"])
         .withColumn(C.COL_ENCODER_VERSION, F.lit(version))
         .withColumn(C.COL_RUN_ID, F.lit(run.run_id))
-        .withColumn(C.COL_UPDATED_AT, F.lit(run.timestamp))
+        # Wall-clock time, unique per write (a retry shares the run id and logical
+        # date): recommend tells rewritten rows from copied ones by it.
+        .withColumn(C.COL_UPDATED_AT, F.lit(datetime.now(timezone.utc).replace(tzinfo=None)))
     )
     metadata = {"stage": STAGE, "run_id": run.run_id, "inputs": inputs, "mode": "incremental" if incremental else "full"}
     commit = lake.merge(C.USER_INTERESTS, rows, txn=run.txn(STAGE), metadata=metadata)
@@ -147,7 +151,7 @@ def _counts(lake: LakeTables, now: dict, users: DataFrame) -> DataFrame:
     """Events and reviews per changed user."""
     def count(table: str, name: str) -> DataFrame:
         return (
-            lake.read(table, now[table]).join(users, C.COL_USER_ID, "left_semi")
+            lake.read(table, now[table]).join(F.broadcast(users), C.COL_USER_ID, "left_semi")
             .groupBy(C.COL_USER_ID).agg(F.count(F.lit(1)).alias(name))
         )
 

@@ -70,7 +70,10 @@ def recommend(
     users = lake.read(C.USER_INTERESTS, now[C.USER_INTERESTS]).filter(of_version).select(C.COL_USER_ID, "interest")
     if incremental:
         changed = (
-            lake.changes(C.USER_INTERESTS, last["inputs"]["tables"].get(C.USER_INTERESTS), now[C.USER_INTERESTS])
+            lake.changes(
+                C.USER_INTERESTS, last["inputs"]["tables"].get(C.USER_INTERESTS), now[C.USER_INTERESTS],
+                identity=[C.COL_USER_ID, C.COL_ENCODER_VERSION, C.COL_UPDATED_AT],
+            )
             .filter(of_version)
             .select(C.COL_USER_ID)
         )
@@ -124,7 +127,7 @@ def excluded_items(lake: LakeTables, versions: dict, users: DataFrame, event_typ
     reviewed = lake.read(C.REVIEWS, versions[C.REVIEWS])
     pairs = events.select(C.COL_USER_ID, C.COL_ITEM_ID).unionByName(reviewed.select(C.COL_USER_ID, C.COL_ITEM_ID))
     return (
-        pairs.join(users, C.COL_USER_ID, "left_semi")
+        pairs.join(F.broadcast(users), C.COL_USER_ID, "left_semi")
         .groupBy(C.COL_USER_ID)
         .agg(F.collect_set(C.COL_ITEM_ID).alias("excluded"))
     )
