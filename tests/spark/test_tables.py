@@ -198,3 +198,12 @@ def test_delta_spark_backend_refuses_clearly_without_jars(spark, settings):
         pytest.skip("delta-spark jars are present; the refusal only applies where they are missing")
     with pytest.raises(LakeError, match="Delta jars are not on the Spark classpath"):
         DeltaSparkTables(spark, settings.lake)
+
+
+def test_upsert_rows_replaces_by_key_without_a_spark_job(lake):
+    row = {"run_id": "r1", "stage": "ingest", "logical_date": NOW, "status": "failed", "counts": {"files": 1}}
+    lake.upsert_rows(C.PIPELINE_RUNS, [row])
+    lake.upsert_rows(C.PIPELINE_RUNS, [{**row, "status": "succeeded"}, {**row, "stage": "encode"}])
+    rows = {r.stage: r for r in lake.read(C.PIPELINE_RUNS).collect()}
+    assert set(rows) == {"ingest", "encode"}
+    assert rows["ingest"].status == "succeeded" and rows["ingest"].counts == {"files": 1}

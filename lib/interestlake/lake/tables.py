@@ -123,6 +123,8 @@ class LakeTables(ABC):
             return self.read(table, until)
         if since > until:
             raise ValueError(f"{table}: changes since version {since} asked up to an older version {until}")
+        if since == until:
+            return self.spark.createDataFrame([], spec.schema)
         before = set(self._delta_rs_table(table, since).file_uris())
         after = set(self._delta_rs_table(table, until).file_uris())
         added = self._read_files(spec, sorted(after - before))
@@ -203,6 +205,14 @@ class LakeTables(ABC):
             raise ValueError(f"merge on {unknown}: not columns of {table} ({spec.columns})")
         return self._write(table, df, "merge", on, txn, metadata)
 
+    def upsert_rows(self, table: str, rows: Sequence[Mapping[str, Any]], metadata: Mapping | None = None) -> None:
+        """Upserts a few driver-side rows by key (bookkeeping such as ``pipeline_runs``).
+
+        Not for data: a handful of rows does not need a Spark job.
+        """
+        spec = table_spec(table)
+        self.merge(table, self.spark.createDataFrame([dict(r) for r in rows], spec.schema), metadata=metadata)
+
     def _write(self, table, df, mode, on, txn, metadata) -> CommitResult:
         spec = table_spec(table)
         if txn is not None and self.committed(table, txn):
@@ -267,6 +277,27 @@ class DeltaRsTables(LakeTables):
 
     def read(self, table: str, version: int | None = None) -> DataFrame:
         return self._read_files(table_spec(table), self._delta_rs_table(table, version).file_uris())
+
+    def upsert_rows(self, table: str, rows: Sequence[Mapping[str, Any]], metadata: Mapping | None = None) -> None:
+        import pyarrow as pa
+        from deltalake.transaction import CommitProperties
+
+        spec = table_spec(table)
+        source = pa.Table.from_pylist([dict(r) for r in rows], schema=arrow_schema(spec.schema))
+        user_metadata = json.dumps({_METADATA_MARKER: True, **(metadata or {})}, sort_keys=True, default=str)
+        (
+            self._delta_rs_table(table)
+            .merge(
+                source=source,
+                predicate=" AND ".join(f"t.{k} = s.{k}" for k in spec.keys),
+                source_alias="s",
+                target_alias="t",
+                commit_properties=CommitProperties(custom_metadata={"userMetadata": user_metadata}),
+            )
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute()
+        )
 
     def _commit(self, spec, df, mode, on, txn, user_metadata) -> CommitResult:
         from deltalake import Schema

@@ -24,7 +24,7 @@ from interestlake.lake.schemas import table_spec
 from interestlake.lake.tables import LakeTables
 from interestlake.models.interest import DecayedStats, InterestParams, combine, decayed_stats, fold
 from interestlake.pipeline.history import history_of_users, recent_entries, user_history
-from interestlake.pipeline.run import RunContext, StageReport, params_digest
+from interestlake.pipeline.run import DerivedInputs, RunContext, StageReport, derived_inputs
 from interestlake.settings import Settings
 
 STAGE = "interests"
@@ -61,20 +61,18 @@ def interests(
     """
     report = StageReport(STAGE, run.run_id)
     version = settings.encoder.version
-    now = lake.versions(INPUT_TABLES)
-    inputs = {"tables": now, "params": params_digest({"encoder": version, **settings.interests.model_dump()})}
-    report.read_versions = dict(now)
-    report.params = inputs["params"]
-    last = lake.last_metadata(C.USER_INTERESTS, stage=STAGE)
-    if not full and last is not None and last.get("inputs") == inputs:
+    inputs = derived_inputs(
+        lake, report, C.USER_INTERESTS, INPUT_TABLES, {"encoder": version, **settings.interests.model_dump()}
+    )
+    if not full and inputs.unchanged:
         report.note = "inputs unchanged since the last commit; nothing to do"
         return report
-    incremental = not full and last is not None and last["inputs"].get("params") == inputs["params"]
+    now = inputs.tables
+    incremental = not full and inputs.same_params
     if incremental:
-        since = last["inputs"]["tables"]
-        new_events = lake.changes(C.EVENTS, since.get(C.EVENTS), now[C.EVENTS])
-        new_reviews = lake.changes(C.REVIEWS, since.get(C.REVIEWS), now[C.REVIEWS])
-        rebuild = _users_of_changed_items(lake, version, since, now).persist()
+        new_events = lake.changes(C.EVENTS, inputs.since(C.EVENTS), now[C.EVENTS])
+        new_reviews = lake.changes(C.REVIEWS, inputs.since(C.REVIEWS), now[C.REVIEWS])
+        rebuild = _users_of_changed_items(lake, version, inputs, now).persist()
         active = new_events.select(C.COL_USER_ID).unionByName(new_reviews.select(C.COL_USER_ID))
         changed = active.unionByName(rebuild).distinct().persist()
         history = history_of_users(lake, version, now, changed)
@@ -118,7 +116,10 @@ def interests(
         # date): recommend tells rewritten rows from copied ones by it.
         .withColumn(C.COL_UPDATED_AT, F.lit(datetime.now(timezone.utc).replace(tzinfo=None)))
     )
-    metadata = {"stage": STAGE, "run_id": run.run_id, "inputs": inputs, "mode": "incremental" if incremental else "full"}
+    metadata = {
+        "stage": STAGE, "run_id": run.run_id, "inputs": inputs.fingerprint,
+        "mode": "incremental" if incremental else "full",
+    }
     commit = lake.merge(C.USER_INTERESTS, rows, txn=run.txn(STAGE), metadata=metadata)
     changed.unpersist()
     if incremental:
@@ -127,17 +128,19 @@ def interests(
     return report
 
 
-def _users_of_changed_items(lake: LakeTables, version: str, since: dict, now: dict) -> DataFrame:
+def _users_of_changed_items(lake: LakeTables, version: str, inputs: DerivedInputs, now: dict) -> DataFrame:
     """Users with history on items whose vector appeared or changed since the last run."""
+    users = lake.spark.createDataFrame([], f"{C.COL_USER_ID} string")
+    if inputs.since(C.ITEM_EMBEDDINGS) == now[C.ITEM_EMBEDDINGS]:
+        return users
     changed_items = [
         row[0]
-        for row in lake.changes(C.ITEM_EMBEDDINGS, since.get(C.ITEM_EMBEDDINGS), now[C.ITEM_EMBEDDINGS])
+        for row in lake.changes(C.ITEM_EMBEDDINGS, inputs.since(C.ITEM_EMBEDDINGS), now[C.ITEM_EMBEDDINGS])
         .filter(F.col(C.COL_ENCODER_VERSION) == version)
         .select(C.COL_ITEM_ID)
         .distinct()
         .collect()
     ]
-    users = lake.spark.createDataFrame([], f"{C.COL_USER_ID} string")
     if not changed_items:
         return users
     # Scans events and reviews, but only when the catalog changed.

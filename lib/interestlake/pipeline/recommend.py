@@ -21,7 +21,7 @@ from interestlake import constants as C
 from interestlake.lake.tables import LakeTables
 from interestlake.models.scoring import reason_for, top_k_block
 from interestlake.pipeline.history import history_of_users, recent_entries
-from interestlake.pipeline.run import RunContext, StageReport, params_digest
+from interestlake.pipeline.run import RunContext, StageReport, derived_inputs
 from interestlake.settings import Settings
 
 STAGE = "recommend"
@@ -50,20 +50,16 @@ def recommend(
     """
     report = StageReport(STAGE, run.run_id)
     version = settings.encoder.version
-    now = lake.versions(INPUT_TABLES)
     params = {"encoder": version, "short_term_events": settings.interests.short_term_events, **settings.recommend.model_dump()}
-    inputs = {"tables": now, "params": params_digest(params)}
-    report.read_versions = dict(now)
-    report.params = inputs["params"]
-    last = lake.last_metadata(C.RECOMMENDATIONS, stage=STAGE)
-    if not full and last is not None and last.get("inputs") == inputs:
+    inputs = derived_inputs(lake, report, C.RECOMMENDATIONS, INPUT_TABLES, params)
+    if not full and inputs.unchanged:
         report.note = "inputs unchanged since the last commit; nothing to do"
         return report
+    now = inputs.tables
     incremental = (
         not full
-        and last is not None
-        and last["inputs"].get("params") == inputs["params"]
-        and all(last["inputs"]["tables"].get(t) == now[t] for t in (C.ITEMS, C.ITEM_EMBEDDINGS))
+        and inputs.same_params
+        and all(inputs.since(t) == now[t] for t in (C.ITEMS, C.ITEM_EMBEDDINGS))
     )
 
     of_version = F.col(C.COL_ENCODER_VERSION) == version
@@ -71,7 +67,7 @@ def recommend(
     if incremental:
         changed = (
             lake.changes(
-                C.USER_INTERESTS, last["inputs"]["tables"].get(C.USER_INTERESTS), now[C.USER_INTERESTS],
+                C.USER_INTERESTS, inputs.since(C.USER_INTERESTS), now[C.USER_INTERESTS],
                 identity=[C.COL_USER_ID, C.COL_ENCODER_VERSION, C.COL_UPDATED_AT],
             )
             .filter(of_version)
@@ -109,7 +105,10 @@ def recommend(
         ),
     ).filter(F.col(C.COL_RANK) <= settings.recommend.k)
     rows = ranked.withColumn(C.COL_RUN_ID, F.lit(run.run_id)).withColumn("generated_at", F.lit(run.timestamp))
-    metadata = {"stage": STAGE, "run_id": run.run_id, "inputs": inputs, "mode": "incremental" if incremental else "full"}
+    metadata = {
+        "stage": STAGE, "run_id": run.run_id, "inputs": inputs.fingerprint,
+        "mode": "incremental" if incremental else "full",
+    }
     if incremental:
         commit = lake.merge(C.RECOMMENDATIONS, rows, on=[C.COL_USER_ID], txn=run.txn(STAGE), metadata=metadata)
     else:

@@ -11,7 +11,6 @@ from pyspark.sql import SparkSession
 
 from interestlake import constants as C
 from interestlake.lake.lock import writer_lock
-from interestlake.lake.schemas import table_spec
 from interestlake.lake.tables import LakeTables, open_lake
 from interestlake.pipeline.encode import encode
 from interestlake.pipeline.ingest import ingest
@@ -78,8 +77,7 @@ class Pipeline:
             "written_versions": report.written_versions,
             "note": report.note,
         }
-        frame = self.spark.createDataFrame([row], table_spec(C.PIPELINE_RUNS).schema)
-        self.lake.merge(C.PIPELINE_RUNS, frame, metadata={"stage": report.stage, "run_id": run.run_id})
+        self.lake.upsert_rows(C.PIPELINE_RUNS, [row], metadata={"stage": report.stage, "run_id": run.run_id})
 
 
 @contextmanager

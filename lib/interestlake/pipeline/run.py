@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -89,6 +90,45 @@ class StageReport:
             parts.append(self.note)
         return f"[{self.stage}] " + ", ".join(parts)
 
+
+
+@dataclass(frozen=True)
+class DerivedInputs:
+    """What a derived table would be computed from now, and what its last commit was computed from.
+
+    The last commit's inputs are stored in that commit (atomic with its data), so
+    a stage that died before committing is redone from the right versions.
+    """
+
+    tables: dict[str, int]
+    params: str
+    previous: dict[str, Any] | None
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        """Recorded in the commit's metadata under ``inputs``."""
+        return {"tables": self.tables, "params": self.params}
+
+    @property
+    def unchanged(self) -> bool:
+        return self.previous == self.fingerprint
+
+    @property
+    def same_params(self) -> bool:
+        return self.previous is not None and self.previous.get("params") == self.params
+
+    def since(self, table: str) -> int | None:
+        """Version of an input the last commit had read (None: everything is new)."""
+        return (self.previous or {}).get("tables", {}).get(table)
+
+
+def derived_inputs(lake, report: StageReport, output: str, inputs: Iterable[str], params: dict[str, Any]) -> DerivedInputs:
+    """Pins the input versions of a stage and looks up those of its last commit to ``output``."""
+    tables = lake.versions(inputs)
+    last = lake.last_metadata(output, stage=report.stage)
+    report.read_versions = dict(tables)
+    report.params = params_digest(params)
+    return DerivedInputs(tables, report.params, last.get("inputs") if last else None)
 
 
 def params_digest(params: dict[str, Any]) -> str:
