@@ -9,6 +9,7 @@ their source file, row number, reason and raw text.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -67,11 +68,15 @@ def ingest(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunCo
             # late copy of an old file must still be ingested.
             .option("maxFileAge", "3650d")
             .load(folder)
-            .select("path", "modificationTime", "length")
+            # Epoch microseconds: collect() would hand back the driver's local time.
+            .select("path", F.unix_micros("modificationTime").alias("mtime_us"), "length")
         )
 
         def ingest_batch(batch: DataFrame, batch_id: int, kind: str = kind, app_id: str = app_id) -> None:
-            found = [LandingFile(r.path, r.length, r.modificationTime) for r in batch.collect()]
+            found = [
+                LandingFile(r.path, r.length, datetime.fromtimestamp(r.mtime_us / 1e6, tz=timezone.utc))
+                for r in batch.collect()
+            ]
             if found:
                 _ingest_files(spark, lake, kind, found, Txn(app_id, batch_id), run, report)
 
@@ -154,7 +159,7 @@ def parse_landing(spark: SparkSession, kind: str, files: list[LandingFile]) -> D
     columns = [T.StructField(f.name, f.dataType, True) for f in spec.schema.fields if f.name not in _PROVENANCE]
     out_schema = T.StructType([*columns, T.StructField("source", T.StringType()), *_PARSE_COLUMNS])
     paths = spark.createDataFrame(
-        [(f.path, f.mtime.replace(tzinfo=None) if f.mtime else None) for f in files],
+        [(f.path, f.mtime) for f in files],
         "path string, mtime timestamp",
     )
     # One file per task: a large gzip cannot be split anyway, and a broken file fails alone.

@@ -57,7 +57,7 @@ def interests(
         full: Recompute every user from the whole history.
 
     Returns:
-        Counts of users folded, rebuilt and written, and the input versions read.
+        Counts of users changed (folded or rebuilt) and rebuilt, and the input versions read.
     """
     report = StageReport(STAGE, run.run_id)
     version = settings.encoder.version
@@ -114,7 +114,7 @@ def interests(
         .withColumn(C.COL_RUN_ID, F.lit(run.run_id))
         # Wall-clock time, unique per write (a retry shares the run id and logical
         # date): recommend tells rewritten rows from copied ones by it.
-        .withColumn(C.COL_UPDATED_AT, F.lit(datetime.now(timezone.utc).replace(tzinfo=None)))
+        .withColumn(C.COL_UPDATED_AT, F.lit(datetime.now(timezone.utc)))
     )
     metadata = {
         "stage": STAGE, "run_id": run.run_id, "inputs": inputs.fingerprint,

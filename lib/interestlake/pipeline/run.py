@@ -55,8 +55,9 @@ class RunContext:
 
     @property
     def timestamp(self) -> datetime:
-        """Naive UTC timestamp for Spark columns (the session time zone is UTC)."""
-        return self.logical_date.astimezone(timezone.utc).replace(tzinfo=None)
+        """The logical date in UTC, timezone-aware: PySpark would read a naive one as the
+        driver's local time, which is wrong wherever that is not UTC."""
+        return self.logical_date.astimezone(timezone.utc)
 
 
 @dataclass
