@@ -15,6 +15,17 @@ from interestlake import constants as C
 
 # Element nullability is not enforced by Parquet readers, so declaring it would only break casts.
 _VECTOR = T.ArrayType(T.FloatType(), containsNull=True)
+# A history entry by reference (see interestlake.pipeline.history): user_interests keeps
+# each user's last N, so a refresh never re-reads the history to find them.
+HISTORY_REF = T.StructType(
+    [
+        T.StructField(C.COL_TS, T.TimestampType()),
+        T.StructField("kind", T.StringType()),
+        T.StructField(C.COL_ITEM_ID, T.StringType()),
+        T.StructField(C.COL_TEXT_HASH, T.StringType()),
+        T.StructField("label", T.StringType()),
+    ]
+)
 _PROVENANCE = [
     T.StructField("source", T.StringType()),
     T.StructField(C.COL_RUN_ID, T.StringType()),
@@ -146,6 +157,8 @@ TABLES: dict[str, TableSpec] = {
                 _f("event_count", T.LongType(), False),
                 _f("review_count", T.LongType(), False),
                 _f("last_event_at", T.TimestampType(), False),
+                # The last N history entries (newest first) behind short_term and the reasons.
+                _f("recent", T.ArrayType(HISTORY_REF), False),
                 _f(C.COL_RUN_ID, T.StringType()),
                 _f(C.COL_UPDATED_AT, T.TimestampType()),
             ),

@@ -18,10 +18,11 @@ import logging
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 # Our commits carry this marker in commitInfo.userMetadata (a JSON string, which
 # both delta-rs and delta-spark write), so stages can read what a commit consumed.
 _METADATA_MARKER = "interestlake"
-_FILE_COLUMN = "_interestlake_file"
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,8 @@ class CommitResult:
     """What one write did; ``version`` is None when nothing was committed.
 
     ``rows`` counts the rows in the files added, which for a merge includes the
-    unchanged rows copied out of rewritten files.
+    unchanged rows copied out of rewritten files; ``source_rows`` counts only
+    the rows of the DataFrame written (what a stage produced).
     """
 
     table: str
@@ -60,6 +61,7 @@ class CommitResult:
     files_added: int = 0
     files_removed: int = 0
     skipped: str | None = None
+    source_rows: int = 0
 
     @property
     def committed(self) -> bool:
@@ -161,6 +163,39 @@ class LakeTables(ABC):
             if isinstance(meta, dict) and meta.get(_METADATA_MARKER) and stage in (None, meta.get("stage")):
                 return {**meta, "version": entry.get("version")}
         return None
+
+    def read_rows(self, table: str, filters: list[tuple] | None = None, columns: list[str] | None = None) -> list[dict]:
+        """Rows of a small bookkeeping table (``pipeline_runs``), read on the driver.
+
+        No Spark job: the counterpart of ``upsert_rows``. ``filters`` are
+        (column, op, value) tuples in pyarrow's DNF form. Not for data tables.
+        """
+        return self._delta_rs_table(table).to_pyarrow_table(columns=columns, filters=filters or None).to_pylist()
+
+    @contextmanager
+    def scratch(self, purpose: str) -> Iterator[str]:
+        """A new folder under ``<lake.root>/_scratch`` for intermediate files executors read.
+
+        Removed when the block ends, whether it succeeds or fails. Folders of the
+        same purpose left by a killed run are removed first: the lake has one
+        writer, so nothing else can be using them.
+        """
+        import pyarrow.fs as pafs
+
+        from interestlake.datasets.landing import readable_uri
+
+        parent = f"{self.lake.root.rstrip('/')}/_scratch"
+        fs, base = pafs.FileSystem.from_uri(readable_uri(parent))
+        for info in fs.get_file_info(pafs.FileSelector(base, allow_not_found=True)):
+            if info.base_name.startswith(f"{purpose}-"):
+                fs.delete_dir(info.path)
+        uri = f"{parent}/{purpose}-{uuid.uuid4().hex}"
+        try:
+            yield uri
+        finally:
+            _, path = pafs.FileSystem.from_uri(readable_uri(uri))
+            if fs.get_file_info(path).type != pafs.FileType.NotFound:
+                fs.delete_dir(path)
 
     def register_views(self, tables: Iterable[str] | None = None) -> list[str]:
         """Registers each table's latest snapshot as a temporary view of the same name."""
@@ -308,12 +343,13 @@ class DeltaRsTables(LakeTables):
         # The new rows are computed and written once; a merge then reads their keys
         # back from these files instead of evaluating the plan a second time.
         staged = self._stage_files(spec, df)
+        source_rows = staged.rows
         removed: list[tuple[str, int]] = []
         if mode == "merge" and staged.rows:
             try:
-                kept, removed = self._rewrite_touched_files(spec, snapshot, staged, on)
-                if kept is not None:
-                    staged = staged.plus(self._stage_files(spec, kept))
+                rewritten, removed = self._rewrite_touched_files(spec, snapshot, staged, on)
+                if rewritten is not None:
+                    staged = staged.plus(rewritten)
             except Exception:
                 staged.discard()
                 raise
@@ -344,63 +380,103 @@ class DeltaRsTables(LakeTables):
                 "Each table has one writer: make sure no other refresh runs, then retry."
             ) from exc
         snapshot.update_incremental()
-        return CommitResult(spec.name, snapshot.version(), staged.rows, len(staged.add_actions), len(removed))
+        return CommitResult(
+            spec.name, snapshot.version(), staged.rows, len(staged.add_actions), len(removed), source_rows=source_rows
+        )
 
-    def _rewrite_touched_files(self, spec, snapshot, staged, on) -> tuple[DataFrame | None, list[tuple[str, int]]]:
-        """Copy-on-write: finds the files holding rows to replace and keeps their other rows.
+    def _rewrite_touched_files(self, spec, snapshot, staged, on) -> tuple[_StagedFiles | None, list[tuple[str, int]]]:
+        """Copy-on-write: rewrites the files holding rows to replace, without those rows.
 
-        Only files that contain at least one replaced key are rewritten, so a merge
-        costs in proportion to the rows it touches, not to the table.
+        One executor task per live file reads the file's key columns with pyarrow; a
+        file holding none of the replaced keys (read by each task from the staged
+        files) is left alone, any other is copied without those rows into a new
+        staging folder. Arrow copies whole columns, which costs a fraction of a
+        Spark row-by-row rewrite of the vector columns; nothing is collected to the
+        driver but the list of files rewritten.
 
         Returns:
-            The rows to keep from the touched files (None when none is touched) and
-            the (path, size) of each touched file, to remove.
+            The rewritten files (None when no file is touched) and the (path, size)
+            of each touched file, to remove.
         """
-        add_actions = _add_action_index(snapshot)
-        if not add_actions:
+        import pyarrow as pa
+
+        actions = pa.table(snapshot.get_add_actions(flatten=True)).select(["path", "size_bytes"]).to_pylist()
+        if not actions:
             return None, []
-        existing = (
-            self.spark.read.schema(spec.schema)
-            .parquet(*snapshot.file_uris())
-            .withColumn(_FILE_COLUMN, F.col("_metadata.file_path"))
+        root = snapshot.table_uri.rstrip("/")
+        relative_dir = _staging_dir()
+        target = f"{self.uri(spec.name).rstrip('/')}/{relative_dir}"
+        files = self.spark.createDataFrame(
+            [(f"{root}/{unquote(a['path'])}", a["path"], a["size_bytes"]) for a in actions],
+            "uri string, path string, size long",
         )
-        keys = F.broadcast(self._read_files(spec, staged.paths).select(*on).distinct())
-        touched = [
-            row[0] for row in existing.join(keys, list(on), "left_semi").select(_FILE_COLUMN).distinct().collect()
-        ]
+        tasks = max(1, min(len(actions), self.spark.sparkContext.defaultParallelism * 4))
+        try:
+            touched = (
+                files.repartition(tasks)
+                .mapInArrow(_copy_without_keys(list(on), staged.paths, target), "path string, size long")
+                .collect()
+            )
+            rewritten = _StagedFiles.collect(spec, target, relative_dir)
+        except Exception:
+            _StagedFiles([target], [], 0, []).discard()
+            raise
         if not touched:
+            rewritten.discard()
             return None, []
-        removed = [add_actions[_path_key(uri)] for uri in touched]
-        kept = (
-            existing.filter(F.col(_FILE_COLUMN).isin(touched))
-            .join(keys, list(on), "left_anti")
-            .drop(_FILE_COLUMN)
-            .select(*spec.columns)
-        )
-        return kept, removed
+        return rewritten, [(row.path, row.size) for row in touched]
 
     def _stage_files(self, spec: TableSpec, df: DataFrame) -> _StagedFiles:
         """Executors write Parquet under the table root; the driver reads only the footers."""
-        relative_dir = f"data/{time.strftime('%Y%m%d')}-{uuid.uuid4().hex}"
+        relative_dir = _staging_dir()
         target = f"{self.uri(spec.name).rstrip('/')}/{relative_dir}"
         df.write.mode("errorifexists").parquet(target)
         return _StagedFiles.collect(spec, target, relative_dir)
 
 
-def _add_action_index(snapshot) -> dict[str, tuple[str, int]]:
-    """Maps each live file's path (as Spark reports it) to its log path and size."""
-    import pyarrow as pa
-
-    actions = pa.table(snapshot.get_add_actions(flatten=True)).select(["path", "size_bytes"]).to_pylist()
-    root = _path_key(snapshot.table_uri).rstrip("/")
-    return {f"{root}/{unquote(a['path'])}": (a["path"], a["size_bytes"]) for a in actions}
+def _staging_dir() -> str:
+    """A new folder (relative to the table root) for the files of one write."""
+    return f"data/{time.strftime('%Y%m%d')}-{uuid.uuid4().hex}"
 
 
-def _path_key(uri: str) -> str:
-    """One spelling for 'file:///a/b', '/a/b' and 'file:/a/b' so paths from Spark and delta-rs compare."""
-    parsed = urlparse(uri)
-    path = unquote(parsed.path if parsed.scheme else uri)
-    return f"{parsed.netloc}{path}" if parsed.scheme not in ("", "file") else path
+def _copy_without_keys(on: list[str], key_files: list[str], target: str):
+    """Builds the executor function of ``_rewrite_touched_files`` (kept free of Spark objects)."""
+
+    def run(batches):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.fs as pafs
+        import pyarrow.parquet as pq
+
+        def key_of(table: pa.Table) -> pa.Array:
+            columns = [pc.cast(table.column(name), pa.string()) for name in on]
+            joined = columns[0] if len(columns) == 1 else pc.binary_join_element_wise(*columns, "\x1f")
+            return joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
+
+        def read(uri: str, columns=None) -> pa.Table:
+            fs, path = pafs.FileSystem.from_uri(uri)
+            return pq.read_table(path, columns=columns, filesystem=fs)
+
+        replaced = None
+        for batch in batches:
+            touched = {"path": [], "size": []}
+            for uri, path, size in zip(*(batch.column(name).to_pylist() for name in ("uri", "path", "size"))):
+                if replaced is None:
+                    replaced = pa.chunked_array([key_of(read(f, on)) for f in key_files]).combine_chunks().unique()
+                hit = pc.is_in(key_of(read(uri, on)), value_set=replaced)
+                if not pc.any(hit).as_py():
+                    continue
+                kept = read(uri).filter(pc.invert(hit))
+                if kept.num_rows:
+                    fs, folder = pafs.FileSystem.from_uri(target)
+                    fs.create_dir(folder, recursive=True)
+                    name = f"part-rewrite-{uuid.uuid4().hex}.parquet"
+                    pq.write_table(kept, f"{folder}/{name}", filesystem=fs, compression="snappy")
+                touched["path"].append(path)
+                touched["size"].append(size)
+            yield pa.RecordBatch.from_pydict(touched, schema=pa.schema([("path", pa.string()), ("size", pa.int64())]))
+
+    return run
 
 
 @dataclass
@@ -427,7 +503,7 @@ class _StagedFiles:
         fs, base = pafs.FileSystem.from_uri(target)
         infos = [
             info
-            for info in fs.get_file_info(pafs.FileSelector(base, recursive=False))
+            for info in fs.get_file_info(pafs.FileSelector(base, recursive=False, allow_not_found=True))
             if info.is_file and info.base_name.endswith(".parquet") and not info.base_name.startswith((".", "_"))
         ]
         actions, rows, paths = [], 0, []
@@ -457,8 +533,9 @@ class _StagedFiles:
         for target in self.targets:
             fs, base = pafs.FileSystem.from_uri(target)
             try:
-                fs.delete_dir(base)
-            except (FileNotFoundError, OSError) as exc:
+                if fs.get_file_info(base).type != pafs.FileType.NotFound:
+                    fs.delete_dir(base)
+            except OSError as exc:
                 log.warning("could not delete uncommitted files under %s: %s", target, exc)
 
 
@@ -546,7 +623,15 @@ class DeltaSparkTables(LakeTables):
                 writer = writer.option("txnAppId", txn.app_id).option("txnVersion", txn.version)
             writer.save(self.uri(spec.name))
         after = self.version(spec.name)
-        return CommitResult(spec.name, after if after != before else None, skipped=None if after != before else "no rows")
+        if after == before:
+            return CommitResult(spec.name, None, skipped="no rows")
+        return CommitResult(spec.name, after, source_rows=self._rows_written(spec.name, mode))
+
+    def _rows_written(self, table: str, mode: str) -> int:
+        """Rows the last commit took from its source, from Delta's operation metrics."""
+        metrics = (self._delta_rs_table(table).history(1)[0].get("operationMetrics") or {})
+        names = ["numTargetRowsInserted", "numTargetRowsUpdated"] if mode == "merge" else ["numOutputRows"]
+        return sum(int(metrics.get(name, 0)) for name in names)
 
     def _merge(self, spec, updates, on, txn, user_metadata) -> None:
         from delta.tables import DeltaTable

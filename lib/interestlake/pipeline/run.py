@@ -144,15 +144,14 @@ def last_progress(lake, stage: str, params: str) -> dict[str, int] | None:
     little more after a crash is harmless), so that a run which commits nothing
     still records how far it read.
     """
-    from pyspark.sql import functions as F
-
     from interestlake import constants as C
 
-    latest = (
-        lake.read(C.PIPELINE_RUNS)
-        .filter((F.col("stage") == stage) & (F.col("status") == "succeeded") & (F.col("params") == params))
-        .orderBy(F.col("finished_at").desc())
-        .select("read_versions")
-        .first()
+    runs = lake.read_rows(
+        C.PIPELINE_RUNS,
+        filters=[("stage", "=", stage), ("status", "=", "succeeded"), ("params", "=", params)],
+        columns=["finished_at", "read_versions"],
     )
-    return dict(latest["read_versions"]) if latest else None
+    if not runs:
+        return None
+    latest = max(runs, key=lambda run: run["finished_at"])
+    return dict(latest["read_versions"])
