@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from interestlake.models.interest import InterestParams, normalize, user_interest
-from interestlake.models.scoring import FALLBACK_REASON, reason_for, top_k_block
+from interestlake.models.scoring import FALLBACK_REASON, RunningTopK, reason_for
 
 WEIGHTS = {"view": 1.0, "click": 2.0, "cart": 3.0, "purchase": 5.0, "rate": 3.0, "search": 2.0, "review": 4.0}
 PARAMS = InterestParams(
@@ -63,28 +63,51 @@ def test_empty_history_is_an_error():
         user_interest(np.stack([E[0]]), ["view", "view"], np.zeros(1), PARAMS)
 
 
+def top_k(users, items, k, excluded, blocks=1):
+    ids = [f"i{n}" for n in range(len(items))]
+    ranking = RunningTopK(users, k, [{f"i{n}" for n in cols} for cols in excluded])
+    for chunk in np.array_split(np.arange(len(items)), blocks):
+        ranking.add([ids[n] for n in chunk], items[chunk])
+    return [([int(item[1:]) for item, _, _ in best], [score for _, score, _ in best]) for best in ranking.results()]
+
+
 def test_top_k_excludes_and_orders():
     users = np.stack([E[0], E[1]])
     items = np.stack([E[0], normalize(E[0] + E[1]), E[1], E[2]])
-    (idx0, s0), (idx1, s1) = top_k_block(users, items, 2, excluded=[[0], []])
-    # Item 0 is excluded; items 2 and 3 tie at 0 and the lower index wins.
-    assert list(idx0) == [1, 2]
-    assert list(idx1) == [2, 1]
+    (idx0, s0), (idx1, s1) = top_k(users, items, 2, excluded=[[0], []])
+    # Item 0 is excluded; items 2 and 3 tie at 0 and the smaller id wins.
+    assert idx0 == [1, 2]
+    assert idx1 == [2, 1]
     assert s1[0] >= s1[1]
 
 
 def test_top_k_with_fewer_eligible_items_than_k():
     users = np.stack([E[0]])
     items = np.stack([E[0], E[1]])
-    [(idx, scores)] = top_k_block(users, items, 5, excluded=[[0]])
-    assert list(idx) == [1] and np.isfinite(scores).all()
+    [(idx, scores)] = top_k(users, items, 5, excluded=[[0]])
+    assert idx == [1] and np.isfinite(scores).all()
 
 
-def test_top_k_ties_break_by_index():
+def test_top_k_ties_break_by_item_id():
     users = np.stack([E[0]])
     items = np.stack([E[1], E[2], E[3]])
-    [(idx, _)] = top_k_block(users, items, 2, excluded=[[]])
-    assert list(idx) == [0, 1]
+    [(idx, _)] = top_k(users, items, 2, excluded=[[]])
+    assert idx == [0, 1]
+
+
+def test_top_k_is_the_same_whatever_the_item_blocks():
+    rng = np.random.default_rng(3)
+    users = np.stack([normalize(v) for v in rng.standard_normal((7, 4))])
+    items = np.stack([normalize(v) for v in rng.standard_normal((50, 4))])
+    items[10] = items[20]  # an exact tie across blocks
+    excluded = [[n, n + 1] for n in range(7)]
+    one_block = top_k(users, items, 5, excluded)
+    assert top_k(users, items, 5, excluded, blocks=7) == one_block
+    brute = users.astype(np.float32) @ items.astype(np.float32).T
+    for row, (idx, scores) in enumerate(one_block):
+        allowed = [n for n in range(50) if n not in excluded[row]]
+        expected = sorted(allowed, key=lambda n: (-brute[row, n], f"i{n}"))[:5]
+        assert idx == expected
 
 
 def test_reason_names_the_closest_history_entry():

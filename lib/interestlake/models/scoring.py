@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 
@@ -28,40 +28,49 @@ FALLBACK_REASON = "Matches your interests"
 _LABEL_LIMIT = 80
 
 
-def top_k_block(
-    user_vectors: np.ndarray, item_vectors: np.ndarray, k: int, excluded: Sequence[Sequence[int]]
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Best ``k`` items of the block for each user, excluded items never chosen.
+class RunningTopK:
+    """The best ``k`` items of each user over a stream of item blocks.
+
+    Items are ranked by score, ties by item id, so any split of the catalog into
+    blocks (and any block order) gives the same lists. Memory is one block's
+    scores plus ``k`` candidates per user.
 
     Args:
         user_vectors: Unit interest vectors, shape (u, d).
-        item_vectors: Unit item vectors, shape (i, d).
         k: Items to keep per user.
-        excluded: For each user, indices into ``item_vectors`` never to recommend.
-
-    Returns:
-        Per user: (item indices, scores), best first; ties broken by lower index.
-        A user gets fewer than ``k`` when the block has fewer eligible items.
+        excluded: For each user, item ids never to recommend.
     """
-    if len(excluded) != len(user_vectors):
-        raise ValueError(f"{len(user_vectors)} users but {len(excluded)} exclusion lists")
-    scores = user_vectors.astype(np.float32) @ item_vectors.astype(np.float32).T
-    for row, items in enumerate(excluded):
-        if len(items):
-            scores[row, np.asarray(items, dtype=np.int64)] = -np.inf
-    keep = min(k, item_vectors.shape[0])
-    if keep == 0:
-        return [(np.empty(0, np.int64), np.empty(0, np.float32)) for _ in range(len(user_vectors))]
-    # argpartition finds the top-k in O(i); only those k are sorted.
-    candidates = np.argpartition(-scores, keep - 1, axis=1)[:, :keep]
-    results = []
-    for row, cand in enumerate(candidates):
-        cand_scores = scores[row, cand]
-        order = np.lexsort((cand, -cand_scores))
-        cand, cand_scores = cand[order], cand_scores[order]
-        eligible = np.isfinite(cand_scores)
-        results.append((cand[eligible], cand_scores[eligible]))
-    return results
+
+    def __init__(self, user_vectors: np.ndarray, k: int, excluded: Sequence[Collection[str]]):
+        if len(excluded) != len(user_vectors):
+            raise ValueError(f"{len(user_vectors)} users but {len(excluded)} exclusion lists")
+        self.users = np.asarray(user_vectors, dtype=np.float32)
+        self.k = k
+        self.excluded = excluded
+        self.best: list[list[tuple[float, str, np.ndarray]]] = [[] for _ in range(len(self.users))]
+
+    def add(self, item_ids: Sequence[str], item_vectors: np.ndarray) -> None:
+        """Scores one block of items (unit vectors, shape (i, d)) and keeps the best k per user."""
+        if len(item_ids) == 0 or len(self.users) == 0:
+            return
+        scores = self.users @ np.asarray(item_vectors, dtype=np.float32).T
+        position = {item: column for column, item in enumerate(item_ids)}
+        for row, items in enumerate(self.excluded):
+            columns = [position[item] for item in items if item in position]
+            if columns:
+                scores[row, columns] = -np.inf
+        keep = min(self.k, len(item_ids))
+        # Everything at least as good as the block's k-th best per user, ties included.
+        kth = np.partition(scores, len(item_ids) - keep, axis=1)[:, len(item_ids) - keep]
+        for row in range(len(scores)):
+            columns = np.flatnonzero((scores[row] >= kth[row]) & np.isfinite(scores[row]))
+            merged = self.best[row] + [(float(scores[row, c]), item_ids[c], item_vectors[c]) for c in columns]
+            merged.sort(key=lambda entry: (-entry[0], entry[1]))
+            self.best[row] = merged[: self.k]
+
+    def results(self) -> list[list[tuple[str, float, np.ndarray]]]:
+        """Per user: (item id, score, item vector), best first; fewer than k when few items are eligible."""
+        return [[(item, score, vector) for score, item, vector in best] for best in self.best]
 
 
 def reason_for(

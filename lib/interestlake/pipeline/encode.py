@@ -42,10 +42,12 @@ def encode(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunCo
     # Reviews and queries written since the last successful run with this encoder;
     # after a crash this re-reads a little more, which the cache absorbs.
     since = last_progress(lake, STAGE, report.params)
+    # The last successful run wrote a vector for every item of the catalog it read.
+    catalog_changed = since is None or since.get(C.ITEMS) != now[C.ITEMS]
     cached = (
         lake.read(C.TEXT_EMBEDDINGS).filter(F.col(C.COL_ENCODER_VERSION) == version).select(C.COL_TEXT_HASH)
     )
-    todo = texts_to_encode(lake, now, since).join(cached, C.COL_TEXT_HASH, "left_anti").persist()
+    todo = texts_to_encode(lake, now, since, catalog=catalog_changed).join(cached, C.COL_TEXT_HASH, "left_anti").persist()
     report.counts["texts_to_encode"] = pending = todo.count()
     if pending:
         cores = spark.sparkContext.defaultParallelism
@@ -61,7 +63,15 @@ def encode(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunCo
         )
         report.commits.append(lake.append(C.TEXT_EMBEDDINGS, encoded, txn=run.txn(STAGE), metadata=metadata))
     todo.unpersist()
+    if catalog_changed:
+        report.counts["item_vectors_written"] = _refresh_item_vectors(lake, version, now, run, report, metadata)
+    else:
+        report.counts["item_vectors_written"] = 0
+    return report
 
+
+def _refresh_item_vectors(lake: LakeTables, version: str, now: dict, run: RunContext, report: StageReport, metadata: dict) -> int:
+    """Writes a new ``item_embeddings`` row for every catalog item whose text changed; returns how many."""
     vectors = lake.read(C.TEXT_EMBEDDINGS).filter(F.col(C.COL_ENCODER_VERSION) == version)
     items = lake.read(C.ITEMS, now[C.ITEMS]).select(C.COL_ITEM_ID, text_hash(item_text()).alias(C.COL_TEXT_HASH))
     stored = lake.read(C.ITEM_EMBEDDINGS).filter(F.col(C.COL_ENCODER_VERSION) == version)
@@ -73,7 +83,8 @@ def encode(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunCo
         .withColumn(C.COL_UPDATED_AT, F.lit(run.timestamp))
         .persist()
     )
-    report.counts["item_vectors_written"] = changed.count()
-    report.commits.append(lake.merge(C.ITEM_EMBEDDINGS, changed, txn=run.txn(STAGE), metadata=metadata))
+    written = changed.count()
+    if written:
+        report.commits.append(lake.merge(C.ITEM_EMBEDDINGS, changed, txn=run.txn(STAGE), metadata=metadata))
     changed.unpersist()
-    return report
+    return written

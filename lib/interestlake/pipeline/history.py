@@ -1,18 +1,28 @@
-"""Texts to encode and each user's embedded history, shared by the encode,
-interests and recommend stages so that all three agree on what a text is."""
+"""Texts to encode and each user's history, shared by the encode, interests and
+recommend stages so that all three agree on what a text and a history entry are.
+
+A history entry is first a *reference* (user_id, ts, kind, item_id, text_hash,
+label): small enough to store (``user_interests.recent`` keeps each user's last
+N) and to shuffle. ``resolve_vectors`` attaches the embedding: the text's vector
+when the entry has a ``text_hash``, else the item's vector.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from interestlake import constants as C
 from interestlake.lake.tables import LakeTables
 
-
-HISTORY_COLUMNS = [C.COL_USER_ID, C.COL_TS, "kind", C.COL_ITEM_ID, "label", C.COL_EMBEDDING]
+# What identifies and orders an entry; the stored `recent` structs have these fields.
+REF_COLUMNS = [C.COL_TS, "kind", C.COL_ITEM_ID, C.COL_TEXT_HASH, "label"]
+REF_FIELDS = ", ".join(
+    f"{name} {kind}" for name, kind in zip(REF_COLUMNS, ["timestamp", "string", "string", "string", "string"])
+)
+HISTORY_COLUMNS = [C.COL_USER_ID, *REF_COLUMNS, C.COL_EMBEDDING]
 
 
 def text_hash(column: Column) -> Column:
@@ -47,114 +57,108 @@ def review_texts(reviews: DataFrame) -> DataFrame:
     )
 
 
-def texts_to_encode(lake: LakeTables, now: Mapping[str, int], since: Mapping[str, int] | None = None) -> DataFrame:
+def texts_to_encode(
+    lake: LakeTables, now: Mapping[str, int], since: Mapping[str, int] | None = None, catalog: bool = True
+) -> DataFrame:
     """Distinct texts that may need an embedding: (text_hash, text).
 
-    Item texts come from the whole catalog (its size, not the history's); review
-    and query texts only from rows written after ``since`` (all when None).
+    Review and query texts only from rows written after ``since`` (all when
+    None); item texts, when ``catalog``, from the whole catalog (its size, not
+    the history's).
     """
     since = since or {}
-    items = lake.read(C.ITEMS, now[C.ITEMS]).select(item_text().alias(C.COL_TEXT))
     reviews = review_texts(lake.changes(C.REVIEWS, since.get(C.REVIEWS), now[C.REVIEWS])).select(C.COL_TEXT)
     queries = query_texts(lake.changes(C.EVENTS, since.get(C.EVENTS), now[C.EVENTS])).select(C.COL_TEXT)
-    texts = items.unionByName(reviews).unionByName(queries).filter(F.length(C.COL_TEXT) > 0)
+    texts = reviews.unionByName(queries)
+    if catalog:
+        texts = texts.unionByName(lake.read(C.ITEMS, now[C.ITEMS]).select(item_text().alias(C.COL_TEXT)))
+    texts = texts.filter(F.length(C.COL_TEXT) > 0)
     return texts.select(text_hash(F.col(C.COL_TEXT)).alias(C.COL_TEXT_HASH), C.COL_TEXT).dropDuplicates(
         [C.COL_TEXT_HASH]
     )
 
 
-def user_history(
-    lake: LakeTables,
-    encoder_version: str,
-    versions: Mapping[str, int] | None = None,
-    events: DataFrame | None = None,
-    reviews: DataFrame | None = None,
-) -> DataFrame:
-    """Embedded history entries of users.
+def history_refs(lake: LakeTables, versions: Mapping[str, int], events: DataFrame, reviews: DataFrame) -> DataFrame:
+    """History entry references (user_id, ts, kind, item_id, text_hash, label) of some events and reviews.
 
-    Columns: user_id, ts, kind (event type or ``review``), item_id (null for
-    searches), label (item title or query text, for reasons), embedding. Item
-    events use the item's vector; searches and review texts use the text's
-    vector; a review contributes both its item and its text. Entries without an
-    embedding (unknown items, texts not encoded yet) are left out.
+    An item event refers to its item; a search to its query text; a review to
+    both its item and its text (two entries). ``label`` is the item's title or
+    the query text, for reasons.
+    """
+    titles = lake.read(C.ITEMS, versions[C.ITEMS]).select(C.COL_ITEM_ID, F.col(C.COL_TITLE).alias("label"))
+    no_text = F.lit(None).cast("string").alias(C.COL_TEXT_HASH)
+    item_events = events.filter(F.col(C.COL_ITEM_ID).isNotNull()).select(
+        C.COL_USER_ID, C.COL_TS, F.col(C.COL_EVENT_TYPE).alias("kind"), C.COL_ITEM_ID, no_text
+    )
+    reviewed_items = reviews.select(C.COL_USER_ID, C.COL_TS, F.lit(C.EVENT_REVIEW).alias("kind"), C.COL_ITEM_ID, no_text)
+    written = review_texts(reviews).select(
+        C.COL_USER_ID, C.COL_TS, F.lit(C.EVENT_REVIEW).alias("kind"), C.COL_ITEM_ID,
+        text_hash(F.col(C.COL_TEXT)).alias(C.COL_TEXT_HASH),
+    )
+    about_items = item_events.unionByName(reviewed_items).unionByName(written).join(
+        F.broadcast(titles), C.COL_ITEM_ID, "left"
+    )
+    searched = query_texts(events).select(
+        C.COL_USER_ID, C.COL_TS, F.lit(C.EVENT_SEARCH).alias("kind"),
+        F.lit(None).cast("string").alias(C.COL_ITEM_ID),
+        text_hash(F.col(C.COL_TEXT)).alias(C.COL_TEXT_HASH), F.col(C.COL_TEXT).alias("label"),
+    )
+    return about_items.select(C.COL_USER_ID, *REF_COLUMNS).unionByName(searched.select(C.COL_USER_ID, *REF_COLUMNS))
+
+
+def resolve_vectors(lake: LakeTables, encoder_version: str, versions: Mapping[str, int], refs: DataFrame) -> DataFrame:
+    """Attaches each reference's embedding; references without one are left out.
+
+    The text's vector when ``text_hash`` is set, else the item's vector. Entries
+    of unknown items or of texts not encoded yet have no vector and no weight.
+    Every other column of ``refs`` is kept.
+    """
+    of_version = F.col(C.COL_ENCODER_VERSION) == encoder_version
+    item_vectors = (
+        lake.read(C.ITEM_EMBEDDINGS, versions[C.ITEM_EMBEDDINGS]).filter(of_version).select(C.COL_ITEM_ID, C.COL_EMBEDDING)
+    )
+    text_vectors = (
+        lake.read(C.TEXT_EMBEDDINGS, versions[C.TEXT_EMBEDDINGS]).filter(of_version).select(C.COL_TEXT_HASH, C.COL_EMBEDDING)
+    )
+    columns = refs.columns
+    by_item = refs.filter(F.col(C.COL_TEXT_HASH).isNull()).join(item_vectors, C.COL_ITEM_ID)
+    by_text = refs.filter(F.col(C.COL_TEXT_HASH).isNotNull()).join(text_vectors, C.COL_TEXT_HASH)
+    return by_item.select(*columns, C.COL_EMBEDDING).unionByName(by_text.select(*columns, C.COL_EMBEDDING))
+
+
+def user_history(lake: LakeTables, encoder_version: str, versions: Mapping[str, int], users: DataFrame | None = None) -> DataFrame:
+    """The whole embedded history (HISTORY_COLUMNS) of every user, or of some users.
 
     Args:
         lake: Table layer.
         encoder_version: Which vectors to use.
-        versions: Table versions to read (latest when absent), so that a stage
-            reads one consistent set of inputs.
-        events: Events to turn into entries (default: the whole ``events`` table).
-        reviews: Reviews to turn into entries (default: the whole ``reviews`` table).
+        versions: Table versions to read, so a stage reads one consistent set of inputs.
+        users: A DataFrame of ``user_id`` to restrict to; events and reviews are
+            filtered to them before any join, so the cost follows their history
+            plus one scan of the id columns.
     """
-    versions = versions or {}
-
     def read(table: str) -> DataFrame:
-        return lake.read(table, versions.get(table))
+        rows = lake.read(table, versions[table])
+        # Broadcast: the users are few, the history is large and must not be shuffled.
+        return rows if users is None else rows.join(F.broadcast(users), C.COL_USER_ID, "left_semi")
 
-    version = F.col(C.COL_ENCODER_VERSION) == encoder_version
-    item_vectors = read(C.ITEM_EMBEDDINGS).filter(version).select(C.COL_ITEM_ID, C.COL_EMBEDDING)
-    titles = read(C.ITEMS).select(C.COL_ITEM_ID, F.col(C.COL_TITLE).alias("label"))
-    text_vectors = read(C.TEXT_EMBEDDINGS).filter(version).select(C.COL_TEXT_HASH, C.COL_EMBEDDING)
-    events = read(C.EVENTS) if events is None else events
-    reviews = read(C.REVIEWS) if reviews is None else reviews
+    refs = history_refs(lake, versions, read(C.EVENTS), read(C.REVIEWS))
+    return resolve_vectors(lake, encoder_version, versions, refs)
 
-    def with_item_vector(df: DataFrame) -> DataFrame:
-        return df.join(item_vectors, C.COL_ITEM_ID).join(titles, C.COL_ITEM_ID, "left")
 
-    item_events = with_item_vector(
-        events.filter(F.col(C.COL_ITEM_ID).isNotNull()).select(
-            C.COL_USER_ID, C.COL_TS, F.col(C.COL_EVENT_TYPE).alias("kind"), C.COL_ITEM_ID
-        )
-    )
-    reviewed_items = with_item_vector(
-        reviews.select(C.COL_USER_ID, C.COL_TS, F.lit(C.EVENT_REVIEW).alias("kind"), C.COL_ITEM_ID)
-    )
-    written = (
-        review_texts(reviews)
-        .join(titles, C.COL_ITEM_ID, "left")
-        .select(
-            C.COL_USER_ID, C.COL_TS, F.lit(C.EVENT_REVIEW).alias("kind"), C.COL_ITEM_ID, "label",
-            text_hash(F.col(C.COL_TEXT)).alias(C.COL_TEXT_HASH),
-        )
-        .join(text_vectors, C.COL_TEXT_HASH)
-    )
-    searched = (
-        query_texts(events)
-        .select(
-            C.COL_USER_ID, C.COL_TS, F.lit(C.EVENT_SEARCH).alias("kind"),
-            F.lit(None).cast("string").alias(C.COL_ITEM_ID), F.col(C.COL_TEXT).alias("label"),
-            text_hash(F.col(C.COL_TEXT)).alias(C.COL_TEXT_HASH),
-        )
-        .join(text_vectors, C.COL_TEXT_HASH)
-    )
-    return (
-        item_events.select(*HISTORY_COLUMNS)
-        .unionByName(reviewed_items.select(*HISTORY_COLUMNS))
-        .unionByName(written.select(*HISTORY_COLUMNS))
-        .unionByName(searched.select(*HISTORY_COLUMNS))
+def stored_refs(interests: DataFrame, column: str = "recent") -> DataFrame:
+    """The references stored in ``user_interests.recent``, one row each, with ``recency`` (1 = newest)."""
+    return interests.select(C.COL_USER_ID, F.posexplode(column).alias("recency", "_ref")).select(
+        C.COL_USER_ID, (F.col("recency") + 1).alias("recency"), *[F.col(f"_ref.{c}").alias(c) for c in REF_COLUMNS]
     )
 
 
-def history_of_users(lake: LakeTables, encoder_version: str, versions: Mapping[str, int], users: DataFrame) -> DataFrame:
-    """The whole embedded history of some users (a DataFrame of ``user_id``).
+def entry_order(ts_micros: int, kind: str, item_id: str | None, label: str | None, digest: str | None) -> tuple:
+    """Sort key putting a user's history entries newest first, in one total order.
 
-    Events and reviews are filtered to those users before the vector joins, so
-    the cost follows their history, plus one scan of the id columns.
+    Ties in time are broken by kind, item (nulls last), label and text hash
+    (nulls first), so that every run, full or incremental, picks and orders the
+    same entries whatever order they arrive in.
     """
-    def of_users(table: str) -> DataFrame:
-        # Broadcast: the changed users are few, the history is large and must not be shuffled.
-        return lake.read(table, versions[table]).join(F.broadcast(users), C.COL_USER_ID, "left_semi")
-
-    return user_history(lake, encoder_version, versions, events=of_users(C.EVENTS), reviews=of_users(C.REVIEWS))
-
-
-def recent_entries(history: DataFrame, last_n: int) -> DataFrame:
-    """Each user's last N history entries, with ``recency`` = 1 for the newest.
-
-    Ties in time are broken by kind, item and label so that every run (full or
-    incremental) picks and orders the same entries.
-    """
-    newest_first = Window.partitionBy(C.COL_USER_ID).orderBy(
-        F.col(C.COL_TS).desc(), F.col("kind"), F.col(C.COL_ITEM_ID).asc_nulls_last(), F.col("label")
-    )
-    return history.withColumn("recency", F.row_number().over(newest_first)).filter(F.col("recency") <= last_n)
+    return (-ts_micros, kind, item_id is None, item_id or "", label is not None, label or "",
+            digest is not None, digest or "")

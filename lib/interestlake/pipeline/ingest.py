@@ -18,7 +18,7 @@ from pyspark.sql import types as T
 
 from interestlake import constants as C
 from interestlake.datasets import validation as V
-from interestlake.datasets.landing import LandingFile, landing_folder_exists, read_records
+from interestlake.datasets.landing import LandingFile, landing_folder_exists, read_records, readable_uri
 from interestlake.lake.schemas import table_spec
 from interestlake.lake.tables import LakeTables, Txn
 from interestlake.pipeline.run import RunContext, StageReport, log
@@ -39,10 +39,11 @@ _BINARY_FILE_SCHEMA = "path string, modificationTime timestamp, length long, con
 def ingest(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunContext) -> StageReport:
     """Ingests the landing files not ingested before, exactly once.
 
-    Each landing kind is a Structured Streaming file source (``binaryFile``,
-    paths only) run with ``trigger(availableNow=True)`` and a checkpoint under
-    ``<lake.root>/_checkpoints/ingest/<kind>``. Spark records which files make up
-    micro-batch N before running it; every Delta commit of that batch carries
+    The landing folders are one Structured Streaming file source (``binaryFile``,
+    paths only, over ``<landing>/{events,reviews,items}``) run with
+    ``trigger(availableNow=True)`` and a checkpoint under
+    ``<lake.root>/_checkpoints/ingest/landing``. Spark records which files make
+    up micro-batch N before running it; every Delta commit of that batch carries
     the application transaction id (``interestlake.ingest.<kind>.<checkpoint id>``,
     N). A run that dies after committing but before Spark marked the batch done
     re-runs batch N with the same files on the next start, and the commits
@@ -53,42 +54,54 @@ def ingest(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunCo
         Counts of files and rows read, accepted, duplicated and quarantined (per reason).
     """
     report = StageReport(STAGE, run.run_id)
-    for kind in C.LANDING_KINDS:
-        folder = f"{settings.lake.landing_uri.rstrip('/')}/{kind}"
-        report.counts[f"{kind}_files"] = 0
-        if not landing_folder_exists(folder):
-            continue
-        checkpoint = f"{settings.lake.root.rstrip('/')}/_checkpoints/ingest/{kind}"
-        app_id = f"interestlake.ingest.{kind}.{checkpoint_id(checkpoint)}"
-        files = (
-            spark.readStream.format("binaryFile")
-            .schema(_BINARY_FILE_SCHEMA)
-            .option("recursiveFileLookup", "true")
-            # Spark ignores files older than this relative to the newest it saw; a
-            # late copy of an old file must still be ingested.
-            .option("maxFileAge", "3650d")
-            .load(folder)
-            # Epoch microseconds: collect() would hand back the driver's local time.
-            .select("path", F.unix_micros("modificationTime").alias("mtime_us"), "length")
-        )
+    report.counts.update({f"{kind}_files": 0 for kind in C.LANDING_KINDS})
+    landing = settings.lake.landing_uri.rstrip("/")
+    present = [kind for kind in C.LANDING_KINDS if landing_folder_exists(f"{landing}/{kind}")]
+    if not present:
+        log.info("ingest: no landing folder under %s yet; nothing to do", landing)
+        return report
+    checkpoint = f"{settings.lake.root.rstrip('/')}/_checkpoints/ingest/landing"
+    ident = checkpoint_id(checkpoint)
+    files = (
+        spark.readStream.format("binaryFile")
+        .schema(_BINARY_FILE_SCHEMA)
+        .option("recursiveFileLookup", "true")
+        # Spark ignores files older than this relative to the newest it saw; a
+        # late copy of an old file must still be ingested.
+        .option("maxFileAge", "3650d")
+        # One source for every kind: a query per kind would cost a query's start-up each.
+        .load(f"{landing}/{{{','.join(C.LANDING_KINDS)}}}")
+        # Epoch microseconds: collect() would hand back the driver's local time.
+        .select("path", F.unix_micros("modificationTime").alias("mtime_us"), "length")
+    )
 
-        def ingest_batch(batch: DataFrame, batch_id: int, kind: str = kind, app_id: str = app_id) -> None:
-            found = [
-                LandingFile(r.path, r.length, datetime.fromtimestamp(r.mtime_us / 1e6, tz=timezone.utc))
-                for r in batch.collect()
-            ]
-            if found:
-                _ingest_files(spark, lake, kind, found, Txn(app_id, batch_id), run, report)
+    def ingest_batch(batch: DataFrame, batch_id: int) -> None:
+        by_kind: dict[str, list[LandingFile]] = {}
+        for row in batch.collect():
+            found = LandingFile(row.path, row.length, datetime.fromtimestamp(row.mtime_us / 1e6, tz=timezone.utc))
+            by_kind.setdefault(landing_kind(landing, row.path), []).append(found)
+        for kind in sorted(by_kind, key=C.LANDING_KINDS.index):
+            txn = Txn(f"interestlake.ingest.{kind}.{ident}", batch_id)
+            _ingest_files(spark, lake, kind, sorted(by_kind[kind], key=lambda f: f.path), txn, run, report)
 
-        query = (
-            files.writeStream.foreachBatch(ingest_batch)
-            .option("checkpointLocation", checkpoint)
-            .trigger(availableNow=True)
-            .queryName(f"interestlake_ingest_{kind}")
-            .start()
-        )
-        query.awaitTermination()
+    query = (
+        files.writeStream.foreachBatch(ingest_batch)
+        .option("checkpointLocation", checkpoint)
+        .trigger(availableNow=True)
+        .queryName("interestlake_ingest")
+        .start()
+    )
+    query.awaitTermination()
     return report
+
+
+def landing_kind(landing: str, path: str) -> str:
+    """The landing kind (``events``, ``reviews``, ``items``) of a file found under the landing root."""
+    relative = readable_uri(path).split(readable_uri(landing).rstrip("/") + "/", 1)[-1]
+    kind = relative.split("/", 1)[0]
+    if kind not in C.LANDING_KINDS:
+        raise ValueError(f"{path}: not under {landing}/{{{','.join(C.LANDING_KINDS)}}}")
+    return kind
 
 
 def _ingest_files(
@@ -100,26 +113,38 @@ def _ingest_files(
     counts = report.counts
     counts[f"{kind}_files"] += len(files)
     parsed = parse_landing(spark, kind, files).persist()
+    accepted_count = rejected_count = 0
     for row in parsed.groupBy("reason").count().collect():
+        if row["reason"] is None:
+            accepted_count = row["count"]
+        else:
+            rejected_count += row["count"]
         key = f"{kind}_accepted" if row["reason"] is None else f"{kind}_rejected_{row['reason']}"
         counts[key] = counts.get(key, 0) + row["count"]
     accepted = parsed.filter(F.col("reason").isNull()).drop("reason", "detail", "raw")
-    new_rows, duplicates = _new_rows(lake, kind, accepted)
-    counts[f"{kind}_duplicates"] = counts.get(f"{kind}_duplicates", 0) + duplicates
-    rows = new_rows.withColumn(C.COL_RUN_ID, F.lit(run.run_id)).withColumn("ingested_at", F.lit(run.timestamp))
+    rows = (
+        _new_rows(lake, kind, accepted)
+        .withColumn(C.COL_RUN_ID, F.lit(run.run_id))
+        .withColumn("ingested_at", F.lit(run.timestamp))
+    )
     metadata = {"stage": STAGE, "run_id": run.run_id, "batch": txn.version}
     write = lake.merge if kind == C.ITEMS else lake.append
-    report.commits.append(write(kind, rows, txn=txn, metadata=metadata))
-    rejected = (
-        parsed.filter(F.col("reason").isNotNull())
-        .select("source", "row_no", "reason", "detail", "raw", F.lit(kind).alias("kind"))
-        .withColumn(C.COL_RUN_ID, F.lit(run.run_id))
-        .withColumn("quarantined_at", F.lit(run.timestamp))
-    )
-    # The quarantine table has its own transaction id per kind: a batch that died
-    # between the two commits redoes only the missing one.
-    quarantine_txn = Txn(f"{txn.app_id}.quarantine", txn.version)
-    report.commits.append(lake.append(C.QUARANTINE, rejected, txn=quarantine_txn, metadata=metadata))
+    commit = write(kind, rows, txn=txn, metadata=metadata)
+    if commit.skipped != "already committed":
+        # Every accepted row not written lost to an earlier row with its key.
+        counts[f"{kind}_duplicates"] = counts.get(f"{kind}_duplicates", 0) + accepted_count - commit.source_rows
+    report.commits.append(commit)
+    if rejected_count:
+        rejected = (
+            parsed.filter(F.col("reason").isNotNull())
+            .select("source", "row_no", "reason", "detail", "raw", F.lit(kind).alias("kind"))
+            .withColumn(C.COL_RUN_ID, F.lit(run.run_id))
+            .withColumn("quarantined_at", F.lit(run.timestamp))
+        )
+        # The quarantine table has its own transaction id per kind: a batch that died
+        # between the two commits redoes only the missing one.
+        quarantine_txn = Txn(f"{txn.app_id}.quarantine", txn.version)
+        report.commits.append(lake.append(C.QUARANTINE, rejected, txn=quarantine_txn, metadata=metadata))
     parsed.unpersist()
 
 
@@ -204,26 +229,27 @@ def _parse_files(kind: str, out_schema: T.StructType) -> Callable[[Iterator[pd.D
     return parse
 
 
-def _new_rows(lake: LakeTables, kind: str, accepted: DataFrame) -> tuple[DataFrame, int]:
-    """Rows of ``accepted`` not yet in the table, one per key, and how many duplicates were dropped."""
+def _new_rows(lake: LakeTables, kind: str, accepted: DataFrame) -> DataFrame:
+    """Rows of ``accepted`` not yet in the table, one per key.
+
+    Events and reviews: the first occurrence of a key wins, later ones and keys
+    the table already holds are duplicates. Items: the newest catalog row per
+    item wins, and only when it is newer than the stored one.
+    """
     spec = table_spec(kind)
     keys = list(spec.keys)
     if kind == C.ITEMS:
         # Latest catalog row per item: newest updated_at, then the latest file and line.
         order = [F.col(C.COL_UPDATED_AT).desc_nulls_last(), F.col("source").desc(), F.col("row_no").desc()]
     else:
-        # The first occurrence wins, later ones are duplicates.
         order = [F.col("source").asc(), F.col("row_no").asc()]
     ranked = accepted.withColumn("_n", F.row_number().over(Window.partitionBy(*keys).orderBy(*order)))
     first = ranked.filter("_n = 1").drop("_n", "row_no")
-    duplicates = accepted.count() - first.count()
     existing = lake.read(kind)
     if kind == C.ITEMS:
-        # Only rows newer than the stored catalog row replace it.
         current = existing.select(C.COL_ITEM_ID, F.col(C.COL_UPDATED_AT).alias("_stored_at"))
         new = first.join(current, C.COL_ITEM_ID, "left").filter(
             F.col("_stored_at").isNull() | (F.col(C.COL_UPDATED_AT) > F.col("_stored_at"))
         )
-        return new.drop("_stored_at"), duplicates
-    return first.join(existing.select(*keys), keys, "left_anti"), duplicates
-
+        return new.drop("_stored_at")
+    return first.join(existing.select(*keys), keys, "left_anti")

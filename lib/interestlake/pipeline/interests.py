@@ -1,29 +1,38 @@
 """Interests stage: users' embedded history -> ``user_interests``, incrementally.
 
-Only users with new events or reviews since the last commit are recomputed:
-their stored long-term statistics are folded together with the statistics of
-the new entries (``interestlake.models.interest.fold``), and the short-term
-vector reads only their last N entries. Users whose history touches an item
-whose vector is new or changed are rebuilt from their whole history, since
-their statistics were summed with the old (or no) vector. The first run, a
-parameter change or ``full=True`` recomputes everyone.
+Only users with new events or reviews since the last commit are recomputed,
+from what is stored about them and what is new, never from their whole history:
+- the long-term statistics (decayed sum, mass, reference time) are folded
+  together with the statistics of the new entries
+  (``interestlake.models.interest.fold``);
+- the short-term vector reads the newest N of (the N entries stored in
+  ``user_interests.recent``) and (the new entries), which are the newest N of
+  the whole history;
+- event and review counts add the new ones.
+Users whose history touches an item whose vector is new or changed are rebuilt
+from their whole history, since their statistics were summed with the old (or
+no) vector. The first run, a parameter change or ``full=True`` recomputes
+everyone, through the same per-user function.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from interestlake import constants as C
-from interestlake.lake.schemas import table_spec
+from interestlake.lake.schemas import HISTORY_REF
 from interestlake.lake.tables import LakeTables
 from interestlake.models.interest import DecayedStats, InterestParams, combine, decayed_stats, fold
-from interestlake.pipeline.history import history_of_users, recent_entries, user_history
+from interestlake.pipeline.history import (
+    REF_COLUMNS, entry_order, history_refs, resolve_vectors, stored_refs, user_history,
+)
 from interestlake.pipeline.run import DerivedInputs, RunContext, StageReport, derived_inputs
 from interestlake.settings import Settings
 
@@ -39,9 +48,14 @@ _RESULT_SCHEMA = T.StructType(
         T.StructField("decayed_sum", T.ArrayType(T.DoubleType()), False),
         T.StructField("decayed_mass", T.DoubleType(), False),
         T.StructField("last_event_at", T.TimestampType(), False),
+        T.StructField("event_count", T.LongType(), False),
+        T.StructField("review_count", T.LongType(), False),
+        T.StructField("recent", T.ArrayType(HISTORY_REF), False),
     ]
 )
-_STATE_COLUMNS = [C.COL_USER_ID, "decayed_sum", "decayed_mass", "last_event_at"]
+# State rows of the per-user function: the stored statistics (one row, for users
+# folded incrementally) and counts of events and reviews to add.
+_STATE_COLUMNS = [C.COL_USER_ID, "decayed_sum", "decayed_mass", "last_event_at", "event_count", "review_count"]
 
 
 def interests(
@@ -70,47 +84,25 @@ def interests(
     now = inputs.tables
     incremental = not full and inputs.same_params
     if incremental:
-        new_events = lake.changes(C.EVENTS, inputs.since(C.EVENTS), now[C.EVENTS])
-        new_reviews = lake.changes(C.REVIEWS, inputs.since(C.REVIEWS), now[C.REVIEWS])
-        rebuild = _users_of_changed_items(lake, version, inputs, now).persist()
-        active = new_events.select(C.COL_USER_ID).unionByName(new_reviews.select(C.COL_USER_ID))
-        changed = active.unionByName(rebuild).distinct().persist()
-        history = history_of_users(lake, version, now, changed)
-        folded = user_history(lake, version, now, events=new_events, reviews=new_reviews).join(
-            rebuild, C.COL_USER_ID, "left_anti"
-        )
-        entries = folded.unionByName(history.join(rebuild, C.COL_USER_ID, "left_semi"))
-        state = (
-            lake.read(C.USER_INTERESTS)
-            .filter(F.col(C.COL_ENCODER_VERSION) == version)
-            .join(changed, C.COL_USER_ID, "left_semi")
-            .join(rebuild, C.COL_USER_ID, "left_anti")
-            .select(*_STATE_COLUMNS)
-        )
-        report.counts["users_rebuilt"] = rebuild.count()
+        entries, state, rebuilt = _incremental_inputs(lake, version, inputs)
+        report.counts["users_rebuilt"] = rebuilt
     else:
-        history = user_history(lake, version, now)
-        changed = history.select(C.COL_USER_ID).distinct().persist()
-        entries = history
-        state = lake.spark.createDataFrame([], T.StructType([table_spec(C.USER_INTERESTS).schema[c] for c in _STATE_COLUMNS]))
-    report.counts["users_changed"] = changed.count()
-    if report.counts["users_changed"] == 0:
-        changed.unpersist()
-        report.note = "no user has new history"
-        return report
+        events, reviews = lake.read(C.EVENTS, now[C.EVENTS]), lake.read(C.REVIEWS, now[C.REVIEWS])
+        entries = user_history(lake, version, now).withColumn("fold", F.lit(True))
+        state = _counts(events, reviews)
 
-    recent = recent_entries(history, settings.interests.short_term_events)
-    parts = entries.withColumn("recency", F.lit(None).cast("int")).unionByName(recent)
     params = InterestParams(**settings.interests.model_dump())
+    # Entries and state rows (no `kind`) together, each user's rows consecutive:
+    # one pass per partition instead of a pandas frame per user (Spark's grouped
+    # map costs milliseconds per group before any arithmetic).
     vectors = (
-        parts.groupBy(C.COL_USER_ID)
-        .cogroup(state.groupBy(C.COL_USER_ID))
-        .applyInPandas(_user_vectors(params), _RESULT_SCHEMA)
+        entries.unionByName(state, allowMissingColumns=True)
+        .repartition(C.COL_USER_ID)
+        .sortWithinPartitions(C.COL_USER_ID)
+        .mapInArrow(_user_vectors(params), _RESULT_SCHEMA)
     )
     rows = (
-        vectors.join(_counts(lake, now, changed), C.COL_USER_ID, "left")
-        .fillna(0, ["event_count", "review_count"])
-        .withColumn(C.COL_ENCODER_VERSION, F.lit(version))
+        vectors.withColumn(C.COL_ENCODER_VERSION, F.lit(version))
         .withColumn(C.COL_RUN_ID, F.lit(run.run_id))
         # Wall-clock time, unique per write (a retry shares the run id and logical
         # date): recommend tells rewritten rows from copied ones by it.
@@ -121,18 +113,60 @@ def interests(
         "mode": "incremental" if incremental else "full",
     }
     commit = lake.merge(C.USER_INTERESTS, rows, txn=run.txn(STAGE), metadata=metadata)
-    changed.unpersist()
-    if incremental:
-        rebuild.unpersist()
+    report.counts["users_changed"] = commit.source_rows
+    if commit.skipped == "no rows":
+        report.note = "no user has new history"
     report.commits.append(commit)
     return report
 
 
-def _users_of_changed_items(lake: LakeTables, version: str, inputs: DerivedInputs, now: dict) -> DataFrame:
-    """Users with history on items whose vector appeared or changed since the last run."""
-    users = lake.spark.createDataFrame([], f"{C.COL_USER_ID} string")
+def _incremental_inputs(lake: LakeTables, version: str, inputs: DerivedInputs) -> tuple[DataFrame, DataFrame, int]:
+    """Entries and state of the users with new history since the last commit.
+
+    Returns:
+        Entries to fold (``fold`` true) and stored recent entries (``fold`` false),
+        the state rows, and how many users are rebuilt from their whole history.
+    """
+    now = inputs.tables
+    new_events = lake.changes(C.EVENTS, inputs.since(C.EVENTS), now[C.EVENTS])
+    new_reviews = lake.changes(C.REVIEWS, inputs.since(C.REVIEWS), now[C.REVIEWS])
+    rebuild = _users_of_changed_items(lake, version, inputs, now)
+    rebuilt = 0
+    if rebuild is not None:
+        rebuild = rebuild.persist()
+        rebuilt = rebuild.count()
+    if not rebuilt:
+        rebuild = None
+
+    def except_rebuilt(df: DataFrame) -> DataFrame:
+        return df if rebuild is None else df.join(F.broadcast(rebuild), C.COL_USER_ID, "left_anti")
+
+    new_refs = except_rebuilt(history_refs(lake, now, new_events, new_reviews))
+    active = except_rebuilt(new_events.select(C.COL_USER_ID).unionByName(new_reviews.select(C.COL_USER_ID)).distinct())
+    stored = (
+        # This stage is the table's only writer: its latest version is what the last run left.
+        lake.read(C.USER_INTERESTS)
+        .filter(F.col(C.COL_ENCODER_VERSION) == version)
+        .join(F.broadcast(active), C.COL_USER_ID, "left_semi")
+    )
+    refs = new_refs.withColumn("fold", F.lit(True)).unionByName(
+        stored_refs(stored).select(C.COL_USER_ID, *REF_COLUMNS).withColumn("fold", F.lit(False))
+    )
+    entries = resolve_vectors(lake, version, now, refs)
+    state = stored.select(*_STATE_COLUMNS).unionByName(
+        _counts(except_rebuilt(new_events), except_rebuilt(new_reviews))
+    )
+    if rebuild is not None:
+        entries = entries.unionByName(user_history(lake, version, now, rebuild).withColumn("fold", F.lit(True)))
+        whole = {t: lake.read(t, now[t]).join(F.broadcast(rebuild), C.COL_USER_ID, "left_semi") for t in (C.EVENTS, C.REVIEWS)}
+        state = state.unionByName(_counts(whole[C.EVENTS], whole[C.REVIEWS]))
+    return entries, state, rebuilt
+
+
+def _users_of_changed_items(lake: LakeTables, version: str, inputs: DerivedInputs, now: dict) -> DataFrame | None:
+    """Users with history on items whose vector appeared or changed since the last run (None: no such item)."""
     if inputs.since(C.ITEM_EMBEDDINGS) == now[C.ITEM_EMBEDDINGS]:
-        return users
+        return None
     changed_items = [
         row[0]
         for row in lake.changes(C.ITEM_EMBEDDINGS, inputs.since(C.ITEM_EMBEDDINGS), now[C.ITEM_EMBEDDINGS])
@@ -142,59 +176,182 @@ def _users_of_changed_items(lake: LakeTables, version: str, inputs: DerivedInput
         .collect()
     ]
     if not changed_items:
-        return users
+        return None
     # Scans events and reviews, but only when the catalog changed.
-    for table in (C.EVENTS, C.REVIEWS):
-        touched = lake.read(table, now[table]).filter(F.col(C.COL_ITEM_ID).isin(changed_items))
-        users = users.unionByName(touched.select(C.COL_USER_ID))
-    return users.distinct()
+    touched = [
+        lake.read(table, now[table]).filter(F.col(C.COL_ITEM_ID).isin(changed_items)).select(C.COL_USER_ID)
+        for table in (C.EVENTS, C.REVIEWS)
+    ]
+    return touched[0].unionByName(touched[1]).distinct()
 
 
-def _counts(lake: LakeTables, now: dict, users: DataFrame) -> DataFrame:
-    """Events and reviews per changed user."""
-    def count(table: str, name: str) -> DataFrame:
-        return (
-            lake.read(table, now[table]).join(F.broadcast(users), C.COL_USER_ID, "left_semi")
-            .groupBy(C.COL_USER_ID).agg(F.count(F.lit(1)).alias(name))
-        )
+def _counts(events: DataFrame, reviews: DataFrame) -> DataFrame:
+    """State rows that add each user's number of events and reviews."""
+    def count(df: DataFrame, name: str, other: str) -> DataFrame:
+        return df.groupBy(C.COL_USER_ID).agg(F.count(F.lit(1)).alias(name)).withColumn(other, F.lit(0).cast("long"))
 
-    return count(C.EVENTS, "event_count").join(count(C.REVIEWS, "review_count"), C.COL_USER_ID, "full")
-
-
-def _seconds(ts: pd.Series) -> np.ndarray:
-    return ts.astype("datetime64[us]").astype("int64").to_numpy() / 1e6
+    counted = count(events, "event_count", "review_count").unionByName(count(reviews, "review_count", "event_count"))
+    return counted.select(
+        C.COL_USER_ID,
+        F.lit(None).cast("array<double>").alias("decayed_sum"),
+        F.lit(None).cast("double").alias("decayed_mass"),
+        F.lit(None).cast("timestamp").alias("last_event_at"),
+        "event_count",
+        "review_count",
+    )
 
 
 def _user_vectors(params: InterestParams):
-    """Builds the per-user function: fold new entries into the stored statistics."""
+    """Builds the executor function: rows sorted by user in, one result row per user out.
 
-    def compute(entries: pd.DataFrame, state: pd.DataFrame) -> pd.DataFrame:
-        to_fold = entries[entries["recency"].isna()]
-        recent = entries[entries["recency"].notna()].sort_values("recency", ascending=False)
-        stats = None
-        if len(state):
-            row = state.iloc[0]
-            stats = DecayedStats(np.asarray(row["decayed_sum"], dtype=np.float64), float(row["decayed_mass"]),
-                                 float(_seconds(state["last_event_at"])[0]))
-        if len(to_fold):
-            new = decayed_stats(np.stack(to_fold[C.COL_EMBEDDING].to_numpy()), list(to_fold["kind"]),
-                                _seconds(to_fold[C.COL_TS]), params)
-            stats = fold(stats, new, params.half_life_days)
-        if stats is None or len(recent) == 0:
-            return pd.DataFrame(columns=_RESULT_SCHEMA.fieldNames())
-        result = combine(stats, np.stack(recent[C.COL_EMBEDDING].to_numpy()), params)
-        user = recent[C.COL_USER_ID].iloc[0]
-        return pd.DataFrame(
-            {
-                C.COL_USER_ID: [user],
-                "long_term": [result.long_term.tolist()],
-                "short_term": [result.short_term.tolist()],
-                "interest": [result.interest.tolist()],
-                "decayed_sum": [stats.weighted_sum.tolist()],
-                "decayed_mass": [stats.mass],
-                # Microseconds, as stored: a float ns value would not convert to Arrow safely.
-                "last_event_at": [pd.Timestamp(round(stats.ref_seconds * 1e6), unit="us")],
-            }
+    Rows arrive in Arrow batches, each user's rows consecutive (a user may span
+    batches). A user's entries are folded batch by batch and only the newest N
+    are kept, so memory stays bounded by the batch size whatever one user's
+    history length. Everything is numpy and plain lists: a pandas frame per user
+    would cost more than the arithmetic.
+    """
+    schema = _arrow_result_schema()
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        current: _UserFold | None = None
+        done: list[dict] = []
+        for batch in batches:
+            columns = _BatchColumns(batch)
+            for user, start, end in columns.segments():
+                if current is None or current.user != user:
+                    if current is not None and (row := current.result()) is not None:
+                        done.append(row)
+                    current = _UserFold(user, params)
+                columns.add_to(current, start, end)
+            if done:
+                yield _result_batch(done, schema)
+                done = []
+        if current is not None and (row := current.result()) is not None:
+            yield _result_batch([row], schema)
+
+    return run
+
+
+class _BatchColumns:
+    """The columns of one input batch as numpy arrays and lists, extracted once."""
+
+    def __init__(self, batch: pa.RecordBatch):
+        import pyarrow.compute as pc
+
+        self.users = np.asarray(batch.column(C.COL_USER_ID).to_pylist(), dtype=object)
+        kinds = batch.column("kind")
+        self.is_entry = kinds.is_valid().to_numpy(zero_copy_only=False)
+        self.kinds = kinds.to_pylist()
+        self.micros = pc.fill_null(batch.column(C.COL_TS).cast(pa.int64()), 0).to_numpy()
+        self.items = batch.column(C.COL_ITEM_ID).to_pylist()
+        self.hashes = batch.column(C.COL_TEXT_HASH).to_pylist()
+        self.labels = batch.column("label").to_pylist()
+        self.fold = pc.fill_null(batch.column("fold"), False).to_numpy(zero_copy_only=False)
+        self.masses = batch.column("decayed_mass").to_pylist()
+        self.last_at = pc.fill_null(batch.column("last_event_at").cast(pa.int64()), 0).to_numpy()
+        self.events = pc.fill_null(batch.column("event_count"), 0).to_numpy()
+        self.reviews = pc.fill_null(batch.column("review_count"), 0).to_numpy()
+        self._sums = batch.column("decayed_sum")
+        self._embeddings = batch.column(C.COL_EMBEDDING)
+
+    def segments(self) -> Iterator[tuple[str, int, int]]:
+        """(user, start, end) of each run of one user's rows."""
+        if len(self.users) == 0:
+            return
+        starts = np.flatnonzero(np.r_[True, self.users[1:] != self.users[:-1]])
+        ends = np.r_[starts[1:], len(self.users)]
+        for start, end in zip(starts.tolist(), ends.tolist()):
+            yield self.users[start], start, end
+
+    def vectors(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), d) float64 embeddings of entry rows."""
+        picked = self._embeddings.take(pa.array(rows, type=pa.int64()))
+        return picked.flatten().to_numpy(zero_copy_only=False).astype(np.float64).reshape(len(rows), -1)
+
+    def add_to(self, user: _UserFold, start: int, end: int) -> None:
+        """Adds rows [start, end) of this batch, all of one user, to their fold."""
+        for row in range(start, end):
+            if not self.is_entry[row]:
+                user.events += int(self.events[row])
+                user.reviews += int(self.reviews[row])
+                if self.masses[row] is not None:
+                    stored = DecayedStats(np.asarray(self._sums[row].as_py(), dtype=np.float64), float(self.masses[row]),
+                                          self.last_at[row] / 1e6)
+                    user.stats = fold(user.stats, stored, user.params.half_life_days)
+        rows = np.arange(start, end)[self.is_entry[start:end]]
+        if len(rows) == 0:
+            return
+        folded = rows[self.fold[rows]]
+        if len(folded):
+            new = decayed_stats(self.vectors(folded), [self.kinds[r] for r in folded], self.micros[folded] / 1e6, user.params)
+            user.stats = fold(user.stats, new, user.params.half_life_days)
+        # Only entries at least as new as the N-th newest can enter the window.
+        last_n = user.params.short_term_events
+        if len(rows) > last_n:
+            cutoff = np.partition(self.micros[rows], len(rows) - last_n)[len(rows) - last_n]
+            rows = rows[self.micros[rows] >= cutoff]
+        vectors = self.vectors(rows)
+        user.recent.extend(
+            (entry_order(int(self.micros[r]), self.kinds[r], self.items[r], self.labels[r], self.hashes[r]),
+             (int(self.micros[r]), self.kinds[r], self.items[r], self.hashes[r], self.labels[r]), vectors[i])
+            for i, r in enumerate(rows.tolist())
         )
+        user.recent.sort(key=lambda entry: entry[0])
+        del user.recent[last_n:]
 
-    return compute
+
+class _UserFold:
+    """One user's running long-term statistics, counts and newest N entries."""
+
+    def __init__(self, user: str, params: InterestParams):
+        self.user = user
+        self.params = params
+        self.stats: DecayedStats | None = None
+        self.events = 0
+        self.reviews = 0
+        # (order key, reference, vector), newest first.
+        self.recent: list[tuple[tuple, tuple, np.ndarray]] = []
+
+    def result(self) -> dict | None:
+        """The user's ``user_interests`` values; None for a user with no embedded entry."""
+        if self.stats is None or not self.recent:
+            return None
+        # combine() reads the recent entries oldest first.
+        vectors = np.stack([vector for _, _, vector in reversed(self.recent)])
+        result = combine(self.stats, vectors, self.params)
+        return {
+            C.COL_USER_ID: self.user,
+            "long_term": result.long_term,
+            "short_term": result.short_term,
+            "interest": result.interest,
+            "decayed_sum": self.stats.weighted_sum,
+            "decayed_mass": self.stats.mass,
+            "last_event_at": round(self.stats.ref_seconds * 1e6),
+            "event_count": self.events,
+            "review_count": self.reviews,
+            "recent": [dict(zip(REF_COLUMNS, ref)) for _, ref, _ in self.recent],
+        }
+
+
+def _arrow_result_schema() -> pa.Schema:
+    from interestlake.lake.schemas import arrow_schema
+
+    return arrow_schema(_RESULT_SCHEMA)
+
+
+def _result_batch(rows: list[dict], schema: pa.Schema) -> pa.RecordBatch:
+    """Result rows as one Arrow batch; vectors are laid out as flat list arrays."""
+    def vectors(name: str, dtype) -> pa.Array:
+        values = [np.asarray(row[name], dtype=dtype) for row in rows]
+        offsets = np.r_[0, np.cumsum([len(v) for v in values])].astype(np.int32)
+        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.concatenate(values)), type=schema.field(name).type)
+
+    columns = {}
+    for field in schema:
+        if field.name in ("long_term", "short_term", "interest"):
+            columns[field.name] = vectors(field.name, np.float32)
+        elif field.name == "decayed_sum":
+            columns[field.name] = vectors(field.name, np.float64)
+        else:
+            columns[field.name] = pa.array([row[field.name] for row in rows], type=field.type)
+    return pa.RecordBatch.from_pydict(columns, schema=schema)

@@ -1,9 +1,10 @@
 """Recommend stage: users x items -> top-K ``recommendations`` with a reason each.
 
-Scoring runs on executors over (user block x item block) pairs, like Spark
-ALS's ``recommendForAllUsers``: each pair yields at most K candidates per user,
-and a window keeps the best K per user. Neither the users x items matrix nor
-the item table is ever collected to the driver.
+The recommendable items are written once as a matrix every executor reads;
+users are streamed in partitions, and each task scores a block of users against
+the item matrix block by block with a running top K (blocked matrix multiply,
+float32). Neither the users x items matrix nor the item table is ever collected
+to the driver or shuffled.
 """
 
 from __future__ import annotations
@@ -13,27 +14,30 @@ from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from interestlake import constants as C
+from interestlake.lake.schemas import arrow_schema
 from interestlake.lake.tables import LakeTables
-from interestlake.models.scoring import reason_for, top_k_block
-from interestlake.pipeline.history import history_of_users, recent_entries
+from interestlake.models.scoring import RunningTopK, reason_for
+from interestlake.pipeline.history import resolve_vectors, stored_refs
 from interestlake.pipeline.run import RunContext, StageReport, derived_inputs
-from interestlake.settings import Settings
+from interestlake.settings import RecommendSettings, Settings
 
 STAGE = "recommend"
 INPUT_TABLES = (C.USER_INTERESTS, C.ITEM_EMBEDDINGS, C.ITEMS, C.EVENTS, C.REVIEWS, C.TEXT_EMBEDDINGS)
-_CANDIDATE_SCHEMA = T.StructType(
+_RANKED_SCHEMA = T.StructType(
     [
         T.StructField(C.COL_USER_ID, T.StringType(), False),
+        T.StructField(C.COL_RANK, T.IntegerType(), False),
         T.StructField(C.COL_ITEM_ID, T.StringType(), False),
         T.StructField(C.COL_SCORE, T.DoubleType(), False),
         T.StructField(C.COL_REASON, T.StringType(), False),
     ]
 )
+_RANKED_ARROW_SCHEMA = arrow_schema(_RANKED_SCHEMA)
 
 
 def recommend(
@@ -50,7 +54,7 @@ def recommend(
     """
     report = StageReport(STAGE, run.run_id)
     version = settings.encoder.version
-    params = {"encoder": version, "short_term_events": settings.interests.short_term_events, **settings.recommend.model_dump()}
+    params = {"encoder": version, **settings.recommend.model_dump()}
     inputs = derived_inputs(lake, report, C.RECOMMENDATIONS, INPUT_TABLES, params)
     if not full and inputs.unchanged:
         report.note = "inputs unchanged since the last commit; nothing to do"
@@ -63,7 +67,9 @@ def recommend(
     )
 
     of_version = F.col(C.COL_ENCODER_VERSION) == version
-    users = lake.read(C.USER_INTERESTS, now[C.USER_INTERESTS]).filter(of_version).select(C.COL_USER_ID, "interest")
+    users = (
+        lake.read(C.USER_INTERESTS, now[C.USER_INTERESTS]).filter(of_version).select(C.COL_USER_ID, "interest", "recent")
+    )
     if incremental:
         changed = (
             lake.changes(
@@ -75,49 +81,58 @@ def recommend(
         )
         users = users.join(changed, C.COL_USER_ID, "left_semi")
     users = users.persist()
-    # Only items still in the catalog can be recommended.
-    items = (
-        lake.read(C.ITEM_EMBEDDINGS, now[C.ITEM_EMBEDDINGS])
-        .filter(of_version)
-        .join(lake.read(C.ITEMS, now[C.ITEMS]).select(C.COL_ITEM_ID), C.COL_ITEM_ID, "left_semi")
-        .select(C.COL_ITEM_ID, C.COL_EMBEDDING)
-    )
-    n_users, n_items = users.count(), items.count()
-    report.counts.update(users_scored=n_users, items=n_items)
+    n_users = users.count()
+    report.counts["users_scored"] = n_users
     if n_users == 0:
         users.unpersist()
         report.note = "no user's interests changed"
         return report
     scored = users.select(C.COL_USER_ID)
-    history = history_of_users(lake, version, now, scored)
-    user_side = users.join(excluded_items(lake, now, scored, settings.recommend.exclude_event_types), C.COL_USER_ID, "left").join(
-        reason_history(recent_entries(history, settings.interests.short_term_events)), C.COL_USER_ID, "left"
+    # The entries behind each user's short-term vector, stored by the interests stage.
+    recent = resolve_vectors(lake, version, now, stored_refs(users))
+    user_side = (
+        users.drop("recent")
+        .join(excluded_items(lake, now, scored, settings.recommend.exclude_event_types), C.COL_USER_ID, "left")
+        .join(reason_history(recent), C.COL_USER_ID, "left")
     )
-    candidates = score_blocks(
-        user_side, items, settings.recommend.k,
-        user_blocks=math.ceil(n_users / settings.recommend.user_block_size),
-        item_blocks=math.ceil(n_items / settings.recommend.item_block_size),
-    )
-    ranked = candidates.withColumn(
-        C.COL_RANK,
-        F.row_number().over(
-            Window.partitionBy(C.COL_USER_ID).orderBy(F.col(C.COL_SCORE).desc(), F.col(C.COL_ITEM_ID))
-        ),
-    ).filter(F.col(C.COL_RANK) <= settings.recommend.k)
-    rows = ranked.withColumn(C.COL_RUN_ID, F.lit(run.run_id)).withColumn("generated_at", F.lit(run.timestamp))
-    metadata = {
-        "stage": STAGE, "run_id": run.run_id, "inputs": inputs.fingerprint,
-        "mode": "incremental" if incremental else "full",
-    }
-    if incremental:
-        commit = lake.merge(C.RECOMMENDATIONS, rows, on=[C.COL_USER_ID], txn=run.txn(STAGE), metadata=metadata)
-    else:
-        commit = lake.overwrite(C.RECOMMENDATIONS, rows, txn=run.txn(STAGE), metadata=metadata)
+    with lake.scratch("recommend-items") as items_uri:
+        report.counts["items"] = stage_item_matrix(lake, version, now, items_uri)
+        block = settings.recommend.user_block_size
+        tasks = max(spark.sparkContext.defaultParallelism, math.ceil(n_users / block))
+        ranked = score_users(user_side.repartition(min(n_users, tasks)), items_uri, settings.recommend)
+        rows = ranked.withColumn(C.COL_RUN_ID, F.lit(run.run_id)).withColumn("generated_at", F.lit(run.timestamp))
+        metadata = {
+            "stage": STAGE, "run_id": run.run_id, "inputs": inputs.fingerprint,
+            "mode": "incremental" if incremental else "full",
+        }
+        if incremental:
+            commit = lake.merge(C.RECOMMENDATIONS, rows, on=[C.COL_USER_ID], txn=run.txn(STAGE), metadata=metadata)
+        else:
+            commit = lake.overwrite(C.RECOMMENDATIONS, rows, txn=run.txn(STAGE), metadata=metadata)
     users.unpersist()
     report.commits.append(commit)
     return report
 
 
+def stage_item_matrix(lake: LakeTables, version: str, versions: dict, uri: str) -> int:
+    """Writes (item_id, embedding) of every recommendable item to ``uri``; returns how many.
+
+    Only items still in the catalog, with a vector of this encoder version. The
+    scoring tasks read this matrix block by block, so it is shipped to each
+    executor from storage, never collected on the driver.
+    """
+    import pyarrow.dataset as ds
+
+    from interestlake.datasets.landing import readable_uri
+
+    items = (
+        lake.read(C.ITEM_EMBEDDINGS, versions[C.ITEM_EMBEDDINGS])
+        .filter(F.col(C.COL_ENCODER_VERSION) == version)
+        .join(lake.read(C.ITEMS, versions[C.ITEMS]).select(C.COL_ITEM_ID), C.COL_ITEM_ID, "left_semi")
+        .select(C.COL_ITEM_ID, C.COL_EMBEDDING)
+    )
+    items.write.mode("overwrite").parquet(uri)
+    return ds.dataset(readable_uri(uri), format="parquet").count_rows()
 def excluded_items(lake: LakeTables, versions: dict, users: DataFrame, event_types: list[str]) -> DataFrame:
     """(user_id, excluded): items the given users must not be offered again (bought, reviewed...)."""
     events = lake.read(C.EVENTS, versions[C.EVENTS]).filter(
@@ -147,31 +162,44 @@ def reason_history(recent: DataFrame) -> DataFrame:
     )
 
 
-def score_blocks(user_side: DataFrame, items: DataFrame, k: int, user_blocks: int, item_blocks: int) -> DataFrame:
-    """Top-K candidates of every user in every item block (user_id, item_id, score, reason)."""
-    user_blocks, item_blocks = max(1, user_blocks), max(1, item_blocks)
-    ublocks = (
-        user_side.withColumn("_ublock", F.pmod(F.xxhash64(C.COL_USER_ID), F.lit(user_blocks)))
-        .groupBy("_ublock")
-        .agg(F.collect_list(F.struct(*[c for c in user_side.columns])).alias("users"))
+def score_users(user_side: DataFrame, items_uri: str, settings: RecommendSettings) -> DataFrame:
+    """Top-K rows (user_id, rank, item_id, score, reason) of every user of ``user_side``.
+
+    Each task takes its users in blocks of ``user_block_size`` and streams the
+    item matrix at ``items_uri`` in blocks of ``item_block_size``, keeping a
+    running top K per user (``RunningTopK``): memory follows the block sizes, not
+    the catalog or the number of users, and no users x items pair is shuffled.
+
+    Args:
+        user_side: user_id, interest, excluded (item ids), and the reason history
+            (hist_kind, hist_item, hist_label, hist_vec; newest first).
+        items_uri: Parquet files of (item_id, embedding).
+        settings: ``k`` and the block sizes.
+    """
+    return user_side.mapInArrow(
+        _score_partition(items_uri, settings.k, settings.user_block_size, settings.item_block_size), _RANKED_SCHEMA
     )
-    iblocks = (
-        items.withColumn("_iblock", F.pmod(F.xxhash64(C.COL_ITEM_ID), F.lit(item_blocks)))
-        .groupBy("_iblock")
-        .agg(F.collect_list(F.struct(C.COL_ITEM_ID, C.COL_EMBEDDING)).alias("items"))
-    )
-    pairs = ublocks.crossJoin(iblocks).repartition(user_blocks * item_blocks)
-    return pairs.mapInArrow(_score_pairs(k), _CANDIDATE_SCHEMA)
 
 
-def _score_pairs(k: int):
-    """Builds the executor function over Arrow batches of block pairs."""
+def _score_partition(items_uri: str, k: int, user_block: int, item_block: int):
+    """Builds the executor function of ``score_users`` (kept free of Spark objects)."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import pyarrow.dataset as ds
+
+        from interestlake.datasets.landing import readable_uri
+
+        items = ds.dataset(readable_uri(items_uri), format="parquet")
         for batch in batches:
-            users_column, items_column = batch.column("users"), batch.column("items")
-            for row in range(batch.num_rows):
-                yield _score_pair(users_column[row].values, items_column[row].values, k)
+            for start in range(0, batch.num_rows, user_block):
+                users = batch.slice(start, user_block)
+                ranking = RunningTopK(
+                    _matrix(users.column("interest")), k,
+                    [set(chosen or ()) for chosen in users.column("excluded").to_pylist()],
+                )
+                for block in items.to_batches(columns=[C.COL_ITEM_ID, C.COL_EMBEDDING], batch_size=item_block):
+                    ranking.add(block.column(C.COL_ITEM_ID).to_pylist(), _matrix(block.column(C.COL_EMBEDDING)))
+                yield _ranked_rows(users, ranking.results())
 
     return run
 
@@ -183,34 +211,21 @@ def _matrix(vectors: pa.Array) -> np.ndarray:
     return vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(vectors), -1)
 
 
-def _score_pair(users: pa.StructArray, items: pa.StructArray, k: int) -> pa.RecordBatch:
-    item_ids = items.field(C.COL_ITEM_ID).to_pylist()
-    item_vectors = _matrix(items.field(C.COL_EMBEDDING))
-    position = {item: index for index, item in enumerate(item_ids)}
-    excluded = [
-        [position[item] for item in (chosen or []) if item in position]
-        for chosen in users.field("excluded").to_pylist()
-    ]
-    top = top_k_block(_matrix(users.field("interest")), item_vectors, k, excluded)
-    user_ids = users.field(C.COL_USER_ID).to_pylist()
-    kinds, labels, vectors = users.field("hist_kind"), users.field("hist_label"), users.field("hist_vec")
-    seen_items = users.field("hist_item")
-    out = {C.COL_USER_ID: [], C.COL_ITEM_ID: [], C.COL_SCORE: [], C.COL_REASON: []}
-    for row, (indices, scores) in enumerate(top):
+def _ranked_rows(users: pa.RecordBatch, results: list) -> pa.RecordBatch:
+    """One row per (user, rank) with the reason naming the closest recent history entry."""
+    user_ids = users.column(C.COL_USER_ID).to_pylist()
+    kinds, labels, vectors = users.column("hist_kind"), users.column("hist_label"), users.column("hist_vec")
+    seen_items = users.column("hist_item")
+    out = {C.COL_USER_ID: [], C.COL_RANK: [], C.COL_ITEM_ID: [], C.COL_SCORE: [], C.COL_REASON: []}
+    for row, best in enumerate(results):
         history = _matrix(vectors[row].values) if vectors[row].is_valid else np.zeros((0, 0), np.float32)
         hist_kinds = kinds[row].as_py() or []
         hist_labels = labels[row].as_py() or []
         hist_items = seen_items[row].as_py() or []
-        for index, score in zip(indices, scores):
+        for rank, (item_id, score, item_vector) in enumerate(best, start=1):
             out[C.COL_USER_ID].append(user_ids[row])
-            out[C.COL_ITEM_ID].append(item_ids[index])
-            out[C.COL_SCORE].append(float(score))
-            out[C.COL_REASON].append(
-                reason_for(item_ids[index], item_vectors[index], history, hist_kinds, hist_labels, hist_items)
-            )
-    return pa.RecordBatch.from_pydict(out, schema=pa.schema([
-        pa.field(C.COL_USER_ID, pa.string(), False),
-        pa.field(C.COL_ITEM_ID, pa.string(), False),
-        pa.field(C.COL_SCORE, pa.float64(), False),
-        pa.field(C.COL_REASON, pa.string(), False),
-    ]))
+            out[C.COL_RANK].append(rank)
+            out[C.COL_ITEM_ID].append(item_id)
+            out[C.COL_SCORE].append(score)
+            out[C.COL_REASON].append(reason_for(item_id, item_vector, history, hist_kinds, hist_labels, hist_items))
+    return pa.RecordBatch.from_pydict(out, schema=_RANKED_ARROW_SCHEMA)
