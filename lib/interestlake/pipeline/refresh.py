@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from pyspark.sql import SparkSession
@@ -33,6 +33,9 @@ class Pipeline:
     spark: SparkSession
     lake: LakeTables
     settings: Settings
+    # Registered model versions this run uses ({"model:<name>": version}), recorded
+    # with every stage in pipeline_runs.read_versions.
+    model_versions: dict[str, int] = field(default_factory=dict)
 
     def run_stage(self, name: str, run: RunContext, full: bool = False) -> StageReport:
         """Runs one stage and records it in ``pipeline_runs`` (failed runs too).
@@ -73,7 +76,7 @@ class Pipeline:
             "started_at": started,
             "finished_at": datetime.now(timezone.utc),
             "counts": {k: int(v) for k, v in report.counts.items()},
-            "read_versions": report.read_versions,
+            "read_versions": {**report.read_versions, **self.model_versions},
             "written_versions": report.written_versions,
             "note": report.note,
         }
@@ -93,7 +96,13 @@ def open_pipeline(
         wait_seconds: How long to wait for that lock.
 
     A session that was already active (a test's, a notebook's) is reused and left running.
+    An encoder given as a registered model (``models:/NAME@ALIAS``) is resolved here,
+    once, to the version every stage of this pipeline uses.
     """
+    from interestlake.models.registry import resolve_settings
+
+    settings, encoder = resolve_settings(settings)
+    versions = {encoder.record_key: encoder.version} if encoder else {}
     with ExitStack() as stack:
         if writer is not None:
             # Taken before Spark starts: a second refresh gives up in a second.
@@ -103,7 +112,7 @@ def open_pipeline(
         try:
             lake = open_lake(spark, settings.lake)
             lake.ensure_tables()
-            yield Pipeline(spark, lake, settings)
+            yield Pipeline(spark, lake, settings, versions)
         finally:
             if owned:
                 spark.stop()
