@@ -97,7 +97,7 @@ def test_evaluate_runs_every_method_and_logs_an_mlflow_run(spark, tmp_path):
     assert logged["mlflow_run_id"] == run_id
 
 
-def test_encoder_registered_loaded_by_alias_and_pinned_per_run(spark, tmp_path):
+def test_encoder_registered_loaded_by_alias_and_pinned_per_run(spark, tmp_path, monkeypatch, capsys):
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -135,3 +135,41 @@ def test_encoder_registered_loaded_by_alias_and_pinned_per_run(spark, tmp_path):
         runs = lake.read(C.PIPELINE_RUNS).toPandas().set_index("stage")
         assert dict(runs.loc["encode", "read_versions"])["model:interestlake-encoder"] == 1
     assert registry.resolve(settings, "models:/interestlake-encoder@champion").version == 2
+
+    # The command prints the JSON of the issue and names the champion it evaluated.
+    from interestlake.cli import main
+
+    monkeypatch.setenv("INTERESTLAKE__LAKE__ROOT", str(tmp_path / "lake"))
+    data = write_movielens(tmp_path / "ml")
+    assert main(["evaluate", "--dataset", "movielens", "--path", str(data), "--protocol", "stratified",
+                 "--methods", "popularity,item_knn", "--json", "-q"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert (printed["dataset"], printed["protocol"], printed["k"]) == ("movielens", "stratified", 10)
+    assert set(printed["methods"]) == {"popularity", "item_knn"}
+    assert printed["encoder"] == "models:/interestlake-encoder/2"
+    run = MlflowClient().get_run(printed["mlflow_run_id"])
+    assert run.data.params["encoder_model_version"] == "2"
+
+
+def test_import_dataset_lands_files_that_ingest_quarantines_by_source_line(spark, tmp_path, monkeypatch, capsys):
+    from interestlake.cli import main
+    from interestlake.lake.tables import open_lake
+
+    amazon = tmp_path / "amazon"
+    amazon.mkdir()
+    good = {"reviewerID": "A1", "asin": "B1", "overall": 5.0, "reviewText": "Crisp pop filter.", "summary": "Good",
+            "unixReviewTime": 1393545600, "vote": "2", "verified": True}
+    lines = [json.dumps(good), "{broken", json.dumps({**good, "asin": "B2", "unixReviewTime": "yesterday"})]
+    (amazon / "reviews_Instruments.json").write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv("INTERESTLAKE__LAKE__ROOT", str(tmp_path / "lake"))
+    assert main(["import-dataset", "--dataset", "amazon-reviews", "--path", str(amazon), "--ingest", "-q"]) == 0
+    assert "wrote 3 landing file(s)" in capsys.readouterr().out
+
+    lake = open_lake(spark, make_settings(tmp_path / "lake").lake)
+    assert [r.review_id for r in lake.read(C.REVIEWS).collect()] == ["A1:B1:1393545600"]
+    assert [r.event_type for r in lake.read(C.EVENTS).collect()] == ["purchase"]
+    item = lake.read(C.ITEMS).collect()[0]
+    assert (item.item_id, item.description) == ("B1", "Good. Crisp pop filter.")
+    quarantined = sorted((r.kind, r.row_no, r.reason) for r in lake.read(C.QUARANTINE).collect())
+    assert quarantined == [("events", 2, "invalid_json"), ("events", 3, "invalid_timestamp"),
+                           ("reviews", 2, "invalid_json"), ("reviews", 3, "invalid_timestamp")]

@@ -428,12 +428,8 @@ def load_dataset(name: str, path: str | Path) -> PublicDataset:
         deduped = frame.drop_duplicates(key, keep=keep).reset_index(drop=True)
         duplicates[kind] = len(frame) - len(deduped)
         frames[kind] = deduped
-    if not has_items and name == AMAZON_REVIEWS:
-        items = None
-    else:
-        items = frames[C.ITEMS]
     return PublicDataset(
-        name, frames[C.EVENTS], frames[C.REVIEWS], items,
+        name, frames[C.EVENTS], frames[C.REVIEWS], frames[C.ITEMS] if has_items else None,
         pd.DataFrame(rejected, columns=["kind", "source", "row_no", "reason", "detail", "raw"]), duplicates,
     )
 

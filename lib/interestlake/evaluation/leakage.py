@@ -34,7 +34,8 @@ def check_no_leakage(
         items: Catalog rows given to our pipeline (their texts are encoded).
         test_texts: Texts written in the test period (e.g. test reviews); none of
             them may appear inside an item's text (unless a training review starts
-            the same way).
+            the same way). Pass them when item texts are built from reviews; catalog
+            metadata may repeat a user's words legitimately.
     """
     test_pairs = _pairs(split.test)
     problems = []

@@ -104,8 +104,7 @@ def pipeline_recommendations(
             lake.overwrite(table, spark.createDataFrame([], table_spec(table).schema),
                            metadata={"stage": "evaluation", "run_id": run_id})
         pipeline = Pipeline(spark, lake, settings, dict(model_versions or {}))
-        reports = [pipeline.run_stage(name, run, full=True) if name != "encode" else pipeline.run_stage(name, run)
-                   for name in STAGES]
+        reports = [pipeline.run_stage(name, run, full=True) for name in STAGES]
         recs = (
             lake.read(C.RECOMMENDATIONS)
             .select(C.COL_USER_ID, C.COL_ITEM_ID, C.COL_RANK, C.COL_SCORE)
