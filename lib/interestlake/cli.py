@@ -271,7 +271,7 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from interestlake.evaluation.runner import evaluate
     from interestlake.evaluation.tracking import log_evaluation
     from interestlake.models import registry
-    from interestlake.spark_session import build_spark_session
+    from interestlake.spark_session import spark_session
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     # The encoder evaluated is a registered version: encoder.model_path when it names
@@ -280,15 +280,12 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
         encoder = registry.resolve(settings, settings.encoder.model_path)
     else:
         encoder = registry.champion(settings)
-    spark = build_spark_session(settings, args.master)
-    try:
+    with spark_session(settings, args.master) as spark:
         result = evaluate(
             spark, settings, args.dataset, args.path, args.protocol, seed=args.seed, k=args.k, max_k=args.max_k,
             split_params={"ratio": args.ratio, "cut": args.cut, "quantile": args.quantile, "ties": args.ties},
             methods=methods, encoder=encoder,
         )
-    finally:
-        spark.stop()
     log_evaluation(result, settings)
     if args.json:
         print(json.dumps(result.to_json()))

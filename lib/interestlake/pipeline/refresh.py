@@ -18,7 +18,7 @@ from interestlake.pipeline.interests import interests
 from interestlake.pipeline.recommend import recommend
 from interestlake.pipeline.run import RunContext, StageReport, log
 from interestlake.settings import Settings
-from interestlake.spark_session import build_spark_session
+from interestlake.spark_session import spark_session
 
 Stage = Callable[..., StageReport]
 STAGES: dict[str, Stage] = {"ingest": ingest, "encode": encode, "interests": interests, "recommend": recommend}
@@ -107,12 +107,7 @@ def open_pipeline(
         if writer is not None:
             # Taken before Spark starts: a second refresh gives up in a second.
             stack.enter_context(writer_lock(settings.lake.root, writer, wait_seconds))
-        owned = SparkSession.getActiveSession() is None
-        spark = build_spark_session(settings, master)
-        try:
-            lake = open_lake(spark, settings.lake)
-            lake.ensure_tables()
-            yield Pipeline(spark, lake, settings, versions)
-        finally:
-            if owned:
-                spark.stop()
+        spark = stack.enter_context(spark_session(settings, master))
+        lake = open_lake(spark, settings.lake)
+        lake.ensure_tables()
+        yield Pipeline(spark, lake, settings, versions)
