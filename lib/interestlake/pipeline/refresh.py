@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from pyspark.sql import SparkSession
@@ -18,7 +18,7 @@ from interestlake.pipeline.interests import interests
 from interestlake.pipeline.recommend import recommend
 from interestlake.pipeline.run import RunContext, StageReport, log
 from interestlake.settings import Settings
-from interestlake.spark_session import build_spark_session
+from interestlake.spark_session import spark_session
 
 Stage = Callable[..., StageReport]
 STAGES: dict[str, Stage] = {"ingest": ingest, "encode": encode, "interests": interests, "recommend": recommend}
@@ -33,6 +33,9 @@ class Pipeline:
     spark: SparkSession
     lake: LakeTables
     settings: Settings
+    # Registered model versions this run uses ({"model:<name>": version}), recorded
+    # with every stage in pipeline_runs.read_versions.
+    model_versions: dict[str, int] = field(default_factory=dict)
 
     def run_stage(self, name: str, run: RunContext, full: bool = False) -> StageReport:
         """Runs one stage and records it in ``pipeline_runs`` (failed runs too).
@@ -73,7 +76,7 @@ class Pipeline:
             "started_at": started,
             "finished_at": datetime.now(timezone.utc),
             "counts": {k: int(v) for k, v in report.counts.items()},
-            "read_versions": report.read_versions,
+            "read_versions": {**report.read_versions, **self.model_versions},
             "written_versions": report.written_versions,
             "note": report.note,
         }
@@ -93,17 +96,18 @@ def open_pipeline(
         wait_seconds: How long to wait for that lock.
 
     A session that was already active (a test's, a notebook's) is reused and left running.
+    An encoder given as a registered model (``models:/NAME@ALIAS``) is resolved here,
+    once, to the version every stage of this pipeline uses.
     """
+    from interestlake.models.registry import resolve_settings
+
+    settings, encoder = resolve_settings(settings)
+    versions = {encoder.record_key: encoder.version} if encoder else {}
     with ExitStack() as stack:
         if writer is not None:
             # Taken before Spark starts: a second refresh gives up in a second.
             stack.enter_context(writer_lock(settings.lake.root, writer, wait_seconds))
-        owned = SparkSession.getActiveSession() is None
-        spark = build_spark_session(settings, master)
-        try:
-            lake = open_lake(spark, settings.lake)
-            lake.ensure_tables()
-            yield Pipeline(spark, lake, settings)
-        finally:
-            if owned:
-                spark.stop()
+        spark = stack.enter_context(spark_session(settings, master))
+        lake = open_lake(spark, settings.lake)
+        lake.ensure_tables()
+        yield Pipeline(spark, lake, settings, versions)

@@ -1,0 +1,1 @@
+"""Offline evaluation: protocols, metrics, baselines and our pipeline on public datasets, tracked in MLflow."""

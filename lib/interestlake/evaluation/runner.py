@@ -1,0 +1,249 @@
+"""One evaluation: a dataset, a protocol, our pipeline and every baseline on the same split.
+
+``evaluate`` reads the dataset, splits it, checks the split for leakage, fits
+and scores popularity, item-kNN and ALS (grid-searched on a validation split
+of the training part) and runs our pipeline's stages on the training part,
+then scores every method twice: with the full training histories, and with
+each test user's history cut to its last ``cold_history`` interactions
+(``cold_*`` metrics; the models' item side stays as trained on the full part).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from interestlake import constants as C
+from interestlake.datasets.public import load_dataset
+from interestlake.evaluation import metrics as M
+from interestlake.evaluation.baselines import ALSBaseline, ALSGrid, Catalog, ItemKNN, Popularity, recommend, search_als
+from interestlake.evaluation.leakage import check_no_leakage
+from interestlake.evaluation.pipeline_method import (
+    METHOD, evaluation_settings, pipeline_recommendations, training_tables,
+)
+from interestlake.evaluation.protocols import TEMPORAL, interactions_from_events, make_split, truncate_histories
+from interestlake.settings import Settings
+
+log = logging.getLogger("interestlake")
+BASELINES = ("popularity", "item_knn", "als")
+METHODS = (METHOD, *BASELINES)
+# Buckets of training history length for the metric-by-history plot.
+HISTORY_BUCKETS = ((1, 3), (4, 5), (6, 10), (11, 20), (21, 50), (51, 100), (101, None))
+
+
+@dataclass
+class EvaluationResult:
+    """Everything an evaluation measured, ready to print and to log to MLflow."""
+
+    dataset: str
+    protocol: str
+    k: int
+    max_k: int
+    params: dict[str, Any]
+    methods: dict[str, dict[str, float]]
+    curves: pd.DataFrame
+    by_history: pd.DataFrame
+    als_grid: list[dict[str, Any]]
+    counts: dict[str, int]
+    seconds: dict[str, float] = field(default_factory=dict)
+    mlflow_run_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The object ``interestlake evaluate --json`` prints."""
+        keys = ("recall", "ndcg", "mrr", "hit_rate", "coverage", "cold_recall", "cold_ndcg")
+        return {
+            "dataset": self.dataset,
+            "protocol": self.protocol,
+            "k": self.k,
+            "methods": {name: {key: round(values[key], 6) for key in keys} for name, values in self.methods.items()},
+            "mlflow_run_id": self.mlflow_run_id,
+            "encoder": self.params.get("encoder_model_uri"),
+            "users": self.counts.get("test_users"),
+            "seconds": round(self.seconds.get("total", 0.0), 1),
+        }
+
+    def table(self) -> pd.DataFrame:
+        """Metrics per method (rows) as a table."""
+        return pd.DataFrame(self.methods).T.rename_axis("method")
+
+
+def evaluate(
+    spark,
+    settings: Settings,
+    dataset: str,
+    path: str | Path,
+    protocol: str,
+    *,
+    seed: int | None = None,
+    k: int | None = None,
+    max_k: int | None = None,
+    split_params: dict[str, Any] | None = None,
+    methods: tuple[str, ...] = METHODS,
+    encoder: Any = None,
+    run_id: str | None = None,
+) -> EvaluationResult:
+    """Evaluates our pipeline and the baselines on one dataset and protocol.
+
+    Args:
+        spark: Active session (ALS and our pipeline run on it).
+        settings: Loaded settings; ``evaluation`` gives the defaults of the arguments below.
+        dataset: ``movielens`` or ``amazon-reviews``.
+        path: The dataset's folder or file.
+        protocol: ``leave-last-out``, ``temporal`` or ``stratified``.
+        seed: Split and model seed.
+        k: K of the reported metrics.
+        max_k: Longest list computed (metric curves run K = 1..max_k).
+        split_params: Protocol parameters (``ratio``, ``cut``, ``quantile``, ``ties``).
+        methods: Which of ``interestlake``, ``popularity``, ``item_knn``, ``als`` to run.
+        encoder: The registered encoder version our pipeline uses (``ResolvedEncoder``);
+            None uses ``settings.encoder`` as it is.
+        run_id: Id recorded in the evaluation lake (default ``evaluation__<time>``).
+
+    Returns:
+        The metrics of every method, curves, metric by history length and timings.
+    """
+    conf = settings.evaluation
+    seed = conf.seed if seed is None else seed
+    k = conf.k if k is None else k
+    max_k = max(conf.max_k if max_k is None else max_k, k)
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; methods are {list(METHODS)}")
+    params = _split_params(protocol, conf, split_params or {})
+    started = time.perf_counter()
+    seconds: dict[str, float] = {}
+
+    data = load_dataset(dataset, path)
+    interactions = interactions_from_events(data.events)
+    split = make_split(protocol, interactions, seed=seed, **params)
+    users = split.test_users
+    catalog = Catalog.of(split.train)
+    cold_train = truncate_histories(split.train, users, conf.cold_history)
+    histories = {"full": catalog.matrix(split.train, users), "cold": catalog.matrix(cold_train, users)}
+    tables = training_tables(data, split.train)
+    cold_tables = training_tables(data, cold_train, item_source=tables.reviews)
+    # Item texts built from reviews must hold no held-out review; catalog metadata is
+    # no user's writing (a MovieLens tag may well repeat a title).
+    held_out = ~data.reviews[C.COL_REVIEW_ID].isin(tables.reviews[C.COL_REVIEW_ID])
+    test_texts = data.reviews.loc[held_out, C.COL_TEXT] if data.items is None else None
+    check_no_leakage(split, tables.events, tables.reviews, tables.items, test_texts)
+    log.info("evaluate: %s %s: %d training interactions, %d test users, %d catalog items",
+             dataset, protocol, len(split.train), len(users), len(catalog.items))
+
+    lists: dict[str, dict[str, pd.DataFrame]] = {}
+    train_matrix = catalog.matrix(split.train)
+    als_grid: list[dict[str, Any]] = []
+    run_params: dict[str, Any] = {}
+    for name in BASELINES:
+        if name not in methods:
+            continue
+        clock = time.perf_counter()
+        if name == "popularity":
+            model = Popularity().fit(train_matrix)
+        elif name == "item_knn":
+            model = ItemKNN().fit(train_matrix)
+        else:
+            grid = ALSGrid(tuple(conf.als.ranks), tuple(conf.als.reg_params), tuple(conf.als.alphas), conf.als.max_iter)
+            validation = make_split(protocol, split.train, seed=seed + 1, **_validation_params(protocol, params))
+            best, als_grid = search_als(spark, validation.train, validation.test, grid, k, seed)
+            run_params.update({f"als_{key}": value for key, value in best.items()})
+            model = ALSBaseline(spark, seed=seed, **best).fit(train_matrix)
+        lists[name] = {mode: recommend(model, catalog, history, users, max_k) for mode, history in histories.items()}
+        seconds[name] = time.perf_counter() - clock
+
+    if METHOD in methods:
+        clock = time.perf_counter()
+        lists[METHOD] = _pipeline_lists(spark, settings, dataset, tables, cold_tables, max_k, encoder, run_id)
+        seconds[METHOD] = time.perf_counter() - clock
+
+    history_length = split.train.groupby(C.COL_USER_ID).size()
+    scores, curve_rows, bucket_rows = {}, [], []
+    for name, by_mode in lists.items():
+        full = M.ranking_hits(by_mode["full"], split.test, max_k, users)
+        cold = M.ranking_hits(by_mode["cold"], split.test, max_k, users)
+        result = M.summary(full, k, len(catalog.items))
+        result.update({f"cold_{key}": value for key, value in M.summary(cold, k, len(catalog.items)).items()})
+        scores[name] = result
+        curve = M.curves(full, range(1, max_k + 1)).reset_index()
+        curve_rows.append(curve.assign(method=name))
+        per_user = M.per_user_metrics(full, k).join(history_length.rename("history"))
+        bucket_rows.extend(_by_history(per_user, name))
+    seconds["total"] = time.perf_counter() - started
+    encoder_uri = getattr(encoder, "uri", None) or settings.encoder.model_path or "packaged all-MiniLM-L6-v2"
+    return EvaluationResult(
+        dataset=dataset,
+        protocol=protocol,
+        k=k,
+        max_k=max_k,
+        params={
+            "dataset": dataset, "dataset_path": str(path), "protocol": protocol, "seed": seed, "k": k, "max_k": max_k,
+            "cold_history": conf.cold_history, **{f"split_{key}": value for key, value in split.params.items()},
+            "encoder_model_uri": encoder_uri, "encoder_version": getattr(encoder, "encoder_version", settings.encoder.version),
+            "encoder_model_version": getattr(encoder, "version", None), **run_params,
+        },
+        methods=scores,
+        curves=pd.concat(curve_rows, ignore_index=True) if curve_rows else pd.DataFrame(),
+        by_history=pd.DataFrame(bucket_rows),
+        als_grid=als_grid,
+        counts={
+            **{f"dataset_{key}": value for key, value in data.summary().items()},
+            "interactions": len(interactions), "train_interactions": len(split.train), "test_interactions": len(split.test),
+            "test_users": len(users), "test_users_without_history": split.dropped_test_users,
+            "catalog_items": len(catalog.items),
+        },
+        seconds={name: round(value, 1) for name, value in seconds.items()},
+    )
+
+
+def _pipeline_lists(spark, settings, dataset, tables, cold_tables, max_k, encoder, run_id) -> dict[str, pd.DataFrame]:
+    """Our pipeline's lists with full and with cold (truncated) histories, from the dataset's evaluation lake."""
+    from interestlake.models.registry import with_encoder
+
+    root = settings.evaluation.lake_root or f"{settings.lake.root.rstrip('/')}/evaluation"
+    eval_settings = evaluation_settings(settings, f"{root.rstrip('/')}/{dataset}", max_k)
+    versions = {}
+    if encoder is not None:
+        eval_settings = with_encoder(eval_settings, encoder)
+        versions = {encoder.record_key: encoder.version}
+    run_id = run_id or f"evaluation__{pd.Timestamp.now(tz='UTC').isoformat()}"
+    full, _ = pipeline_recommendations(spark, eval_settings, tables, f"{run_id}__full", versions)
+    cold, _ = pipeline_recommendations(spark, eval_settings, cold_tables, f"{run_id}__cold", versions)
+    return {"full": full, "cold": cold}
+
+
+def _split_params(protocol: str, conf, given: dict[str, Any]) -> dict[str, Any]:
+    """Protocol parameters: the ones given, else the conf defaults that apply to the protocol."""
+    params = {key: value for key, value in given.items() if value is not None}
+    if protocol == "stratified":
+        params.setdefault("ratio", conf.stratified_ratio)
+    elif protocol == TEMPORAL and "cut" not in params:
+        params.setdefault("quantile", conf.temporal_quantile)
+    return params
+
+
+def _validation_params(protocol: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The validation split re-applies the protocol inside the training part (a fixed cut would not)."""
+    if protocol == TEMPORAL and "cut" in params:
+        return {key: value for key, value in params.items() if key != "cut"}
+    return params
+
+
+def _by_history(per_user: pd.DataFrame, method: str) -> list[dict[str, Any]]:
+    rows = []
+    for low, high in HISTORY_BUCKETS:
+        mask = per_user["history"] >= low
+        if high is not None:
+            mask &= per_user["history"] <= high
+        if not mask.any():
+            continue
+        label = f"{low}-{high}" if high is not None else f"{low}+"
+        chosen = per_user[mask]
+        rows.append({"method": method, "history_length": label, "users": int(mask.sum()),
+                     **{name: float(chosen[name].mean()) for name in M.METRICS}})
+    return rows
+
