@@ -134,6 +134,16 @@ class SampleSettings(_Section):
     days: int = Field(gt=0)
 
 
+class MaintenanceSettings(_Section):
+    """Daily table maintenance (``interestlake maintain``): retention of files and rows."""
+
+    # A vacuum deletes only files removed from their table at least this long ago, so a
+    # reader that started within the last hour never loses a file it is reading.
+    vacuum_retention_hours: int = Field(default=24, ge=1)
+    quarantine_retention_days: int = Field(default=30, gt=0)
+    pipeline_runs_retention_days: int = Field(default=90, gt=0)
+
+
 class Settings(_Section):
     """All settings of one deployment."""
 
@@ -143,6 +153,7 @@ class Settings(_Section):
     interests: InterestSettings
     recommend: RecommendSettings
     sample: SampleSettings
+    maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
     # Where the settings came from, for messages and for jobs started from this process.
     source: str = ""
 

@@ -8,7 +8,7 @@ their source file, row number, reason and raw text.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 
 import pandas as pd
@@ -36,7 +36,9 @@ _PROVENANCE = {"source", C.COL_RUN_ID, "ingested_at"}
 _BINARY_FILE_SCHEMA = "path string, modificationTime timestamp, length long, content binary"
 
 
-def ingest(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunContext) -> StageReport:
+def ingest(
+    spark: SparkSession, lake: LakeTables, settings: Settings, run: RunContext, kinds: Sequence[str] = C.LANDING_KINDS
+) -> StageReport:
     """Ingests the landing files not ingested before, exactly once.
 
     Each landing kind is a Structured Streaming file source (``binaryFile``,
@@ -49,11 +51,22 @@ def ingest(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunCo
     already made are skipped: no file is lost or ingested twice. Files that land
     during a run are left for the next one.
 
+    Args:
+        spark: Active session.
+        lake: Table layer.
+        settings: Loaded settings (``lake`` section).
+        run: Run identity.
+        kinds: Landing kinds to ingest (the catalog DAG ingests only ``items``);
+            each kind keeps its own checkpoint, so the others wait for a later run.
+
     Returns:
         Counts of files and rows read, accepted, duplicated and quarantined (per reason).
     """
+    unknown = sorted(set(kinds) - set(C.LANDING_KINDS))
+    if unknown:
+        raise ValueError(f"unknown landing kind(s) {unknown}; kinds are {list(C.LANDING_KINDS)}")
     report = StageReport(STAGE, run.run_id)
-    for kind in C.LANDING_KINDS:
+    for kind in kinds:
         folder = f"{settings.lake.landing_uri.rstrip('/')}/{kind}"
         report.counts[f"{kind}_files"] = 0
         if not landing_folder_exists(folder):

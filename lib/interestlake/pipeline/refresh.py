@@ -34,13 +34,14 @@ class Pipeline:
     lake: LakeTables
     settings: Settings
 
-    def run_stage(self, name: str, run: RunContext, full: bool = False) -> StageReport:
+    def run_stage(self, name: str, run: RunContext, full: bool = False, **options) -> StageReport:
         """Runs one stage and records it in ``pipeline_runs`` (failed runs too).
 
         Args:
             name: Stage name.
             run: Run identity.
             full: Recompute everything (interests and recommend) instead of only what changed.
+            **options: Further keyword arguments of the stage function (ingest's ``kinds``).
         """
         try:
             stage = STAGES[name]
@@ -49,7 +50,7 @@ class Pipeline:
         started = datetime.now(timezone.utc)
         log.info("%s: started (run %s)", name, run.run_id)
         try:
-            report = stage(self.spark, self.lake, self.settings, run, **({"full": full} if name in FULL_RECOMPUTE else {}))
+            report = stage(self.spark, self.lake, self.settings, run, **options, **({"full": full} if name in FULL_RECOMPUTE else {}))
         except Exception as exc:
             self._record(StageReport(name, run.run_id, note=f"{type(exc).__name__}: {exc}"[:2000]), run, started, "failed")
             raise
