@@ -52,9 +52,9 @@ RECOMMENDATIONS_ASSET = Asset(name="interestlake.recommendations", uri="x-intere
 # or "Create Asset Event" in the UI): it starts interestlake_catalog.
 CATALOG_LANDING_ASSET = Asset(name="interestlake.landing.items", uri="x-interestlake://landing/items")
 
-# Retries back off 30 s, 1 min, 2 min ...; a job that found the lake busy (exit 3)
-# or failed for a transient reason gets another try with the same logical date,
-# which commits nothing twice.
+# Retries back off from 30 s, doubling (plus Airflow's jitter); a job that found the
+# lake busy (exit 3) or failed for a transient reason gets another try with the same
+# logical date, which commits nothing twice.
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "interestlake",
     "retries": 3,

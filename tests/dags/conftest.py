@@ -7,6 +7,7 @@ set by the session fixture below and every test imports Airflow only after it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -47,4 +48,7 @@ def dag_bag(airflow_home):
     """The DAG folder parsed the way Airflow's DAG processor parses a bundle."""
     from airflow.dag_processing.dagbag import BundleDagBag
 
+    # Airflow's logging set-up lets py4j's INFO messages through, and py4j logs one when
+    # the test session's gateway is collected at exit, after the streams are closed.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     return BundleDagBag(dag_folder=str(DAG_FOLDER), bundle_path=str(DAG_FOLDER), bundle_name="dags-folder")

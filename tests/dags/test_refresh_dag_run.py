@@ -1,9 +1,11 @@
-"""Real runs of interestlake_refresh through Airflow's own ``dag.test()``.
+"""Real runs of the DAGs through Airflow's own ``dag.test()``.
 
 Each task spark-submits its job (local[2]) against a lake in a temporary
 folder; the metadata DB is the SQLite DB of the session's temporary
-AIRFLOW_HOME. The second run injects a failure after a stage committed and
-checks that Airflow's retry succeeds without writing anything twice.
+AIRFLOW_HOME. The second refresh run injects a failure after a stage committed
+and checks that Airflow's retry succeeds without writing anything twice; a
+catalog run without a logical date (as an Asset-triggered run has) ingests
+only the catalog.
 """
 
 from __future__ import annotations
@@ -149,3 +151,32 @@ def test_a_failed_try_is_retried_without_duplicating_data(first_run, refresh_dag
     assert set(recommendations_before) == {r[C.COL_USER_ID] for r in recs}
     # u-0001 bought i-0002 in the new batch: it is no longer recommended to them.
     assert "i-0002" not in {r[C.COL_ITEM_ID] for r in recs if r[C.COL_USER_ID] == "u-0001"}
+
+
+def test_catalog_run_without_logical_date_ingests_only_items(refresh_dag, dag_bag):
+    """An Asset-triggered run has no logical date: the jobs get its run_after; ingest takes only the catalog.
+
+    encode, interests and recommend are the refresh DAG's jobs, run above; here they are marked done.
+    """
+    _, root, _, patch = refresh_dag
+    patch.delenv("AIRFLOW_VAR_INTERESTLAKE_JOBS_DIR", raising=False)
+    landing = root / "landing"
+    new_item = {"item_id": "i-new", "title": "Walnut practice pad", "category": "Drums", "price": 25.0,
+                "updated_at": "2026-11-02T00:20:00Z"}
+    (landing / "items" / "items-new.jsonl").write_text(json.dumps(new_item) + "\n")
+    later_event = {"event_id": "e-later", "user_id": "u-0003", "item_id": "i-new", "event_type": "view",
+                   "ts": "2026-11-02T00:21:00Z"}
+    (landing / "events" / "events-later.jsonl").write_text(json.dumps(later_event) + "\n")
+    run_after = SECOND + timedelta(minutes=20)
+
+    run = dag_bag.get_dag("interestlake_catalog").test(
+        run_after=run_after, logical_date=None, mark_success_pattern="encode|interests|recommend"
+    )
+
+    assert run.state == "success" and run.logical_date is None
+    assert _task_instances(run.run_id)["ingest"] == ("success", 1)
+    read = _lake(root)
+    assert "i-new" in {r[C.COL_ITEM_ID] for r in read(C.ITEMS)}
+    assert "e-later" not in {r[C.COL_EVENT_ID] for r in read(C.EVENTS)}
+    (ingest,) = [r for r in read(C.PIPELINE_RUNS) if r[C.COL_RUN_ID] == run.run_id]
+    assert (ingest["stage"], ingest["status"], ingest["logical_date"]) == ("ingest", "succeeded", run_after)
