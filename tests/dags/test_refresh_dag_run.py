@@ -5,7 +5,7 @@ folder; the metadata DB is the SQLite DB of the session's temporary
 AIRFLOW_HOME. The second refresh run injects a failure after a stage committed
 and checks that Airflow's retry succeeds without writing anything twice; a
 catalog run without a logical date (as an Asset-triggered run has) ingests
-only the catalog.
+only the catalog; bad settings fail a task without retries.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def refresh_dag(dag_bag, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         for key, value in variables.items():
             patch.setenv(f"AIRFLOW_VAR_{key}", value)
-        yield dag, root, sample, patch
+        yield dag, root, sample
 
 
 def _task_instances(run_id: str) -> dict[str, tuple[str, int]]:
@@ -98,7 +98,7 @@ def _commits_of_run(root, table: str, run_id: str) -> int:
 
 @pytest.fixture(scope="module")
 def first_run(refresh_dag):
-    dag, root, sample, _ = refresh_dag
+    dag, root, sample = refresh_dag
     run = dag.test(logical_date=FIRST)
     return run, root, sample
 
@@ -119,18 +119,18 @@ def test_refresh_dag_run_writes_recommendations(first_run):
 
 
 def test_a_failed_try_is_retried_without_duplicating_data(first_run, refresh_dag, tmp_path):
-    _, root, sample, patch = refresh_dag
+    dag, root, sample = refresh_dag
     jobs = tmp_path / "jobs"
     shutil.copytree(REPO / "jobs", jobs)
     for stage in ("ingest", "recommend"):
         (jobs / f"{stage}.py").write_text(FAIL_ONCE_AFTER_COMMIT.format(stage=stage))
-    patch.setenv("AIRFLOW_VAR_INTERESTLAKE_JOBS_DIR", str(jobs))
     (root / "landing" / "events" / "events-retry.jsonl").write_text("".join(json.dumps(e) + "\n" for e in NEW_EVENTS))
     read = _lake(root)
     recommendations_before = {r[C.COL_USER_ID]: r for r in read(C.RECOMMENDATIONS)}
 
-    dag = refresh_dag[0]
-    run = dag.test(logical_date=SECOND)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AIRFLOW_VAR_INTERESTLAKE_JOBS_DIR", str(jobs))
+        run = dag.test(logical_date=SECOND)
 
     assert run.state == "success"
     assert (jobs / "ingest.failed-once").exists() and (jobs / "recommend.failed-once").exists()
@@ -158,8 +158,7 @@ def test_catalog_run_without_logical_date_ingests_only_items(refresh_dag, dag_ba
 
     encode, interests and recommend are the refresh DAG's jobs, run above; here they are marked done.
     """
-    _, root, _, patch = refresh_dag
-    patch.delenv("AIRFLOW_VAR_INTERESTLAKE_JOBS_DIR", raising=False)
+    _, root, _ = refresh_dag
     landing = root / "landing"
     new_item = {"item_id": "i-new", "title": "Walnut practice pad", "category": "Drums", "price": 25.0,
                 "updated_at": "2026-11-02T00:20:00Z"}
@@ -180,3 +179,15 @@ def test_catalog_run_without_logical_date_ingests_only_items(refresh_dag, dag_ba
     assert "e-later" not in {r[C.COL_EVENT_ID] for r in read(C.EVENTS)}
     (ingest,) = [r for r in read(C.PIPELINE_RUNS) if r[C.COL_RUN_ID] == run.run_id]
     assert (ingest["stage"], ingest["status"], ingest["logical_date"]) == ("ingest", "succeeded", run_after)
+
+
+def test_bad_settings_fail_at_once_without_retries(refresh_dag, tmp_path):
+    """A job that rejects its settings (exit code 2) is not retried: retrying cannot help."""
+    dag = refresh_dag[0]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AIRFLOW_VAR_INTERESTLAKE_CONF", str(tmp_path / "missing.yaml"))
+        run = dag.test(logical_date=SECOND + timedelta(minutes=30))
+    assert run.state == "failed"
+    states = _task_instances(run.run_id)
+    assert states["ingest"] == ("failed", 1)
+    assert {states[s][0] for s in STAGES[1:]} == {"upstream_failed"}
