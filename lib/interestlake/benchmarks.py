@@ -77,7 +77,7 @@ def refresh_benchmark(
             incremental = time.perf_counter() - started
             changed = _snapshot(pipeline.lake)
             started = time.perf_counter()
-            pipeline.refresh(RunContext.create("bench-full", "2026-11-10T00:10:00Z"), full=True)
+            full_reports = pipeline.refresh(RunContext.create("bench-full", "2026-11-10T00:10:00Z"), full=True)
             full = time.perf_counter() - started
             recomputed = _snapshot(pipeline.lake)
         by_stage = {r.stage: r for r in reports}
@@ -90,6 +90,8 @@ def refresh_benchmark(
                 "recommendations_equal": changed[1] == recomputed[1],
                 "users_changed": by_stage["interests"].counts.get("users_changed", 0),
                 "users": len(recomputed[0]),
+                "incremental_stage_seconds": {r.stage: r.counts.get("seconds") for r in reports},
+                "full_stage_seconds": {r.stage: r.counts.get("seconds") for r in full_reports},
             }
         )
         log.info("bench refresh: %s", results[-1])

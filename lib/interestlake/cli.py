@@ -60,6 +60,23 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("interests", "recommend", "refresh"):
             sub.add_argument("--full", action="store_true", help="recompute every user instead of only the changed ones")
 
+    maintain = command("maintain", "table maintenance: row retention, compaction, vacuum, checkpoints")
+    maintain.add_argument("--run-id", default=None, help="name of this run, shown to writers that wait for the lake")
+    maintain.add_argument(
+        "--logical-date", default=None,
+        help="ISO-8601 reference time of the retention cutoffs (default: now); a retry with the same value deletes the same rows",
+    )
+    maintain.add_argument(
+        "--steps", type=_choices(C.MAINTENANCE_STEPS), default=None, metavar="STEP[,STEP]",
+        help="steps to run, in this order: retention,compact,vacuum,checkpoint (default: all)",
+    )
+    maintain.add_argument("--tables", default=None, metavar="TABLE[,TABLE]", help="tables to compact, vacuum and checkpoint (default: all)")
+    maintain.add_argument("--json", action="store_true", help="print the step reports as JSON lines")
+    maintain.add_argument(
+        "--wait", type=float, default=0.0, metavar="SECONDS",
+        help="wait this long for another writer to finish (default: exit at once with code 3)",
+    )
+
     demo = command("demo", "generate the sample data, run refresh, print what it produced")
     demo.add_argument("--users", type=int, default=None, help="sample users (default sample.users)")
     demo.add_argument("--items", type=int, default=None, help="sample items (default sample.items)")
@@ -159,6 +176,32 @@ def _run_stages(args: argparse.Namespace, settings: Settings) -> int:
     for report in reports:
         print(report.to_json() if args.json else report.summary())
     return 0
+
+
+def _maintain(args: argparse.Namespace, settings: Settings) -> int:
+    from interestlake.pipeline.maintain import maintain
+    from interestlake.pipeline.refresh import open_pipeline
+    from interestlake.pipeline.run import RunContext
+
+    run = RunContext.create(args.run_id, args.logical_date)
+    tables = [t.strip() for t in args.tables.split(",") if t.strip()] if args.tables else None
+    with open_pipeline(settings, args.master, writer=run.run_id, wait_seconds=args.wait) as pipeline:
+        reports = maintain(pipeline.lake, settings, run.timestamp, steps=args.steps or C.MAINTENANCE_STEPS, tables=tables)
+    for report in reports:
+        print(report.to_json() if args.json else report.summary())
+    return 0
+
+
+def _choices(allowed: Sequence[str]):
+    """argparse type of a comma-separated subset of ``allowed``."""
+
+    def parse(value: str) -> tuple[str, ...]:
+        chosen = tuple(v.strip() for v in value.split(",") if v.strip())
+        if not chosen or set(chosen) - set(allowed):
+            raise argparse.ArgumentTypeError(f"expected a comma-separated subset of {','.join(allowed)}, got {value!r}")
+        return chosen
+
+    return parse
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -343,6 +386,7 @@ def format_table(columns: Sequence[str], rows: Sequence[dict]) -> str:
 
 _COMMANDS = {
     **{name: _run_stages for name in _STAGE_HELP},
+    "maintain": _maintain,
     "demo": _demo,
     "generate-sample": _generate_sample,
     "sql": _sql,

@@ -18,6 +18,9 @@ PIPELINE_RUNS = "pipeline_runs"
 # Landing kinds: sub-folders of the landing root (DESIGN.md section 4).
 LANDING_KINDS = (EVENTS, REVIEWS, ITEMS)
 
+# Steps of `interestlake maintain`, in the order they run.
+MAINTENANCE_STEPS = ("retention", "compact", "vacuum", "checkpoint")
+
 # Columns.
 COL_EVENT_ID = "event_id"
 COL_REVIEW_ID = "review_id"

@@ -175,6 +175,16 @@ class EvaluationSettings(_Section):
         return LakeSettings._absolute(value)
 
 
+class MaintenanceSettings(_Section):
+    """Daily table maintenance (``interestlake maintain``): retention of files and rows."""
+
+    # A vacuum deletes only files removed from their table at least this long ago, so a
+    # reader that started within the last hour never loses a file it is reading.
+    vacuum_retention_hours: int = Field(default=24, ge=1)
+    quarantine_retention_days: int = Field(default=30, gt=0)
+    pipeline_runs_retention_days: int = Field(default=90, gt=0)
+
+
 class Settings(_Section):
     """All settings of one deployment."""
 
@@ -186,6 +196,9 @@ class Settings(_Section):
     sample: SampleSettings
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
+
+
+    maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
     # Where the settings came from, for messages and for jobs started from this process.
     source: str = ""
 

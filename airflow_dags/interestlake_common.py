@@ -1,0 +1,174 @@
+"""What the InterestLake DAGs share: where their settings come from and how a job is submitted.
+
+The DAG files import this module by name from their own folder (Airflow puts the
+DAG folder on ``sys.path``, and each DAG file makes sure); ``.airflowignore`` keeps
+the DAG processor from parsing it as a DAG file of its own. Nothing here imports
+pyspark, torch or interestlake: the jobs run in their own ``spark-submit`` processes.
+
+Settings are read when a task runs, each from an Airflow Variable (which
+Airflow also reads from ``AIRFLOW_VAR_<NAME>`` environment variables), else the
+default below; the defaults run the jobs of this checkout on its embedded lake:
+
+============================== =================================================================
+Variable                       default
+============================== =================================================================
+interestlake_conf              ``$INTERESTLAKE_CONF``, else ``<project>/conf/local.yaml``
+interestlake_lake_root         ``$INTERESTLAKE__LAKE__ROOT``; with the default conf
+                               ``<project>/lakehouse`` (the lake of ``make demo``)
+interestlake_jobs_dir          ``<project>/jobs``
+interestlake_python            the Python of the Airflow worker (``PYSPARK_PYTHON``; "" leaves it unset)
+interestlake_spark_conf        ``{}``: JSON of spark-submit ``--conf`` properties for every job
+interestlake_encode_spark_conf ``{}``: JSON of extra properties for the encode job (GPUs)
+interestlake_job_env           ``{}``: JSON of environment variables for the jobs
+                               (e.g. ``INTERESTLAKE__RECOMMEND__K``)
+interestlake_lock_wait_seconds ``600``: how long a job waits for another writer of the lake
+============================== =================================================================
+
+The Spark master, deploy mode and queue come from the Airflow connection
+``spark_default`` (see the README).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.sdk import Asset, Variable, chain
+from airflow.sdk.exceptions import AirflowFailException
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONF = PROJECT_ROOT / "conf" / "local.yaml"
+SPARK_CONN_ID = "spark_default"
+
+# What downstream DAGs can schedule on: `schedule=Asset.ref(name="interestlake.recommendations")`.
+RECOMMENDATIONS_ASSET = Asset(name="interestlake.recommendations", uri="x-interestlake://lake/recommendations")
+# Updated by whoever delivers catalog files (an upstream DAG's outlet, the REST API
+# or "Create Asset Event" in the UI): it starts interestlake_catalog.
+CATALOG_LANDING_ASSET = Asset(name="interestlake.landing.items", uri="x-interestlake://landing/items")
+
+# Retries back off from 30 s, doubling (plus Airflow's jitter); a job that found the
+# lake busy (exit 3) or failed for a transient reason gets another try with the same
+# logical date, which commits nothing twice.
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "interestlake",
+    "retries": 3,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=10),
+    # A hung job must not hold the lake (and, with max_active_runs=1, the schedule) forever.
+    "execution_timeout": timedelta(hours=4),
+}
+# What every InterestLake DAG shares: one run at a time (the lake has one writer) and
+# no catch-up (a late run takes in everything that arrived, so missed runs need no replay).
+DAG_ARGS: dict[str, Any] = {
+    "start_date": datetime(2026, 1, 1, tzinfo=timezone.utc),
+    "catchup": False,
+    "max_active_runs": 1,
+    "default_args": DEFAULT_ARGS,
+    "tags": ["interestlake"],
+}
+STAGES = ("ingest", "encode", "interests", "recommend")
+
+# The interestlake command's exit code for bad settings or usage: retrying cannot help.
+_EXIT_BAD_SETTINGS = 2
+# Airflow 3 runs asset-triggered and some manual runs without a logical date; their
+# run_after is fixed for the run and its retries all the same.
+RUN_ARGS = (
+    "--run-id", "{{ run_id }}",
+    "--logical-date", "{{ (dag_run.logical_date or dag_run.run_after).isoformat() }}",
+)
+
+
+class InterestLakeJob(SparkSubmitOperator):
+    """Submits one ``jobs/<job>.py`` with the run's id and logical date.
+
+    Args:
+        job: Name of the job file under the jobs folder (``ingest``, ``encode``, ...).
+        job_args: Further arguments of the job, after ``--run-id`` / ``--logical-date``.
+        **kwargs: Passed to ``SparkSubmitOperator`` (and ``BaseOperator``).
+    """
+
+    def __init__(self, *, job: str, job_args: Sequence[str] = (), **kwargs: Any) -> None:
+        kwargs.setdefault("task_id", job)
+        kwargs.setdefault("conn_id", SPARK_CONN_ID)
+        kwargs.setdefault("name", f"interestlake-{job}")
+        super().__init__(application=str(PROJECT_ROOT / "jobs" / f"{job}.py"), application_args=[*RUN_ARGS, *job_args], **kwargs)
+        self.job = job
+
+    def execute(self, context: Any) -> None:
+        settings = job_settings(self.job)
+        rendered = (self.application, self.application_args, self.conf, self.env_vars)
+        self.application = settings["application"]
+        self.application_args = [*self.application_args, "--conf", settings["conf"], "--wait", settings["wait"]]
+        self.conf = {**settings["spark_conf"], **(self.conf or {})}
+        self.env_vars = {**settings["env"], **(self.env_vars or {})}
+        # The hook is built from this try's settings (a Variable may have changed since).
+        self._hook = None
+        try:
+            super().execute(context)
+        except Exception as exc:
+            process = getattr(self._hook, "_submit_sp", None)
+            if getattr(process, "returncode", None) == _EXIT_BAD_SETTINGS:
+                raise AirflowFailException(
+                    f"interestlake {self.job} rejected its settings or arguments (exit code 2; see the log above); "
+                    "not retrying"
+                ) from exc
+            raise
+        finally:
+            self.application, self.application_args, self.conf, self.env_vars = rendered
+
+
+def job_settings(job: str) -> dict[str, Any]:
+    """Resolves a job's settings from Airflow Variables and the environment, at run time."""
+    conf = _variable("interestlake_conf", os.environ.get("INTERESTLAKE_CONF") or str(DEFAULT_CONF))
+    lake_root = _variable("interestlake_lake_root", os.environ.get("INTERESTLAKE__LAKE__ROOT"))
+    if lake_root is None and Path(conf).resolve() == DEFAULT_CONF:
+        lake_root = str(PROJECT_ROOT / "lakehouse")
+    env = dict(_json_variable("interestlake_job_env"))
+    if lake_root:
+        env["INTERESTLAKE__LAKE__ROOT"] = lake_root
+    python = _variable("interestlake_python", sys.executable)
+    if python:
+        env["PYSPARK_PYTHON"] = python
+    spark_conf = dict(_json_variable("interestlake_spark_conf"))
+    if job == "encode":
+        spark_conf.update(_json_variable("interestlake_encode_spark_conf"))
+    jobs_dir = Path(_variable("interestlake_jobs_dir", str(PROJECT_ROOT / "jobs")))
+    return {
+        "application": str(jobs_dir / f"{job}.py"),
+        "conf": conf,
+        "env": {k: str(v) for k, v in env.items()},
+        "spark_conf": {k: str(v) for k, v in spark_conf.items()},
+        "wait": str(_variable("interestlake_lock_wait_seconds", "600")),
+    }
+
+
+def _variable(key: str, default: str | None) -> str | None:
+    return Variable.get(key, default=default)
+
+
+def _json_variable(key: str) -> dict[str, Any]:
+    value = Variable.get(key, default="{}")
+    try:
+        parsed = json.loads(value) if isinstance(value, str) else value
+    except ValueError:
+        raise AirflowFailException(f"Airflow Variable {key} must be a JSON object, got {value!r}") from None
+    if not isinstance(parsed, dict):
+        raise AirflowFailException(f"Airflow Variable {key} must be a JSON object, got {value!r}")
+    return parsed
+
+
+def pipeline_tasks() -> list[InterestLakeJob]:
+    """The four stages as chained tasks, in order; the last one updates the recommendations Asset."""
+    tasks = [
+        InterestLakeJob(job=stage, outlets=[RECOMMENDATIONS_ASSET] if stage == STAGES[-1] else [])
+        for stage in STAGES
+    ]
+    chain(*tasks)
+    return tasks

@@ -1,0 +1,106 @@
+"""Table maintenance: compaction and vacuum change no row and never break the next incremental run;
+retention deletes only old quarantine and run-log rows."""
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from deltalake import DeltaTable
+
+from interestlake import constants as C
+from interestlake.datasets.sample import generate_sample
+from interestlake.lake.schemas import TABLES
+from interestlake.pipeline.maintain import apply_retention, maintain, vacuum, versions_in_use
+
+from tests.spark.test_incremental import assert_same_as_full_recompute, run
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+NOW = datetime(2026, 11, 5, 3, 0, tzinfo=timezone.utc)
+
+
+def contents(lake):
+    return {name: sorted(map(repr, lake.read(name).collect())) for name in TABLES}
+
+
+def land_events(landing: Path, name: str, events: list[dict]) -> None:
+    (landing / "events" / name).write_text("".join(json.dumps(e) + "\n" for e in events))
+
+
+def test_compaction_and_vacuum_keep_rows_and_the_next_incremental_run(pipeline, lake, settings):
+    landing = Path(settings.lake.landing_uri)
+    generate_sample(landing, seed=5, n_users=8, n_items=10, days=20)
+    pipeline.refresh(run(1))
+    # Ingested but not yet processed by the later stages: their next run diffs the
+    # events table from the version the first refresh read.
+    land_events(landing, "events-b.jsonl", [
+        {"event_id": "b-1", "user_id": "u-0002", "item_id": "i-0003", "event_type": "cart", "ts": "2026-11-03T10:00:00Z"},
+        {"event_id": "b-2", "user_id": "u-0004", "item_id": "i-0005", "event_type": "view", "ts": "2026-11-03T11:00:00Z"},
+    ])
+    pipeline.run_stage("ingest", run(2))
+    before = contents(lake)
+    files_before = {name: len(DeltaTable(lake.uri(name)).file_uris()) for name in TABLES}
+
+    reports = maintain(lake, settings, NOW, steps=("compact", "checkpoint"))
+
+    assert contents(lake) == before
+    compacted = {r.table: r.counts for r in reports if r.step == "compact"}
+    for name in TABLES:
+        assert len(DeltaTable(lake.uri(name)).file_uris()) == files_before[name] - compacted[name]["files_removed"] + compacted[name]["files_added"]
+    assert compacted[C.EVENTS]["files_removed"] >= 2 and len(DeltaTable(lake.uri(C.EVENTS)).file_uris()) == 1
+    assert all((Path(lake.uri(name)) / "_delta_log" / "_last_checkpoint").exists() for name in TABLES)
+
+    # The floor of the settings is one hour; with no floor at all, vacuum still keeps
+    # every file of the versions the stages' next runs read from (above all the events
+    # file of version 1, which compaction just replaced: the next run diffs against it).
+    in_use = versions_in_use(lake)
+    assert 1 in in_use[C.EVENTS] and in_use[C.USER_INTERESTS] == {1}
+    deleted = sum(vacuum(lake, name, 0, in_use.get(name, set())).counts["files_deleted"] for name in TABLES)
+    assert deleted > 0
+    assert contents(lake) == before
+    for name, versions in in_use.items():
+        for version in versions:
+            assert all(Path(uri.removeprefix("file://")).exists() for uri in DeltaTable(lake.uri(name), version=version).file_uris())
+
+    land_events(landing, "events-c.jsonl", [
+        {"event_id": "c-1", "user_id": "u-0002", "item_id": "i-0007", "event_type": "purchase", "ts": "2026-11-04T10:00:00Z"},
+        {"event_id": "c-2", "user_id": "u-0006", "item_id": "i-0001", "event_type": "click", "ts": "2026-11-04T11:00:00Z"},
+    ])
+    reports = pipeline.refresh(run(3))
+    interests = next(r for r in reports if r.stage == "interests")
+    # The users of both batches, and no one else: the compacted copies are not new rows.
+    assert interests.counts["users_changed"] == 3
+    assert_same_as_full_recompute(pipeline, lake, 4)
+
+
+def test_retention_deletes_old_rows_and_keeps_each_stages_last_success(lake, settings):
+    policy = settings.maintenance
+    old_q = NOW - timedelta(days=policy.quarantine_retention_days, minutes=1)
+    new_q = NOW - timedelta(days=policy.quarantine_retention_days - 1)
+    lake.upsert_rows(C.QUARANTINE, [
+        {"source": "f1", C.COL_RUN_ID: "r-old", "row_no": 1, "kind": "events", "reason": "invalid_json", "quarantined_at": old_q},
+        {"source": "f2", C.COL_RUN_ID: "r-new", "row_no": 1, "kind": "events", "reason": "invalid_json", "quarantined_at": new_q},
+    ])
+    old_r = NOW - timedelta(days=policy.pipeline_runs_retention_days, hours=1)
+    new_r = NOW - timedelta(days=1)
+
+    def stage_run(run_id, stage, status, finished, params="p1"):
+        return {C.COL_RUN_ID: run_id, "stage": stage, "logical_date": finished, "status": status, "params": params,
+                "started_at": finished, "finished_at": finished, "read_versions": {C.EVENTS: 1}}
+
+    lake.upsert_rows(C.PIPELINE_RUNS, [
+        stage_run("old-1", "encode", "succeeded", old_r - timedelta(hours=1)),
+        # Old, but the last success of encode under params p1: encode continues from it.
+        stage_run("old-2", "encode", "succeeded", old_r),
+        stage_run("old-3", "encode", "failed", old_r),
+        stage_run("old-4", "ingest", "succeeded", old_r),
+        stage_run("new-1", "ingest", "succeeded", new_r),
+    ])
+
+    reports = apply_retention(lake, settings, NOW)
+
+    assert {r.table: r.counts["rows_deleted"] for r in reports} == {C.QUARANTINE: 1, C.PIPELINE_RUNS: 3}
+    assert [r.source for r in lake.read(C.QUARANTINE).collect()] == ["f2"]
+    assert sorted(r.run_id for r in lake.read(C.PIPELINE_RUNS).collect()) == ["new-1", "old-2"]
+    # A retried run (same logical date) finds nothing more to delete.
+    assert {r.counts["rows_deleted"] for r in apply_retention(lake, settings, NOW)} == {0}
