@@ -67,9 +67,11 @@ def test_compaction_and_vacuum_keep_rows_and_the_next_incremental_run(pipeline, 
         {"event_id": "c-2", "user_id": "u-0006", "item_id": "i-0001", "event_type": "click", "ts": "2026-11-04T11:00:00Z"},
     ])
     reports = pipeline.refresh(run(3))
-    interests = next(r for r in reports if r.stage == "interests")
-    # The users of both batches, and no one else: the compacted copies are not new rows.
-    assert interests.counts["users_changed"] == 3
+    by_stage = {r.stage: r for r in reports}
+    # The users of both batches, and no one else: the compacted copies are not new rows,
+    # and a compacted catalog is not a changed catalog (no re-score of everyone).
+    assert by_stage["interests"].counts["users_changed"] == 3
+    assert by_stage["recommend"].counts["users_scored"] == 3
     assert_same_as_full_recompute(pipeline, lake, 4)
 
 

@@ -23,7 +23,7 @@ from interestlake.lake.schemas import arrow_schema
 from interestlake.lake.tables import LakeTables
 from interestlake.models.scoring import RunningTopK, reason_for
 from interestlake.pipeline.history import resolve_vectors, stored_refs
-from interestlake.pipeline.run import RunContext, StageReport, derived_inputs
+from interestlake.pipeline.run import DerivedInputs, RunContext, StageReport, derived_inputs
 from interestlake.settings import RecommendSettings, Settings
 
 STAGE = "recommend"
@@ -60,11 +60,7 @@ def recommend(
         report.note = "inputs unchanged since the last commit; nothing to do"
         return report
     now = inputs.tables
-    incremental = (
-        not full
-        and inputs.same_params
-        and all(inputs.since(t) == now[t] for t in (C.ITEMS, C.ITEM_EMBEDDINGS))
-    )
+    incremental = not full and inputs.same_params and not _catalog_changed(lake, inputs)
 
     of_version = F.col(C.COL_ENCODER_VERSION) == version
     users = (
@@ -112,6 +108,19 @@ def recommend(
     users.unpersist()
     report.commits.append(commit)
     return report
+
+
+def _catalog_changed(lake: LakeTables, inputs: DerivedInputs) -> bool:
+    """True when catalog rows or item vectors changed since the last commit.
+
+    Compaction and vacuum commit new table versions without changing a row;
+    they must not make every user be re-scored.
+    """
+    for table in (C.ITEMS, C.ITEM_EMBEDDINGS):
+        since, until = inputs.since(table), inputs.tables[table]
+        if since is None or (since != until and not lake.changes(table, since, until).isEmpty()):
+            return True
+    return False
 
 
 def stage_item_matrix(lake: LakeTables, version: str, versions: dict, uri: str) -> int:
