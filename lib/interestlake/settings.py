@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from interestlake import constants as C
 
@@ -81,13 +81,31 @@ class SparkSettings(_Section):
 
 
 class EncoderSettings(_Section):
-    """The text encoder run inside the Spark UDFs."""
+    """The text encoder run inside the Spark UDFs.
+
+    ``version`` is the cache key of the embedding tables. A backend or precision
+    whose vectors differ from fp32 torch ones (``onnx-int8``, ``fp16``, ``bf16``)
+    adds a suffix to it (``all-MiniLM-L6-v2+onnx-int8``), so vectors of different
+    precision never mix in one cache.
+    """
 
     model_path: str | None = None
     version: str = Field(min_length=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int = Field(gt=0)
     max_seq_length: int = Field(gt=0, le=8192)
+    backend: Literal["torch", "onnx", "onnx-int8"] = "torch"
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+
+    @model_validator(mode="after")
+    def _variant_in_cache_key(self) -> EncoderSettings:
+        if self.backend != "torch" and self.precision != "fp32":
+            raise ValueError("encoder.precision applies to the torch backend; the ONNX backends run their own precision")
+        variant = {"onnx-int8": "onnx-int8"}.get(self.backend) or {"fp16": "fp16", "bf16": "bf16"}.get(self.precision)
+        if variant and not self.version.endswith(f"+{variant}"):
+            # frozen model: set through the object's dict, once, at validation.
+            object.__setattr__(self, "version", f"{self.version}+{variant}")
+        return self
 
 
 class InterestSettings(_Section):
@@ -123,6 +141,12 @@ class RecommendSettings(_Section):
     exclude_event_types: list[Literal["view", "click", "cart", "purchase", "search", "rate"]]
     user_block_size: int = Field(gt=0)
     item_block_size: int = Field(gt=0)
+    # Item matrices up to this size stay in each Python worker across tasks; larger ones are streamed.
+    item_cache_mb: int = Field(default=512, ge=0)
+    # Block products on CUDA (torch) or the CPU (numpy); auto: CUDA when the executor has a GPU.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Catalogs of at least this many items use an approximate FAISS index; None: always exact.
+    ann_min_items: int | None = Field(default=None, gt=0)
 
 
 class SampleSettings(_Section):

@@ -104,3 +104,22 @@ def test_malformed_yaml_and_extends_cycle(tmp_path):
 def test_conf_path_from_environment_variable(tmp_path):
     conf = write(tmp_path / "mine.yaml", f"extends: {REPO / 'conf' / 'local.yaml'}\nrecommend:\n  k: 7\n")
     assert load_settings(env={"INTERESTLAKE_CONF": str(conf)}).recommend.k == 7
+
+
+@pytest.mark.parametrize(
+    ("overrides", "version"),
+    [
+        ({}, "all-MiniLM-L6-v2"),
+        ({"INTERESTLAKE__ENCODER__BACKEND": "onnx"}, "all-MiniLM-L6-v2"),
+        ({"INTERESTLAKE__ENCODER__BACKEND": "onnx-int8"}, "all-MiniLM-L6-v2+onnx-int8"),
+        ({"INTERESTLAKE__ENCODER__PRECISION": "bf16"}, "all-MiniLM-L6-v2+bf16"),
+    ],
+)
+def test_encoder_variants_whose_vectors_differ_get_their_own_cache_key(overrides, version):
+    assert load_settings(REPO / "conf" / "local.yaml", env=overrides).encoder.version == version
+
+
+def test_half_precision_is_for_the_torch_backend_only():
+    with pytest.raises(SettingsError, match="precision applies to the torch backend"):
+        load_settings(REPO / "conf" / "local.yaml",
+                      env={"INTERESTLAKE__ENCODER__BACKEND": "onnx", "INTERESTLAKE__ENCODER__PRECISION": "fp16"})

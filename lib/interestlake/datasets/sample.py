@@ -1725,3 +1725,20 @@ def _iso(epoch: int) -> str:
 
 def _capitalise(sentence: str) -> str:
     return sentence[:1].upper() + sentence[1:]
+
+
+def review_sentences() -> list[str]:
+    """Every review sentence template of the sample, filled with plain words.
+
+    For benchmarks that need realistic English review text of any length.
+    """
+    fill = {"this_item": "this guitar", "subj": "it", "have": "has", "be": "is", "obj": "it", "noun": "amplifier",
+            "brand": "Fender", "use": "daily practice", "use2": "beginners", "duration": "about a month",
+            "aspect": "the build quality"}
+    templates = [
+        sentence
+        for pool in (_REVIEW_OPENERS, _REVIEW_ASPECT_SENTENCES, _REVIEW_PRODUCT_ASPECT_SENTENCES, _REVIEW_CLOSERS)
+        for sentences in pool.values()
+        for sentence in sentences
+    ]
+    return [re.sub(r"\{(\w+)\}", lambda m: fill.get(m.group(1), "it"), t) for t in templates]

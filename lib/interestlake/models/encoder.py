@@ -51,17 +51,24 @@ def resolve_model_path(encoder: EncoderSettings) -> str:
 
 def load_encoder(
     model_path: str, device: str = "auto", max_seq_length: int = 256, threads: int | None = None,
-    tracking_uri: str | None = None,
+    tracking_uri: str | None = None, precision: str = "fp32", onnx_folder: str | None = None,
 ):
-    """Loads a sentence-transformers model from a local folder or the MLflow registry, offline.
+    """Loads the encoder from a local folder, the MLflow registry or an ONNX export, offline.
 
     Args:
         model_path: Local model folder or ``models:/NAME/VERSION`` (see ``resolve_model_path``).
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         max_seq_length: Longer texts are truncated to this many tokens.
-        threads: torch intra-op threads; None keeps torch's default.
+        threads: torch (or ONNX Runtime) intra-op threads; None keeps the library's default.
         tracking_uri: MLflow tracking store holding a registered ``model_path``.
+        precision: ``fp32``, or ``fp16`` / ``bf16`` for the torch model (checked to keep
+            cosine >= 0.99 to fp32 on a fixed sample).
+        onnx_folder: An ONNX export (``onnx_encoder.ensure_exported``) to run instead of torch.
     """
+    if onnx_folder:
+        from interestlake.models.onnx_encoder import OnnxSentenceEncoder
+
+        return OnnxSentenceEncoder(onnx_folder, max_seq_length, threads)
     # Set before importing transformers so no code path can reach a model hub.
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -87,7 +94,27 @@ def load_encoder(
     else:
         model = SentenceTransformer(model_path, device=device, local_files_only=True)
     model.max_seq_length = max_seq_length
+    if precision != "fp32":
+        _to_half_precision(model, precision)
     return model
+
+
+def _to_half_precision(model, precision: str) -> None:
+    """Casts the model to fp16/bf16 after checking it keeps cosine >= 0.99 to its fp32 vectors."""
+    import numpy as np
+    import torch
+
+    from interestlake.models.onnx_encoder import MIN_COSINE, VALIDATION_TEXTS
+
+    texts = list(VALIDATION_TEXTS)
+    reference = encode_texts(model, texts, 16)
+    model.to({"fp16": torch.float16, "bf16": torch.bfloat16}[precision])
+    cosine = float(np.mean(np.sum(encode_texts(model, texts, 16) * reference, axis=1)))
+    if cosine < MIN_COSINE:
+        raise EncoderError(
+            f"encoder.precision {precision} gives a mean cosine of {cosine:.4f} to fp32 on this device "
+            f"(minimum {MIN_COSINE}); use precision: fp32"
+        )
 
 
 def encode_texts(model, texts, batch_size: int):
@@ -100,22 +127,42 @@ def encode_texts(model, texts, batch_size: int):
     return np.asarray(vectors, dtype=np.float32)
 
 
-def encoder_udf(encoder: EncoderSettings, threads_per_task: int = 1):
+def prepare_backend(encoder: EncoderSettings, lake_root: str) -> str | None:
+    """Exports and validates the ONNX model on the driver when the backend needs one; returns its folder."""
+    if encoder.backend == "torch":
+        return None
+    from interestlake.models.onnx_encoder import OnnxExportError, ensure_exported, export_dir
+
+    folder = export_dir(lake_root, encoder.version, encoder.backend)
+    try:
+        ensure_exported(resolve_model_path(encoder), folder, encoder.backend == "onnx-int8", encoder.max_seq_length)
+    except OnnxExportError as exc:
+        raise EncoderError(str(exc)) from None
+    return str(folder)
+
+
+def encoder_udf(encoder: EncoderSettings, threads_per_task: int = 1, onnx_folder: str | None = None):
     """A ``predict_batch_udf`` mapping a string column to its embedding.
 
     The model loads once per Python worker (predict_batch_udf caches it) and
     each task uses ``threads_per_task`` torch threads, so tasks x threads
     matches the executor's cores instead of oversubscribing them.
+
+    Args:
+        encoder: Encoder settings.
+        threads_per_task: Intra-op threads of each task's model.
+        onnx_folder: The export ``prepare_backend`` made, for the ONNX backends.
     """
     from pyspark.ml.functions import predict_batch_udf
 
     model_path = resolve_model_path(encoder)
     device, max_len, batch_size = encoder.device, encoder.max_seq_length, encoder.batch_size
+    precision = encoder.precision
     # A registered model is loaded from the store the driver resolved it in.
-    tracking = _driver_tracking_uri() if model_path.startswith("models:/") else None
+    tracking = _driver_tracking_uri() if model_path.startswith("models:/") and not onnx_folder else None
 
     def make_predict_fn():
-        model = load_encoder(model_path, device, max_len, threads_per_task, tracking)
+        model = load_encoder(model_path, device, max_len, threads_per_task, tracking, precision, onnx_folder)
 
         def predict(texts):
             return encode_texts(model, texts, batch_size)

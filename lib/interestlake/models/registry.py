@@ -200,7 +200,10 @@ def resolve_settings(settings: Settings) -> tuple[Settings, ResolvedEncoder | No
 
 def with_encoder(settings: Settings, resolved: ResolvedEncoder) -> Settings:
     """A copy of ``settings`` that uses one concrete registered encoder version."""
-    encoder = settings.encoder.model_copy(update={"model_path": resolved.uri, "version": resolved.encoder_version})
+    # Validated again, so that a backend or precision suffix joins the new cache key.
+    encoder = type(settings.encoder).model_validate(
+        {**settings.encoder.model_dump(), "model_path": resolved.uri, "version": resolved.encoder_version}
+    )
     return settings.model_copy(update={"encoder": encoder})
 
 

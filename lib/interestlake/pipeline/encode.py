@@ -8,12 +8,12 @@ whose text changed.
 
 from __future__ import annotations
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from interestlake import constants as C
 from interestlake.lake.tables import LakeTables
-from interestlake.models.encoder import encoder_udf
+from interestlake.models.encoder import encoder_udf, prepare_backend
 from interestlake.pipeline.history import item_text, text_hash, texts_to_encode
 from interestlake.pipeline.run import RunContext, StageReport, last_progress, log, params_digest
 from interestlake.settings import Settings
@@ -50,13 +50,9 @@ def encode(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunCo
     todo = texts_to_encode(lake, now, since, catalog=catalog_changed).join(cached, C.COL_TEXT_HASH, "left_anti").persist()
     report.counts["texts_to_encode"] = pending = todo.count()
     if pending:
-        cores = spark.sparkContext.defaultParallelism
-        threads = int(spark.conf.get("spark.task.cpus", "1"))
-        log.info("encode: %d new text(s) with %s on %d task slot(s)", pending, version, cores)
-        # Spread the texts over every task slot; each slot runs `spark.task.cpus` torch threads.
+        log.info("encode: %d new text(s) with %s", pending, version)
         encoded = (
-            todo.repartition(max(1, min(cores, pending)))
-            .withColumn(C.COL_EMBEDDING, encoder_udf(settings.encoder, threads)(F.col(C.COL_TEXT)))
+            embed_texts(spark, todo, settings, pending)
             .withColumn(C.COL_ENCODER_VERSION, F.lit(version))
             .withColumn(C.COL_RUN_ID, F.lit(run.run_id))
             .withColumn("encoded_at", F.lit(run.timestamp))
@@ -68,6 +64,31 @@ def encode(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunCo
     else:
         report.counts["item_vectors_written"] = 0
     return report
+
+
+def embed_texts(spark: SparkSession, texts: DataFrame, settings: Settings, count: int) -> DataFrame:
+    """``texts`` with an ``embedding`` column computed by the encoder on the executors.
+
+    The texts are spread over every task slot (each slot runs ``spark.task.cpus``
+    intra-op threads, so slots x threads = cores) and sorted by length inside
+    each partition, so consecutive model batches hold texts of similar length
+    and pad little. The model loads once per Python worker.
+
+    Args:
+        spark: Active session.
+        texts: A DataFrame with a ``text`` column.
+        settings: Loaded settings (``encoder``, ``lake.root`` for an ONNX export).
+        count: How many texts there are (caps the number of tasks).
+    """
+    slots = spark.sparkContext.defaultParallelism
+    threads = int(spark.conf.get("spark.task.cpus", "1"))
+    onnx_folder = prepare_backend(settings.encoder, settings.lake.root)
+    udf = encoder_udf(settings.encoder, threads, onnx_folder)
+    return (
+        texts.repartition(max(1, min(slots, count)))
+        .sortWithinPartitions(F.length(C.COL_TEXT))
+        .withColumn(C.COL_EMBEDDING, udf(F.col(C.COL_TEXT)))
+    )
 
 
 def _refresh_item_vectors(lake: LakeTables, version: str, now: dict, run: RunContext, report: StageReport, metadata: dict) -> int:
