@@ -87,12 +87,21 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--landing", default=None, help="landing folder (default lake.landing)")
 
     bench = command("bench", "run a benchmark (minutes; prints JSON with --json)")
-    bench.add_argument("name", choices=["refresh"], help="refresh: incremental vs full recompute over growing histories")
+    bench.add_argument(
+        "name", choices=["refresh", "encode", "score"],
+        help="refresh: incremental vs full recompute over growing histories; encode: our Spark encode stage vs "
+        "the bare encoder (and ONNX int8); score: our scoring vs Spark ALS recommendForAllUsers",
+    )
     bench.add_argument("--json", action="store_true", help="print only the JSON result on stdout")
-    bench.add_argument("--sizes", default="10000,100000,400000", help="history sizes in events, comma-separated")
-    bench.add_argument("--new-events", type=int, default=2000, help="events in the new batch (default 2000)")
-    bench.add_argument("--new-users", type=int, default=200, help="users in the new batch (default 200)")
-    bench.add_argument("--workdir", default=None, help="where the benchmark lakes go (default: a temporary folder)")
+    bench.add_argument("--workdir", default=None, help="where the benchmark files go (default: a temporary folder)")
+    bench.add_argument("--sizes", default="10000,100000,400000", help="refresh: history sizes in events, comma-separated")
+    bench.add_argument("--new-events", type=int, default=2000, help="refresh: events in the new batch (default 2000)")
+    bench.add_argument("--new-users", type=int, default=200, help="refresh: users in the new batch (default 200)")
+    bench.add_argument("--texts", type=int, default=4000, help="encode: review-length texts (default 4000)")
+    bench.add_argument("--no-onnx", action="store_true", help="encode: skip the ONNX int8 line")
+    bench.add_argument("--users", type=int, default=20_000, help="score: users (default 20000)")
+    bench.add_argument("--items", type=int, default=5_000, help="score: items (default 5000)")
+    bench.add_argument("--k", type=int, default=10, help="score: K (default 10)")
 
     imp = command("import-dataset", "write a public dataset (MovieLens, Amazon reviews) as landing files")
     imp.add_argument("--dataset", required=True, choices=["movielens", "amazon-reviews"], help="dataset layout")
@@ -274,20 +283,27 @@ def _sql(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
-    from interestlake.benchmarks import refresh_benchmark
+    from interestlake import benchmarks
 
-    try:
-        sizes = [int(size) for size in args.sizes.split(",")]
-    except ValueError:
-        raise ValueError(f"--sizes must be comma-separated integers, got {args.sizes!r}") from None
-    result = refresh_benchmark(sizes, args.new_events, args.new_users, conf=args.conf, workdir=args.workdir)
+    if args.name == "refresh":
+        try:
+            sizes = [int(size) for size in args.sizes.split(",")]
+        except ValueError:
+            raise ValueError(f"--sizes must be comma-separated integers, got {args.sizes!r}") from None
+        result = benchmarks.refresh_benchmark(sizes, args.new_events, args.new_users, conf=args.conf, workdir=args.workdir)
+    elif args.name == "encode":
+        result = benchmarks.encode_benchmark(args.texts, conf=args.conf, onnx=not args.no_onnx, workdir=args.workdir)
+    else:
+        result = benchmarks.score_benchmark(args.users, args.items, args.k, conf=args.conf, workdir=args.workdir)
     if args.json:
         print(json.dumps(result))
-    else:
+    elif args.name == "refresh":
         for row in result["results"]:
             print(f"history {row['history_events']:>8} events: incremental {row['incremental_seconds']:>6.1f}s, "
                   f"full {row['full_seconds']:>6.1f}s, max diff {row['interests_max_abs_diff']}, "
                   f"same top-K {row['recommendations_equal']}")
+    else:
+        print(json.dumps(result, indent=2))
     return 0
 
 

@@ -160,3 +160,72 @@ def test_folding_one_entry_is_the_seed_update_rule():
     decay = 2.0 ** (-10 / PARAMS.half_life_days)
     alpha = 5.0 / (old.mass * decay + 5.0)
     np.testing.assert_allclose(folded.weighted_sum / folded.mass, (1 - alpha) * u + alpha * E[2], atol=1e-12)
+
+
+def test_approximate_top_k_finds_nearly_all_exact_neighbours_and_honours_exclusions():
+    pytest.importorskip("faiss", reason="faiss-cpu is not installed (pip install faiss-cpu)")
+    from interestlake.models.scoring import ApproximateTopK
+
+    rng = np.random.default_rng(5)
+    items = np.stack([normalize(v) for v in rng.standard_normal((2000, 16))])
+    users = np.stack([normalize(v) for v in rng.standard_normal((50, 16))])
+    ids = [f"i{n:05d}" for n in range(len(items))]
+    excluded = [{ids[int(np.argmax(items @ u))]} for u in users]  # each user's best item is off limits
+    approximate = ApproximateTopK(ids, items).search(users, 10, excluded)
+    exact = top_k(users, items, 10, [[int(next(iter(e))[1:])] for e in excluded])
+    hits = sum(len({item for item, _, _ in got} & {f"i{n:05d}" for n in idx}) for got, (idx, _) in zip(approximate, exact))
+    assert hits / (10 * len(users)) >= 0.95
+    assert all(len(got) == 10 and not ({item for item, _, _ in got} & skip) for got, skip in zip(approximate, excluded))
+
+
+def test_scoring_runs_on_the_cpu_where_there_is_no_gpu():
+    import os
+
+    from interestlake.models.scoring import block_scores, scoring_device
+
+    assert scoring_device("cpu") == "cpu"
+    if not os.path.exists("/dev/nvidiactl"):
+        assert scoring_device("auto") == "cpu"
+    users, items = np.eye(3, dtype=np.float32), np.arange(6, dtype=np.float32).reshape(2, 3)
+    assert np.array_equal(block_scores(users, items, "cpu"), items.T)
+
+
+def test_kept_and_streamed_item_matrices_give_the_same_lists(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from interestlake import constants as C
+    from interestlake.pipeline import recommend
+
+    rng = np.random.default_rng(3)
+    items = rng.standard_normal((50, 8)).astype(np.float32)
+    pq.write_table(pa.table({C.COL_ITEM_ID: [f"i{n:02d}" for n in range(50)], C.COL_EMBEDDING: list(items)}),
+                   tmp_path / "items.parquet")
+    users = rng.standard_normal((7, 8)).astype(np.float32)
+    nothing = pa.nulls(7, pa.list_(pa.string()))
+    batch = pa.RecordBatch.from_pydict({
+        C.COL_USER_ID: [f"u{n}" for n in range(7)], "interest": list(users), "excluded": [["i00"]] * 7,
+        "hist_kind": nothing, "hist_item": nothing, "hist_label": nothing,
+        "hist_vec": pa.nulls(7, pa.list_(pa.list_(pa.float32()))),
+    })
+
+    def ranked(cache_mb):
+        run = recommend._score_partition(str(tmp_path), 5, 3, 16, "cpu", False, cache_mb)
+        return pa.Table.from_batches(list(run(iter([batch])))).to_pydict()
+
+    kept = ranked(cache_mb=64)
+    assert recommend._ITEM_CACHE[(str(tmp_path), "exact")] is not None  # read once, kept by this worker
+    recommend._ITEM_CACHE.clear()  # another worker, with a smaller cap
+    streamed = ranked(cache_mb=0)
+    assert recommend._ITEM_CACHE[(str(tmp_path), "exact")] is None  # over the cap: streamed per user block
+    assert kept == streamed and len(kept[C.COL_ITEM_ID]) == 7 * 5 and "i00" not in kept[C.COL_ITEM_ID]
+    best = np.argsort(-(users[0] @ items.T)[1:])[:5] + 1
+    assert kept[C.COL_ITEM_ID][:5] == [f"i{n:02d}" for n in best]
+
+
+def test_scoring_tasks_one_per_slot_until_users_are_many():
+    from interestlake.pipeline.recommend import scoring_tasks
+
+    assert scoring_tasks(20_000, 2) == 2
+    assert scoring_tasks(1, 8) == 1
+    assert scoring_tasks(1_000_000, 2) == 5

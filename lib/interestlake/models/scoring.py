@@ -1,7 +1,13 @@
-"""Top-K cosine scoring of a block of users against a block of items, with reasons (numpy only)."""
+"""Top-K cosine scoring of users against items, with reasons.
+
+numpy on the CPU; the block products run on CUDA through torch when asked
+(``recommend.device``), and FAISS answers approximate top K for large catalogs.
+Both are imported only when used.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection, Sequence
 
 import numpy as np
@@ -39,12 +45,14 @@ class RunningTopK:
         user_vectors: Unit interest vectors, shape (u, d).
         k: Items to keep per user.
         excluded: For each user, item ids never to recommend.
+        device: ``cpu`` (numpy) or ``cuda`` (torch) for the block products.
     """
 
-    def __init__(self, user_vectors: np.ndarray, k: int, excluded: Sequence[Collection[str]]):
+    def __init__(self, user_vectors: np.ndarray, k: int, excluded: Sequence[Collection[str]], device: str = "cpu"):
         if len(excluded) != len(user_vectors):
             raise ValueError(f"{len(user_vectors)} users but {len(excluded)} exclusion lists")
         self.users = np.asarray(user_vectors, dtype=np.float32)
+        self.device = device
         self.k = k
         self.excluded = excluded
         self.best: list[list[tuple[float, str, np.ndarray]]] = [[] for _ in range(len(self.users))]
@@ -53,7 +61,7 @@ class RunningTopK:
         """Scores one block of items (unit vectors, shape (i, d)) and keeps the best k per user."""
         if len(item_ids) == 0 or len(self.users) == 0:
             return
-        scores = self.users @ np.asarray(item_vectors, dtype=np.float32).T
+        scores = block_scores(self.users, np.asarray(item_vectors, dtype=np.float32), self.device)
         position = {item: column for column, item in enumerate(item_ids)}
         for row, items in enumerate(self.excluded):
             columns = [position[item] for item in items if item in position]
@@ -71,6 +79,72 @@ class RunningTopK:
     def results(self) -> list[list[tuple[str, float, np.ndarray]]]:
         """Per user: (item id, score, item vector), best first; fewer than k when few items are eligible."""
         return [[(item, score, vector) for score, item, vector in best] for best in self.best]
+
+
+def scoring_device(requested: str) -> str:
+    """``cpu`` or ``cuda`` for ``recommend.device`` (``auto``: CUDA when this machine has an NVIDIA GPU).
+
+    ``auto`` looks for the NVIDIA driver before importing torch, so CPU
+    executors never pay torch's import for the scoring.
+    """
+    if requested == "auto":
+        if not os.path.exists("/dev/nvidiactl"):
+            return "cpu"
+        try:
+            import torch
+        except ImportError:
+            return "cpu"
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def block_scores(users: np.ndarray, items: np.ndarray, device: str) -> np.ndarray:
+    """users @ items.T in float32, on the CPU or on CUDA."""
+    if device == "cpu":
+        return users @ items.T
+    import torch
+
+    with torch.no_grad():
+        product = torch.from_numpy(users).to(device) @ torch.from_numpy(items).to(device).T
+    return product.cpu().numpy()
+
+
+class ApproximateTopK:
+    """Approximate best ``k`` items per user from a FAISS HNSW inner-product index over the whole catalog.
+
+    For catalogs too large to scan per user block (``recommend.ann_min_items``):
+    the index is built once per Python worker and kept, so its memory follows
+    the catalog, not the block sizes. Excluded items are dropped from a deeper
+    search, so each user still gets ``k`` items when enough are eligible.
+
+    Args:
+        item_ids: Catalog item ids.
+        item_vectors: Their unit vectors, shape (i, d).
+        neighbours: HNSW graph degree (M).
+    """
+
+    def __init__(self, item_ids: Sequence[str], item_vectors: np.ndarray, neighbours: int = 32):
+        import faiss
+
+        self.item_ids = list(item_ids)
+        self.item_vectors = np.ascontiguousarray(item_vectors, dtype=np.float32)
+        self.index = faiss.IndexHNSWFlat(self.item_vectors.shape[1], neighbours, faiss.METRIC_INNER_PRODUCT)
+        self.index.hnsw.efSearch = 128
+        self.index.add(self.item_vectors)
+
+    def search(self, user_vectors: np.ndarray, k: int, excluded: Sequence[Collection[str]]) -> list:
+        """Per user: (item id, score, item vector), best first (like ``RunningTopK.results``)."""
+        depth = min(len(self.item_ids), k + max((len(e) for e in excluded), default=0))
+        scores, indices = self.index.search(np.ascontiguousarray(user_vectors, dtype=np.float32), depth)
+        results = []
+        for row, skip in enumerate(excluded):
+            chosen = [
+                (self.item_ids[i], float(s), self.item_vectors[i])
+                for s, i in zip(scores[row], indices[row])
+                if i >= 0 and self.item_ids[i] not in skip
+            ]
+            results.append(sorted(chosen, key=lambda entry: (-entry[1], entry[0]))[:k])
+        return results
 
 
 def reason_for(

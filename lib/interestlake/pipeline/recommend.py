@@ -21,7 +21,7 @@ from pyspark.sql import types as T
 from interestlake import constants as C
 from interestlake.lake.schemas import arrow_schema
 from interestlake.lake.tables import LakeTables
-from interestlake.models.scoring import RunningTopK, reason_for
+from interestlake.models.scoring import ApproximateTopK, RunningTopK, reason_for, scoring_device
 from interestlake.pipeline.history import resolve_vectors, stored_refs
 from interestlake.pipeline.run import DerivedInputs, RunContext, StageReport, derived_inputs
 from interestlake.settings import RecommendSettings, Settings
@@ -92,10 +92,11 @@ def recommend(
         .join(reason_history(recent), C.COL_USER_ID, "left")
     )
     with lake.scratch("recommend-items") as items_uri:
-        report.counts["items"] = stage_item_matrix(lake, version, now, items_uri)
-        block = settings.recommend.user_block_size
-        tasks = max(spark.sparkContext.defaultParallelism, math.ceil(n_users / block))
-        ranked = score_users(user_side.repartition(min(n_users, tasks)), items_uri, settings.recommend)
+        report.counts["items"] = n_items = stage_item_matrix(lake, version, now, items_uri)
+        tasks = scoring_tasks(n_users, spark.sparkContext.defaultParallelism)
+        ann = settings.recommend.ann_min_items is not None and n_items >= settings.recommend.ann_min_items
+        report.counts["approximate"] = int(ann)
+        ranked = score_users(user_side.repartition(tasks), items_uri, settings.recommend, approximate=ann)
         rows = ranked.withColumn(C.COL_RUN_ID, F.lit(run.run_id)).withColumn("generated_at", F.lit(run.timestamp))
         metadata = {
             "stage": STAGE, "run_id": run.run_id, "inputs": inputs.fingerprint,
@@ -171,46 +172,117 @@ def reason_history(recent: DataFrame) -> DataFrame:
     )
 
 
-def score_users(user_side: DataFrame, items_uri: str, settings: RecommendSettings) -> DataFrame:
+def score_users(
+    user_side: DataFrame, items_uri: str, settings: RecommendSettings, approximate: bool = False
+) -> DataFrame:
     """Top-K rows (user_id, rank, item_id, score, reason) of every user of ``user_side``.
 
-    Each task takes its users in blocks of ``user_block_size`` and streams the
-    item matrix at ``items_uri`` in blocks of ``item_block_size``, keeping a
-    running top K per user (``RunningTopK``): memory follows the block sizes, not
-    the catalog or the number of users, and no users x items pair is shuffled.
+    Each task takes its users in blocks of ``user_block_size`` and multiplies
+    them by the item matrix at ``items_uri`` in blocks of ``item_block_size``,
+    keeping a running top K per user (``RunningTopK``). Each Python worker reads
+    the matrix once and keeps it when it fits in ``item_cache_mb``; a larger one
+    is streamed from storage per user block. Memory follows the block sizes and
+    that cap, not the catalog or the number of users, and no users x items pair
+    is shuffled.
+    With ``approximate``, each Python worker builds a FAISS index of the item
+    matrix once and answers every user block from it (``ApproximateTopK``).
 
     Args:
         user_side: user_id, interest, excluded (item ids), and the reason history
             (hist_kind, hist_item, hist_label, hist_vec; newest first).
         items_uri: Parquet files of (item_id, embedding).
-        settings: ``k`` and the block sizes.
+        settings: ``k``, the block sizes, ``item_cache_mb`` and the device.
+        approximate: Use the FAISS index instead of the exact scan.
     """
-    return user_side.mapInArrow(
-        _score_partition(items_uri, settings.k, settings.user_block_size, settings.item_block_size), _RANKED_SCHEMA
+    scorer = _score_partition(
+        items_uri, settings.k, settings.user_block_size, settings.item_block_size, settings.device, approximate,
+        settings.item_cache_mb,
     )
+    return user_side.mapInArrow(scorer, _RANKED_SCHEMA)
 
 
-def _score_partition(items_uri: str, k: int, user_block: int, item_block: int):
+# Per Python worker: the item matrix of the last items_uri (its blocks, or the
+# approximate index), so a worker reads it once for all its tasks and user blocks
+# instead of once per user block: Spark's reuse of Python workers makes this the
+# executor-wide broadcast of the matrix.
+_ITEM_CACHE: dict[tuple[str, str], object] = {}
+_USERS_PER_TASK = 200_000
+
+
+def scoring_tasks(users: int, slots: int) -> int:
+    """How many scoring tasks for ``users`` users on ``slots`` task slots.
+
+    Tasks stream their users in Arrow batches, so their memory does not grow with
+    their size; each task costs a scheduling round and a worker hand-over, so one
+    task per slot is best, with more only so that a failed task redoes bounded work.
+    """
+    return max(1, min(users, max(slots, math.ceil(users / _USERS_PER_TASK))))
+
+
+def _score_partition(
+    items_uri: str, k: int, user_block: int, item_block: int, device: str, approximate: bool, cache_mb: int
+):
     """Builds the executor function of ``score_users`` (kept free of Spark objects)."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        import pyarrow.dataset as ds
-
-        from interestlake.datasets.landing import readable_uri
-
-        items = ds.dataset(readable_uri(items_uri), format="parquet")
+        on = scoring_device(device)
+        index = _approximate_index(items_uri) if approximate else None
+        blocks = None if approximate else _item_blocks(items_uri, item_block, cache_mb)
         for batch in batches:
             for start in range(0, batch.num_rows, user_block):
                 users = batch.slice(start, user_block)
-                ranking = RunningTopK(
-                    _matrix(users.column("interest")), k,
-                    [set(chosen or ()) for chosen in users.column("excluded").to_pylist()],
-                )
-                for block in items.to_batches(columns=[C.COL_ITEM_ID, C.COL_EMBEDDING], batch_size=item_block):
-                    ranking.add(block.column(C.COL_ITEM_ID).to_pylist(), _matrix(block.column(C.COL_EMBEDDING)))
+                vectors = _matrix(users.column("interest"))
+                excluded = [set(chosen or ()) for chosen in users.column("excluded").to_pylist()]
+                if index is not None:
+                    yield _ranked_rows(users, index.search(vectors, k, excluded))
+                    continue
+                ranking = RunningTopK(vectors, k, excluded, on)
+                for item_ids, item_vectors in blocks if blocks is not None else _read_item_blocks(items_uri, item_block):
+                    ranking.add(item_ids, item_vectors)
                 yield _ranked_rows(users, ranking.results())
 
     return run
+
+
+def _read_item_blocks(items_uri: str, item_block: int) -> Iterator[tuple[list[str], np.ndarray]]:
+    """(item ids, unit vectors) of the item matrix, ``item_block`` items at a time, read from storage."""
+    import pyarrow.dataset as ds
+
+    from interestlake.datasets.landing import readable_uri
+
+    items = ds.dataset(readable_uri(items_uri), format="parquet")
+    for block in items.to_batches(columns=[C.COL_ITEM_ID, C.COL_EMBEDDING], batch_size=item_block):
+        if block.num_rows:
+            yield block.column(C.COL_ITEM_ID).to_pylist(), _matrix(block.column(C.COL_EMBEDDING))
+
+
+def _item_blocks(items_uri: str, item_block: int, cache_mb: int) -> list | None:
+    """The item blocks kept in this worker, or None when the matrix is over ``cache_mb`` (then streamed)."""
+    key = (items_uri, "exact")
+    if key not in _ITEM_CACHE:
+        blocks, size = [], 0
+        for block in _read_item_blocks(items_uri, item_block):
+            size += block[1].nbytes
+            if size > cache_mb * 2**20:
+                blocks = None
+                break
+            blocks.append(block)
+        _ITEM_CACHE.clear()
+        _ITEM_CACHE[key] = blocks
+    return _ITEM_CACHE[key]
+
+
+def _approximate_index(items_uri: str) -> ApproximateTopK:
+    """The FAISS index of the item matrix, built once per worker: building costs far more than a search."""
+    key = (items_uri, "approximate")
+    if key not in _ITEM_CACHE:
+        ids, matrices = [], []
+        for block_ids, block_vectors in _read_item_blocks(items_uri, 65536):
+            ids += block_ids
+            matrices.append(block_vectors)
+        _ITEM_CACHE.clear()
+        _ITEM_CACHE[key] = ApproximateTopK(ids, np.concatenate(matrices))
+    return _ITEM_CACHE[key]
 
 
 def _matrix(vectors: pa.Array) -> np.ndarray:

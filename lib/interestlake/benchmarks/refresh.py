@@ -1,7 +1,4 @@
-"""Benchmarks behind ``bench/*.py`` and ``interestlake bench NAME``; each returns a JSON-able dict.
-
-They never run in the test suite: they take minutes and measure this machine.
-"""
+"""``bench refresh``: one incremental refresh vs a full recompute over growing histories."""
 
 from __future__ import annotations
 

@@ -1,0 +1,34 @@
+"""Each benchmark at a tiny size, so they keep working (their real runs are not tests)."""
+
+import pytest
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+
+def test_bench_refresh_agrees_with_a_full_recompute(spark, tmp_path):
+    from interestlake.benchmarks import refresh_benchmark
+
+    result = refresh_benchmark((300,), new_events=40, new_users=5, history_users=30, items=24, workdir=str(tmp_path))
+    [row] = result["results"]
+    assert row["recommendations_equal"] and row["interests_max_abs_diff"] <= 1e-5
+    assert row["users_changed"] == 5 and row["incremental_seconds"] > 0 and row["full_seconds"] > 0
+
+
+def test_bench_encode_reports_both_rates_and_the_onnx_line(spark, tmp_path):
+    from interestlake.benchmarks import encode_benchmark
+
+    result = encode_benchmark(texts=24, workdir=str(tmp_path))
+    assert result["texts"] == 24 and result["bare_texts_per_s"] > 0 and result["spark_texts_per_s"] > 0
+    assert result["ratio"] == pytest.approx(result["spark_texts_per_s"] / result["bare_texts_per_s"], rel=0.01)
+    assert result["spark_min_cosine_to_bare"] > 0.9999  # the same model, through Spark
+    assert result["onnx"]["min_cosine_to_torch"] >= 0.99
+
+
+def test_bench_score_matches_brute_force_and_times_als(spark, tmp_path):
+    from interestlake.benchmarks import score_benchmark
+
+    result = score_benchmark(users=300, items=120, k=5, dim=16, check_users=40, workdir=str(tmp_path))
+    assert result["exact_top_k_equal"] and result["checked_users"] == 40
+    assert result["ours_seconds"] > 0 and result["als_seconds"] > 0
+    assert result["python_worker_peak_mb"] > 0
+    assert result["approximate"]["recall_at_k_vs_exact"] >= 0.8
