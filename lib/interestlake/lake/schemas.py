@@ -26,10 +26,11 @@ HISTORY_REF = T.StructType(
         T.StructField("label", T.StringType()),
     ]
 )
-# Columns that identify a user or hold what they wrote: no min/max statistics of them
+# Columns that identify a user or hold what they wrote (a reason quotes their searches):
+# no min/max statistics of them
 # are written to the Delta log (it outlives vacuum, and `forget` must leave nothing);
 # files are not sorted by user, so such statistics would prune nothing anyway.
-PERSONAL_COLUMNS = frozenset({C.COL_USER_ID, C.COL_TEXT, "raw", "label"})
+PERSONAL_COLUMNS = frozenset({C.COL_USER_ID, C.COL_TEXT, C.COL_REASON, "raw", "label"})
 _PROVENANCE = [
     T.StructField("source", T.StringType()),
     T.StructField(C.COL_RUN_ID, T.StringType()),

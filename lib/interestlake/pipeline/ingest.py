@@ -145,6 +145,10 @@ def retry_held_files(
         return
     recorded = []
     for entry in sorted(held, key=lambda e: (_KIND_ORDER.index(e["kind"]), e["source"])):
+        if entry[C.COL_RUN_ID] == run.run_id:
+            # Held by this very run (maybe still being written): the next run looks again,
+            # so that a run never quarantines the same row of a file twice.
+            continue
         now = stat_file(entry["source"])
         if now is None:
             log.warning("ingest: held file %s is gone; it stays held", entry["source"])
