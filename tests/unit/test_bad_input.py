@@ -55,7 +55,7 @@ def test_html_and_mixed_scripts_are_kept_as_data():
 
 def test_rejection_details_do_not_copy_long_values():
     result = validate("events", {**EVENT, "event_type": "rate", "rating": "my very private opinion " * 10})
-    assert result.reason == V.INVALID_RATING and "private opinion my very" not in result.detail
+    assert result.reason == V.INVALID_RATING and result.detail.count("private") <= 2 and len(result.detail) < 120
 
 
 def test_file_level_problems_are_one_row_zero_and_nothing_else(tmp_path):

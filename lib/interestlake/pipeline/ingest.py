@@ -96,9 +96,12 @@ def ingest(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunCo
 
     def ingest_batch(batch: DataFrame, batch_id: int) -> None:
         by_kind: dict[str, list[LandingFile]] = {}
-        for row in batch.collect():
-            found = LandingFile(row.path, row.length, datetime.fromtimestamp(row.mtime_us / 1e6, tz=timezone.utc))
-            by_kind.setdefault(landing_kind(landing, row.path), []).append(found)
+        found = [
+            LandingFile(row.path, row.length, datetime.fromtimestamp(row.mtime_us / 1e6, tz=timezone.utc))
+            for row in batch.collect()
+        ]
+        for landed in found + files_left_out(checkpoint, batch_id, found):
+            by_kind.setdefault(landing_kind(landing, landed.path), []).append(landed)
         recorded = []
         for kind in sorted(by_kind, key=_KIND_ORDER.index):
             txn = Txn(f"interestlake.ingest.{kind}.{ident}", batch_id)
@@ -116,6 +119,45 @@ def ingest(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunCo
     query.awaitTermination()
     retry_held_files(spark, lake, run, report, pseudonym)
     return report
+
+
+def files_left_out(checkpoint: str, batch_id: int, found: list[LandingFile]) -> list[LandingFile]:
+    """Files of micro-batch ``batch_id`` that Spark recorded as taken but left out of the batch.
+
+    Spark's file source lists a file of 0 bytes (one created but not yet written),
+    records it as seen in its source log, and then drops it from the batch's rows:
+    it would never be offered again, even once written. The source log
+    (``<checkpoint>/sources/0/<batch>``, JSON lines after a ``v1`` header;
+    ``<batch>.compact`` every tenth batch) names every file of the batch, so those
+    files are taken here like the others (a file still empty is held, see
+    ``retry_held_files``).
+    """
+    import json
+
+    import pyarrow.fs as pafs
+
+    fs, folder = pafs.FileSystem.from_uri(readable_uri(f"{checkpoint}/sources/0"))
+    entries = []
+    for name in (str(batch_id), f"{batch_id}.compact"):
+        if fs.get_file_info(f"{folder}/{name}").type != pafs.FileType.File:
+            continue
+        with fs.open_input_stream(f"{folder}/{name}") as handle:
+            lines = handle.read().decode("utf-8").splitlines()[1:]
+        entries = [json.loads(line) for line in lines if line.strip()]
+        break
+    else:
+        log.warning("ingest: Spark's source log of batch %d was not found; files of 0 bytes are not checked", batch_id)
+    taken = {readable_uri(f.path) for f in found}
+    left_out = []
+    for entry in entries:
+        if entry.get("batchId") != batch_id or readable_uri(entry["path"]) in taken:
+            continue
+        # Spelled as Spark spells the paths of the batch's rows (file:/x, not file:///x).
+        path = "file:/" + entry["path"][len("file:///"):] if entry["path"].startswith("file:///") else entry["path"]
+        now = stat_file(path)
+        written = datetime.fromtimestamp(entry["timestamp"] / 1000, tz=timezone.utc)
+        left_out.append(LandingFile(path, now.size if now else 0, now.mtime if now else written))
+    return left_out
 
 
 # Catalog first: events and reviews of the same batch are then checked against it.
@@ -175,12 +217,12 @@ def _millis(when: datetime | None) -> int | None:
 
 
 def held_files(lake: LakeTables) -> list[dict]:
-    """The ``landing_files`` rows of files whose newest recorded version is held."""
-    sources = sorted({r["source"] for r in lake.read_rows(C.LANDING_FILES, [("status", "=", HELD)], ["source"])})
-    if not sources:
-        return []
+    """The ``landing_files`` rows of files whose newest recorded version is held.
+
+    Read whole on the driver: a bookkeeping table of one small row per landing file.
+    """
     newest: dict[str, dict] = {}
-    for row in lake.read_rows(C.LANDING_FILES, [("source", "in", sources)]):
+    for row in lake.read_rows(C.LANDING_FILES):
         known = newest.get(row["source"])
         if known is None or row["recorded_at"] > known["recorded_at"]:
             newest[row["source"]] = row
