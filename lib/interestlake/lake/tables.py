@@ -247,6 +247,7 @@ class LakeTables(ABC):
 
         Only the files holding such rows are rewritten (without them). Deleting
         rows that are already gone commits nothing, so a retried delete is a no-op.
+        The result's ``source_rows`` is the number of rows deleted.
         """
         spec = table_spec(table)
         on = tuple(on or spec.keys)
@@ -390,7 +391,12 @@ class DeltaRsTables(LakeTables):
         if not removed:
             return CommitResult(spec.name, None, skipped="no rows")
         staged = rewritten or _StagedFiles([], [], 0, [])
-        return self._commit_files(spec, snapshot, staged, removed, "delete", None, user_metadata, 0)
+        import pyarrow as pa
+
+        records = pa.table(snapshot.get_add_actions(flatten=True)).select(["path", "num_records"]).to_pylist()
+        held = {r["path"]: r["num_records"] or 0 for r in records}
+        deleted = sum(held.get(path, 0) for path, _ in removed) - staged.rows
+        return self._commit_files(spec, snapshot, staged, removed, "delete", None, user_metadata, deleted)
 
     def _commit_files(self, spec, snapshot, staged, removed, mode, txn, user_metadata, source_rows) -> CommitResult:
         """Commits staged files and removals as one transaction (discarding the files if it fails)."""
@@ -686,7 +692,10 @@ class DeltaSparkTables(LakeTables):
         finally:
             conf.unset("spark.databricks.delta.commitInfo.userMetadata")
         after = self.version(spec.name)
-        return CommitResult(spec.name, after if after != before else None, skipped=None if after != before else "no rows")
+        if after == before:
+            return CommitResult(spec.name, None, skipped="no rows")
+        metrics = self._delta_rs_table(spec.name).history(1)[0].get("operationMetrics") or {}
+        return CommitResult(spec.name, after, source_rows=int(metrics.get("numTargetRowsDeleted", 0)))
 
     def _rows_written(self, table: str, mode: str) -> int:
         """Rows the last commit took from its source, from Delta's operation metrics."""

@@ -69,12 +69,11 @@ def forget(spark: SparkSession, lake: LakeTables, settings: Settings, user_id: s
         C.RECOMMENDATIONS: users,
     }
     for table, keys in doomed.items():
-        before = lake.read(table, versions[table]).count()
         on = [C.COL_USER_ID] if table in _BY_USER else None
         carried = _carried_inputs(lake, table, versions, run)
         commit = lake.delete(table, keys, on=on, metadata=carried or metadata)
         report.commits.append(commit)
-        report.counts[f"{table}_deleted"] = before - lake.read(table).count() if commit.committed else 0
+        report.counts[f"{table}_deleted"] = commit.source_rows
     report.counts["files_vacuumed"] = _vacuum(lake, settings, [c.table for c in report.commits if c.committed])
     log.info("forget: removed one user from %d table(s)", sum(c.committed for c in report.commits))
     return report
