@@ -39,12 +39,16 @@ from pathlib import Path
 from typing import Any
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.sdk import Asset, Variable, chain
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk import Asset, Connection, Variable, chain
+from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONF = PROJECT_ROOT / "conf" / "local.yaml"
 SPARK_CONN_ID = "spark_default"
+# Optional: its password is the key of privacy.pseudonymize_user_ids, handed to the jobs
+# in the environment variable below (the conf's default privacy.key_env), never on a command line.
+PSEUDONYM_CONN_ID = "interestlake_pseudonym_key"
+PSEUDONYM_KEY_ENV = "INTERESTLAKE_PSEUDONYM_KEY"
 
 # What downstream DAGs can schedule on: `schedule=Asset.ref(name="interestlake.recommendations")`.
 RECOMMENDATIONS_ASSET = Asset(name="interestlake.recommendations", uri="x-interestlake://lake/recommendations")
@@ -133,6 +137,9 @@ def job_settings(job: str) -> dict[str, Any]:
     env = dict(_json_variable("interestlake_job_env"))
     if lake_root:
         env["INTERESTLAKE__LAKE__ROOT"] = lake_root
+    key = _connection_password(PSEUDONYM_CONN_ID)
+    if key:
+        env[PSEUDONYM_KEY_ENV] = key
     python = _variable("interestlake_python", sys.executable)
     if python:
         env["PYSPARK_PYTHON"] = python
@@ -151,6 +158,14 @@ def job_settings(job: str) -> dict[str, Any]:
 
 def _variable(key: str, default: str | None) -> str | None:
     return Variable.get(key, default=default)
+
+
+def _connection_password(conn_id: str) -> str | None:
+    """The password of an Airflow connection, None when it is not defined (Airflow masks it in logs)."""
+    try:
+        return Connection.get(conn_id).password or None
+    except AirflowNotFoundException:
+        return None
 
 
 def _json_variable(key: str) -> dict[str, Any]:

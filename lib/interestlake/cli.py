@@ -77,6 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="wait this long for another writer to finish (default: exit at once with code 3)",
     )
 
+    check = command("validate", "check landing files as ingest would, without writing anything")
+    check.add_argument("path", help="a landing root (events/, reviews/, items/), one kind's folder, or one file")
+    check.add_argument("--examples", type=int, default=3, help="rejected rows shown per reason (default 3)")
+    check.add_argument("--json", action="store_true", help="print the counts and examples as one JSON object")
+
+    forget = command("forget", "remove one user from every table, then vacuum (see README: Privacy)")
+    forget.add_argument("user_id", help="the user's id as the platform knows it (not its pseudonym)")
+    forget.add_argument("--run-id", default=None, help="name of this run, shown to writers that wait for the lake")
+    forget.add_argument("--json", action="store_true", help="print the report as JSON")
+    forget.add_argument(
+        "--wait", type=float, default=0.0, metavar="SECONDS",
+        help="wait this long for another writer to finish (default: exit at once with code 3)",
+    )
+
     demo = command("demo", "generate the sample data, run refresh, print what it produced")
     demo.add_argument("--users", type=int, default=None, help="sample users (default sample.users)")
     demo.add_argument("--items", type=int, default=None, help="sample items (default sample.items)")
@@ -148,8 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # py4j logs every callback of the streaming ingest at INFO.
     logging.getLogger("py4j").setLevel(logging.WARNING)
+    settings = None
     try:
-        settings = load_settings(args.conf)
+        # validate reads only the files it is given: no conf file is needed.
+        settings = load_settings(args.conf) if args.command != "validate" else None
         return _COMMANDS[args.command](args, settings)
     except SettingsError as exc:
         print(f"interestlake: {exc}", file=sys.stderr)
@@ -169,6 +185,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 3
         if isinstance(exc, (LakeError, EncoderError, RegistryError, LeakageError)):
             print(f"interestlake {args.command}: {exc}", file=sys.stderr)
+            return 1
+        if isinstance(exc, OSError):
+            # The lake's storage cannot be reached or written (missing mount, permissions, network).
+            where = f" at {settings.lake.root}" if settings is not None else ""
+            print(f"interestlake {args.command}: the lake{where} cannot be used: {type(exc).__name__}: {exc}",
+                  file=sys.stderr)
             return 1
         raise
 
@@ -198,6 +220,26 @@ def _maintain(args: argparse.Namespace, settings: Settings) -> int:
         reports = maintain(pipeline.lake, settings, run.timestamp, steps=args.steps or C.MAINTENANCE_STEPS, tables=tables)
     for report in reports:
         print(report.to_json() if args.json else report.summary())
+    return 0
+
+
+def _validate(args: argparse.Namespace, settings: Settings) -> int:
+    from interestlake.datasets.checks import check_landing
+
+    check = check_landing(args.path, examples_per_reason=args.examples)
+    print(json.dumps(check.to_json(), ensure_ascii=False) if args.json else check.summary())
+    return 0
+
+
+def _forget(args: argparse.Namespace, settings: Settings) -> int:
+    from interestlake.pipeline.forget import forget
+    from interestlake.pipeline.refresh import open_pipeline
+    from interestlake.pipeline.run import RunContext
+
+    run = RunContext.create(args.run_id)
+    with open_pipeline(settings, args.master, writer=run.run_id, wait_seconds=args.wait) as pipeline:
+        report = forget(pipeline.spark, pipeline.lake, settings, args.user_id, run)
+    print(report.to_json() if args.json else report.summary())
     return 0
 
 
@@ -403,6 +445,8 @@ def format_table(columns: Sequence[str], rows: Sequence[dict]) -> str:
 _COMMANDS = {
     **{name: _run_stages for name in _STAGE_HELP},
     "maintain": _maintain,
+    "validate": _validate,
+    "forget": _forget,
     "demo": _demo,
     "generate-sample": _generate_sample,
     "sql": _sql,

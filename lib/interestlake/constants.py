@@ -14,6 +14,7 @@ ITEM_EMBEDDINGS = "item_embeddings"
 USER_INTERESTS = "user_interests"
 RECOMMENDATIONS = "recommendations"
 PIPELINE_RUNS = "pipeline_runs"
+LANDING_FILES = "landing_files"
 
 # Landing kinds: sub-folders of the landing root (DESIGN.md section 4).
 LANDING_KINDS = (EVENTS, REVIEWS, ITEMS)
@@ -42,6 +43,8 @@ COL_SCORE = "score"
 COL_RANK = "rank"
 COL_REASON = "reason"
 COL_RUN_ID = "run_id"
+# True when a text of the row was cut to the ingest limit (validation.MAX_TEXT_CHARS).
+COL_TRUNCATED = "truncated"
 
 # Behaviour event types, weakest to strongest signal.
 EVENT_VIEW = "view"

@@ -90,6 +90,9 @@ class EncoderSettings(_Section):
     """
 
     model_path: str | None = None
+    # A local model_path must lie under one of these folders (the packaged default
+    # model and registered models need none); weights load from safetensors only.
+    allowed_roots: list[str] = Field(default_factory=list)
     version: str = Field(min_length=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int = Field(gt=0)
@@ -209,6 +212,16 @@ class MaintenanceSettings(_Section):
     pipeline_runs_retention_days: int = Field(default=90, gt=0)
 
 
+class PrivacySettings(_Section):
+    """Protection of user data at ingest."""
+
+    # Replace user ids by a keyed HMAC pseudonym (interestlake.privacy) before anything is stored.
+    pseudonymize_user_ids: bool = False
+    # Name of the environment variable holding the HMAC key. The key itself is never
+    # a setting: conf files are read by many and copied around.
+    key_env: str = Field(default="INTERESTLAKE_PSEUDONYM_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
 class Settings(_Section):
     """All settings of one deployment."""
 
@@ -223,6 +236,7 @@ class Settings(_Section):
 
 
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     # Where the settings came from, for messages and for jobs started from this process.
     source: str = ""
 

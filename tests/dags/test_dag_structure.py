@@ -130,3 +130,16 @@ def test_job_settings_default_to_the_embedded_lake(dag_bag, job, monkeypatch):
     if job == "encode":
         expected["spark.executor.resource.gpu.amount"] = "1"
     assert custom["spark_conf"] == expected
+
+
+def test_pseudonymisation_key_comes_from_an_airflow_connection(dag_bag, monkeypatch):
+    """The key reaches the jobs only in their environment, from the connection's password."""
+    import interestlake_common as common
+
+    assert common.PSEUDONYM_KEY_ENV not in common.job_settings("ingest")["env"]
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_INTERESTLAKE_PSEUDONYM_KEY", '{"conn_type": "generic", "password": "s3cret-key-of-some-length"}'
+    )
+    settings = common.job_settings("ingest")
+    assert settings["env"][common.PSEUDONYM_KEY_ENV] == "s3cret-key-of-some-length"
+    assert "s3cret" not in settings["application"] + settings["conf"] + json.dumps(settings["spark_conf"])

@@ -183,7 +183,7 @@ def test_encoder_never_touches_the_network(monkeypatch, settings):
 def test_encoder_path_errors_are_clear(tmp_path, settings):
     from interestlake.models.encoder import EncoderError, resolve_model_path
 
-    bad = settings.encoder.model_copy(update={"model_path": str(tmp_path)})
+    bad = settings.encoder.model_copy(update={"model_path": str(tmp_path), "allowed_roots": [str(tmp_path)]})
     with pytest.raises(EncoderError, match="not a sentence-transformers model folder"):
         resolve_model_path(bad)
 

@@ -12,6 +12,7 @@ import gzip
 import io
 import json
 import os
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ from interestlake.datasets import validation as V
 # Extension (after an optional .gz) -> reader name.
 _FORMATS = {".jsonl": "json", ".ndjson": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 RAW_LIMIT = 4096
+# How much of a text file is looked at for binary content.
+_SNIFF_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -104,34 +107,154 @@ def file_format(path: str) -> str | None:
     return None
 
 
-def read_records(path: str) -> Iterator[LandingRecord]:
+@dataclass(frozen=True)
+class FileContent:
+    """The bytes of one landing file as stored, or why they could not be read."""
+
+    data: bytes | None
+    content_hash: str | None
+    rejection: V.Rejection | None = None
+
+
+def read_file(path: str) -> FileContent:
+    """Reads a landing file's bytes and their SHA-256 (of the stored, possibly gzipped, bytes).
+
+    The hash is what ingest compares to decide whether a held file changed.
+    """
+    import hashlib
+
+    import pyarrow.fs as pafs
+
+    fs, local = pafs.FileSystem.from_uri(readable_uri(path))
+    try:
+        # compression=None: the stored bytes are hashed, and a corrupt gzip must reach our handler.
+        with fs.open_input_stream(local, compression=None) as stream:
+            data = stream.read()
+    except OSError as exc:
+        return FileContent(None, None, V.Rejection(V.UNREADABLE_FILE, f"cannot read the file: {type(exc).__name__}"))
+    return FileContent(data, hashlib.sha256(data).hexdigest())
+
+
+@dataclass(frozen=True)
+class CheckedRow:
+    """One row of a landing file after validation: the typed row, or why it was rejected."""
+
+    row_no: int
+    raw: str | None
+    record: Any
+    result: dict[str, Any] | V.Rejection
+
+
+def check_file(kind: str, path: str, written_at: datetime | None = None) -> tuple[str, list[CheckedRow]]:
+    """Reads and validates every row of one landing file; never raises for what the file holds.
+
+    Whatever breaks while parsing (a bug, an exotic file) becomes one row-0
+    ``unreadable_file`` rejection naming only the error type: the message could
+    quote the file's content.
+
+    Args:
+        kind: Landing kind of the file.
+        path: The file.
+        written_at: The file's modification time (see ``validation.validate_record``).
+
+    Returns:
+        The SHA-256 of the file's stored bytes and its rows; a file-level problem is
+        one row 0 and nothing else.
+    """
+    try:
+        content = read_file(path)
+        rows = [
+            CheckedRow(r.row_no, r.raw, r.record, r.rejection or V.validate_record(kind, r.record, written_at))
+            for r in read_records(path, content)
+        ]
+        return content.content_hash or _sha256_or_placeholder(path), rows
+    except Exception as exc:  # noqa: BLE001 - one file must not fail a run, whatever broke
+        rejection = V.Rejection(V.UNREADABLE_FILE, f"the file could not be parsed ({type(exc).__name__})")
+        return _sha256_or_placeholder(path), [CheckedRow(0, None, None, rejection)]
+
+
+def _sha256_or_placeholder(path: str) -> str:
+    try:
+        return file_sha256(path)
+    except OSError:
+        # Unreadable now: a placeholder keeps the file held until it can be read.
+        return "unreadable"
+
+
+def stat_file(path: str) -> LandingFile | None:
+    """Size and modification time (UTC, whole milliseconds as Spark reports them) of a file; None if gone."""
+    import pyarrow.fs as pafs
+
+    fs, local = pafs.FileSystem.from_uri(readable_uri(path))
+    info = fs.get_file_info(local)
+    if info.type != pafs.FileType.File:
+        return None
+    mtime = info.mtime.astimezone(timezone.utc) if info.mtime else None
+    if mtime is not None:
+        mtime = mtime.replace(microsecond=mtime.microsecond // 1000 * 1000)
+    return LandingFile(path, info.size, mtime)
+
+
+def file_sha256(path: str, chunk_bytes: int = 1 << 20) -> str:
+    """SHA-256 of a file's stored bytes, read in chunks (memory does not follow the file's size)."""
+    import hashlib
+
+    import pyarrow.fs as pafs
+
+    fs, local = pafs.FileSystem.from_uri(readable_uri(path))
+    digest = hashlib.sha256()
+    with fs.open_input_stream(local, compression=None) as stream:
+        while chunk := stream.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_records(path: str, content: FileContent | None = None) -> Iterator[LandingRecord]:
     """Yields every row of one landing file; unreadable parts become rejections.
 
     Row numbers are 1-based lines (JSON Lines), data rows (CSV) or row indices
-    (Parquet, JSON arrays). File-level problems are reported as row 0.
-    """
-    import pyarrow.fs as pafs
+    (Parquet, JSON arrays). A problem of the whole file (unknown format, corrupt
+    or truncated gzip, a half-written last line, no rows at all) is ONE rejection
+    on row 0 and nothing else of the file is yielded: a half-written file lands
+    whole, later, or not at all.
 
+    Args:
+        path: The file.
+        content: Its bytes when already read (``read_file``).
+    """
     reader = file_format(path)
     if reader is None:
-        yield LandingRecord(0, None, rejection=V.Rejection(V.UNKNOWN_FORMAT, f"unknown file type: {path}"))
+        yield LandingRecord(0, None, rejection=V.Rejection(V.UNKNOWN_FORMAT, f"unknown file type: {path.rsplit('/', 1)[-1]}"))
         return
-    fs, local = pafs.FileSystem.from_uri(readable_uri(path))
-    try:
-        # compression=None: a corrupt gzip must reach our handler, not pyarrow's.
-        with fs.open_input_stream(local, compression=None) as stream:
-            data = stream.read()
-        if path.lower().endswith(".gz"):
+    content = content or read_file(path)
+    if content.rejection is not None:
+        yield LandingRecord(0, None, rejection=content.rejection)
+        return
+    data = content.data
+    if path.lower().endswith(".gz"):
+        try:
             data = gzip.decompress(data)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        yield LandingRecord(0, None, rejection=V.Rejection(V.UNREADABLE_FILE, f"{type(exc).__name__}: {exc}"))
+        except EOFError as exc:
+            yield LandingRecord(0, None, rejection=V.Rejection(V.TRUNCATED_FILE, f"gzip stream ends early: {exc}"))
+            return
+        except (OSError, zlib.error) as exc:
+            yield LandingRecord(0, None, rejection=V.Rejection(V.UNREADABLE_FILE, f"corrupt gzip: {type(exc).__name__}: {exc}"))
+            return
+    if not data.strip():
+        yield LandingRecord(0, None, rejection=V.Rejection(V.EMPTY_FILE, "the file has no rows"))
         return
-    if reader == "parquet":
-        yield from _parquet_records(data)
-    elif reader == "csv":
-        yield from _csv_records(data)
-    else:
-        yield from _json_records(data)
+    if reader != "parquet" and b"\x00" in data[:_SNIFF_BYTES]:
+        # NUL bytes near the start: a binary file (image, archive, UTF-16 text) under a text name.
+        yield LandingRecord(0, None, rejection=V.Rejection(V.UNKNOWN_FORMAT, f"binary content in a {reader} file"))
+        return
+    parse = {"parquet": _parquet_records, "csv": _csv_records, "json": _json_records}[reader]
+    empty = True
+    for record in parse(data):
+        empty = False
+        yield record
+    if empty:
+        # A header, an empty array or a Parquet file without rows.
+        yield LandingRecord(0, None, rejection=V.Rejection(V.EMPTY_FILE, "the file has no rows"))
 
 
 def _json_records(data: bytes) -> Iterator[LandingRecord]:
@@ -139,40 +262,61 @@ def _json_records(data: bytes) -> Iterator[LandingRecord]:
         # A .json file holding one array of objects.
         try:
             rows = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            yield LandingRecord(0, _cap(data), rejection=V.Rejection(V.INVALID_JSON, f"not a JSON array: {exc}"))
+        except UnicodeDecodeError as exc:
+            yield LandingRecord(0, None, rejection=V.Rejection(V.INVALID_ENCODING, f"not UTF-8: {exc.reason} at byte {exc.start}"))
+            return
+        except ValueError as exc:
+            ends_early = getattr(exc, "pos", 0) >= len(data.decode("utf-8").rstrip())
+            reason = V.TRUNCATED_FILE if ends_early else V.INVALID_JSON
+            yield LandingRecord(0, cap_raw(data[:RAW_LIMIT]), rejection=V.Rejection(reason, f"not a JSON array: {exc}"))
             return
         for index, row in enumerate(rows, start=1):
-            yield LandingRecord(index, _cap(json.dumps(row, ensure_ascii=False)), row)
+            yield LandingRecord(index, cap_raw(json.dumps(row, ensure_ascii=False)), row)
         return
-    for line_no, line in enumerate(data.split(b"\n"), start=1):
+    lines = data.split(b"\n")
+    last = lines[-1]
+    if last.strip():
+        # No newline after the last line: complete only if it parses (writers may omit
+        # the final newline); otherwise the file is still being written or was cut.
+        try:
+            json.loads(last.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            detail = f"line {len(lines)} is cut off (no final newline and not valid JSON)"
+            yield LandingRecord(0, None, rejection=V.Rejection(V.TRUNCATED_FILE, detail))
+            return
+    for line_no, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raw = _cap(line.decode("utf-8", errors="replace"))
-            yield LandingRecord(line_no, raw, rejection=V.Rejection(V.INVALID_ENCODING, f"not UTF-8: {exc}"))
+            raw = cap_raw(line.decode("utf-8", errors="replace"))
+            yield LandingRecord(line_no, raw, rejection=V.Rejection(V.INVALID_ENCODING, f"not UTF-8: {exc.reason} at byte {exc.start}"))
             continue
         try:
             record = json.loads(text)
         except ValueError as exc:
-            yield LandingRecord(line_no, _cap(text), rejection=V.Rejection(V.INVALID_JSON, str(exc)))
+            yield LandingRecord(line_no, cap_raw(text), rejection=V.Rejection(V.INVALID_JSON, str(exc)))
             continue
-        yield LandingRecord(line_no, _cap(text), record)
+        yield LandingRecord(line_no, cap_raw(text), record)
 
 
 def _csv_records(data: bytes) -> Iterator[LandingRecord]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        yield LandingRecord(0, None, rejection=V.Rejection(V.INVALID_ENCODING, f"not UTF-8: {exc}"))
+        yield LandingRecord(0, None, rejection=V.Rejection(V.INVALID_ENCODING, f"not UTF-8: {exc.reason} at byte {exc.start}"))
         return
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    for row_no, row in enumerate(reader, start=1):
+    rows = list(reader)
+    if rows and not text.endswith(("\n", "\r")) and (None in rows[-1].values() or None in rows[-1]):
+        # The last row has fewer (or more) cells than the header and no final newline: cut off.
+        yield LandingRecord(0, None, rejection=V.Rejection(V.TRUNCATED_FILE, f"row {len(rows)} is cut off"))
+        return
+    for row_no, row in enumerate(rows, start=1):
         # CSV has no types: empty cells mean "absent", the rest stays text.
         record = {k: (v if v != "" else None) for k, v in row.items() if k is not None}
-        yield LandingRecord(row_no, _cap(json.dumps(row, ensure_ascii=False)), record)
+        yield LandingRecord(row_no, cap_raw(json.dumps(row, ensure_ascii=False)), record)
 
 
 def _parquet_records(data: bytes) -> Iterator[LandingRecord]:
@@ -184,10 +328,11 @@ def _parquet_records(data: bytes) -> Iterator[LandingRecord]:
         yield LandingRecord(0, None, rejection=V.Rejection(V.UNREADABLE_FILE, f"not readable Parquet: {exc}"))
         return
     for row_no, row in enumerate(table.to_pylist(), start=1):
-        yield LandingRecord(row_no, _cap(json.dumps(row, ensure_ascii=False, default=str)), row)
+        yield LandingRecord(row_no, cap_raw(json.dumps(row, ensure_ascii=False, default=str)), row)
 
 
-def _cap(raw: Any) -> str:
+def cap_raw(raw: Any) -> str:
+    """A raw row as stored in ``quarantine.raw``: text, at most RAW_LIMIT characters."""
     text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
     return text if len(text) <= RAW_LIMIT else text[:RAW_LIMIT] + "…[truncated]"
 

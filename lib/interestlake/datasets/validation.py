@@ -8,8 +8,9 @@ to ``quarantine``. Keeping this pure Python makes every rule unit-testable.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from interestlake import constants as C
@@ -25,13 +26,27 @@ UNKNOWN_EVENT_TYPE = "unknown_event_type"
 INVALID_RATING = "invalid_rating"
 INVALID_TIMESTAMP = "invalid_timestamp"
 INVALID_PRICE = "invalid_price"
+INVALID_ID = "invalid_id"
 UNKNOWN_FORMAT = "unknown_format"
 UNREADABLE_FILE = "unreadable_file"
+TRUNCATED_FILE = "truncated_file"
+EMPTY_FILE = "empty_file"
+# Reasons that concern a whole file (row 0): nothing of such a file is ingested,
+# and ingest retries it on a later run if its content changes.
+FILE_REASONS = (UNKNOWN_FORMAT, UNREADABLE_FILE, TRUNCATED_FILE, EMPTY_FILE)
 
 MAX_ID_LENGTH = 256
-# Anything before the web existed, or years ahead, is a unit or parsing mistake.
+# Longer texts (review, query, description) are cut to this many characters and the
+# row is flagged `truncated`: the encoder reads a few hundred tokens anyway, and one
+# huge text must not blow up a partition.
+MAX_TEXT_CHARS = 16_384
+# Anything before the web existed, or more than a day after the file was written,
+# is a unit or parsing mistake (a day allows for clock skew between producers).
 _MIN_TS = datetime(1995, 1, 1, tzinfo=timezone.utc)
 _MAX_TS = datetime(2100, 1, 1, tzinfo=timezone.utc)
+FUTURE_TOLERANCE = timedelta(days=1)
+# C0 control characters and DEL, except tab, newline and carriage return.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -48,35 +63,73 @@ class _Reject(Exception):
         self.rejection = Rejection(reason, detail)
 
 
-def validate_record(kind: str, record: Any) -> dict[str, Any] | Rejection:
+def validate_record(kind: str, record: Any, written_at: datetime | None = None) -> dict[str, Any] | Rejection:
     """Validates one landing record of a kind (events, reviews or items).
 
     Args:
         kind: Landing kind: ``events``, ``reviews`` or ``items``.
         record: The parsed record (a mapping of field name to value).
+        written_at: When the record's file was written (its modification time);
+            timestamps more than a day later are rejected. Default: now. Ingest
+            passes the file's time, so a re-read of the file decides the same way.
 
     Returns:
-        The typed row (column name -> value, timestamps as naive UTC datetimes)
-        or a ``Rejection`` naming the reason and the offending field.
+        The typed row (column name -> value, timestamps as naive UTC datetimes,
+        ``truncated`` True when a text was cut to ``MAX_TEXT_CHARS``) or a
+        ``Rejection`` naming the reason and the offending field (never its text).
     """
     if not isinstance(record, dict):
         return Rejection(INVALID_JSON, f"expected a JSON object, got {type(record).__name__}")
     try:
-        return _VALIDATORS[kind](record)
+        validator = _VALIDATORS[kind]
     except KeyError:
         raise ValueError(f"unknown landing kind {kind!r}; expected one of {C.LANDING_KINDS}") from None
+    latest = (written_at or datetime.now(timezone.utc)) + FUTURE_TOLERANCE
+    row = _Row(record, latest if latest.tzinfo else latest.replace(tzinfo=timezone.utc))
+    try:
+        typed = validator(row)
     except _Reject as rejected:
         return rejected.rejection
+    typed[C.COL_TRUNCATED] = row.truncated
+    return typed
 
 
-def _event(record: dict) -> dict[str, Any]:
+class _Row:
+    """One record being validated: its fields, the latest acceptable time, and whether a text was cut."""
+
+    def __init__(self, record: dict, latest: datetime):
+        self.record = record
+        self.latest = latest
+        self.truncated = False
+
+    def get(self, name: str) -> Any:
+        return self.record.get(name)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.record
+
+    def text(self, name: str, required: bool = False) -> str | None:
+        """A free text: control characters removed, cut to MAX_TEXT_CHARS; blank is None."""
+        value = _required_str(self, name) if required else _optional_str(self, name)
+        if value is None:
+            return None
+        value = _CONTROL.sub("", value)
+        if not value.strip():
+            return None
+        if len(value) > MAX_TEXT_CHARS:
+            self.truncated = True
+            value = value[:MAX_TEXT_CHARS]
+        return value
+
+
+def _event(record: _Row) -> dict[str, Any]:
     event_type = _required_str(record, C.COL_EVENT_TYPE).lower()
     if event_type not in C.EVENT_TYPES:
-        raise _Reject(UNKNOWN_EVENT_TYPE, f"event_type {event_type!r} is not one of {list(C.EVENT_TYPES)}")
+        raise _Reject(UNKNOWN_EVENT_TYPE, f"event_type {_cap(event_type)!r} is not one of {list(C.EVENT_TYPES)}")
     item_id = _id(record, C.COL_ITEM_ID, required=event_type != C.EVENT_SEARCH)
     rating = _rating(record, required=event_type == C.EVENT_RATE)
-    text = _optional_str(record, C.COL_TEXT)
-    if event_type == C.EVENT_SEARCH and not (text and text.strip()):
+    text = record.text(C.COL_TEXT)
+    if event_type == C.EVENT_SEARCH and text is None:
         raise _Reject(MISSING_FIELD, "search events need a non-empty text (the query)")
     return {
         C.COL_EVENT_ID: _id(record, C.COL_EVENT_ID),
@@ -89,29 +142,30 @@ def _event(record: dict) -> dict[str, Any]:
     }
 
 
-def _review(record: dict) -> dict[str, Any]:
+def _review(record: _Row) -> dict[str, Any]:
     return {
         C.COL_REVIEW_ID: _id(record, C.COL_REVIEW_ID),
         C.COL_USER_ID: _id(record, C.COL_USER_ID),
         C.COL_ITEM_ID: _id(record, C.COL_ITEM_ID),
         C.COL_RATING: _rating(record, required=True),
-        C.COL_TEXT: _optional_str(record, C.COL_TEXT),
+        # A review without text still carries its rating; its text is null.
+        C.COL_TEXT: record.text(C.COL_TEXT),
         C.COL_TS: _timestamp(record, C.COL_TS, required=True),
     }
 
 
-def _item(record: dict) -> dict[str, Any]:
+def _item(record: _Row) -> dict[str, Any]:
     price = _optional_number(record, C.COL_PRICE)
     if price is not None and price < 0:
         raise _Reject(INVALID_PRICE, f"price must be >= 0, got {price}")
-    title = _required_str(record, C.COL_TITLE)
-    if not title.strip():
+    title = record.text(C.COL_TITLE, required=True)
+    if title is None:
         raise _Reject(MISSING_FIELD, "title is empty")
     return {
         C.COL_ITEM_ID: _id(record, C.COL_ITEM_ID),
         C.COL_TITLE: title.strip(),
-        C.COL_DESCRIPTION: _optional_str(record, C.COL_DESCRIPTION),
-        C.COL_CATEGORY: _optional_str(record, C.COL_CATEGORY),
+        C.COL_DESCRIPTION: record.text(C.COL_DESCRIPTION),
+        C.COL_CATEGORY: record.text(C.COL_CATEGORY),
         C.COL_PRICE: price,
         C.COL_UPDATED_AT: _timestamp(record, C.COL_UPDATED_AT, required=False),
     }
@@ -124,7 +178,7 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def _id(record: dict, name: str, required: bool = True) -> str | None:
+def _id(record: _Row, name: str, required: bool = True) -> str | None:
     value = record.get(name)
     if _missing(value) or (isinstance(value, str) and not value.strip()):
         if not required:
@@ -144,10 +198,17 @@ def _id(record: dict, name: str, required: bool = True) -> str | None:
     text = str(value).strip()
     if len(text) > MAX_ID_LENGTH:
         raise _Reject(ID_TOO_LONG, f"{name} is {len(text)} characters, the limit is {MAX_ID_LENGTH}")
+    if _CONTROL.search(text) or "\n" in text or "\r" in text or "\t" in text:
+        raise _Reject(INVALID_ID, f"{name} contains NUL or other control characters")
     return text
 
 
-def _required_str(record: dict, name: str) -> str:
+def _cap(value: str, limit: int = 40) -> str:
+    """A value quoted in a message, shortened: details are for people, not a copy of the row."""
+    return value if len(value) <= limit else value[:limit] + "..."
+
+
+def _required_str(record: _Row, name: str) -> str:
     value = record.get(name)
     if _missing(value):
         raise _Reject(MISSING_FIELD, f"{name} is missing")
@@ -156,7 +217,7 @@ def _required_str(record: dict, name: str) -> str:
     return value.strip()
 
 
-def _optional_str(record: dict, name: str) -> str | None:
+def _optional_str(record: _Row, name: str) -> str | None:
     value = record.get(name)
     if _missing(value):
         return None
@@ -165,7 +226,7 @@ def _optional_str(record: dict, name: str) -> str | None:
     return value
 
 
-def _optional_number(record: dict, name: str) -> float | None:
+def _optional_number(record: _Row, name: str) -> float | None:
     value = record.get(name)
     if _missing(value) or (isinstance(value, str) and not value.strip()):
         return None
@@ -175,13 +236,13 @@ def _optional_number(record: dict, name: str) -> float | None:
         number = float(value)
     except (TypeError, ValueError):
         reason = INVALID_PRICE if name == C.COL_PRICE else INVALID_TYPE
-        raise _Reject(reason, f"{name} must be a number, got {value!r}") from None
+        raise _Reject(reason, f"{name} must be a number, got {_cap(str(value))!r}") from None
     if not math.isfinite(number):
         raise _Reject(INVALID_PRICE if name == C.COL_PRICE else INVALID_TYPE, f"{name} must be finite, got {value!r}")
     return number
 
 
-def _rating(record: dict, required: bool) -> float | None:
+def _rating(record: _Row, required: bool) -> float | None:
     value = record.get(C.COL_RATING)
     if _missing(value) or (isinstance(value, str) and not value.strip()):
         if required:
@@ -190,17 +251,23 @@ def _rating(record: dict, required: bool) -> float | None:
     try:
         rating = _optional_number(record, C.COL_RATING)
     except _Reject:
-        raise _Reject(INVALID_RATING, f"rating must be a number from {C.RATING_MIN} to {C.RATING_MAX}, got {value!r}") from None
+        raise _Reject(
+            INVALID_RATING, f"rating must be a number from {C.RATING_MIN} to {C.RATING_MAX}, got {_cap(str(value))!r}"
+        ) from None
     if rating is None or not C.RATING_MIN <= rating <= C.RATING_MAX:
-        raise _Reject(INVALID_RATING, f"rating must be from {C.RATING_MIN} to {C.RATING_MAX}, got {value!r}")
+        raise _Reject(INVALID_RATING, f"rating must be from {C.RATING_MIN} to {C.RATING_MAX}, got {_cap(str(value))!r}")
     return rating
 
 
-def parse_timestamp(value: Any) -> datetime:
+def parse_timestamp(value: Any, latest: datetime = _MAX_TS) -> datetime:
     """Parses ISO-8601 text or epoch seconds into an aware UTC datetime.
 
+    Args:
+        value: The field's value.
+        latest: Times at or after this are rejected (at most 2100).
+
     Raises:
-        ValueError: When the value is neither, or outside 1995..2100.
+        ValueError: When the value is neither, or outside 1995..``latest``.
     """
     if isinstance(value, bool):
         raise ValueError("a boolean is not a timestamp")
@@ -218,7 +285,7 @@ def parse_timestamp(value: Any) -> datetime:
             try:
                 parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
             except ValueError:
-                raise ValueError(f"{value!r} is neither ISO-8601 nor epoch seconds") from None
+                raise ValueError(f"{_cap(value)!r} is neither ISO-8601 nor epoch seconds") from None
         except OverflowError:
             raise ValueError(f"{value!r} is out of range") from None
         if parsed.tzinfo is None:
@@ -227,16 +294,18 @@ def parse_timestamp(value: Any) -> datetime:
         raise ValueError(f"expected ISO-8601 text or epoch seconds, got {type(value).__name__}")
     if not _MIN_TS <= parsed < _MAX_TS:
         raise ValueError(f"{value!r} is outside {_MIN_TS.year}..{_MAX_TS.year} (epoch milliseconds instead of seconds?)")
+    if parsed >= latest:
+        raise ValueError(f"{value!r} is more than a day after its file was written ({latest - FUTURE_TOLERANCE:%Y-%m-%dT%H:%M:%SZ})")
     return parsed.astimezone(timezone.utc)
 
 
-def _timestamp(record: dict, name: str, required: bool) -> datetime | None:
+def _timestamp(record: _Row, name: str, required: bool) -> datetime | None:
     value = record.get(name)
     if _missing(value) or (isinstance(value, str) and not value.strip()):
         if required:
             raise _Reject(MISSING_FIELD, f"{name} is missing")
         return None
     try:
-        return parse_timestamp(value).replace(tzinfo=None)
+        return parse_timestamp(value, min(record.latest, _MAX_TS)).replace(tzinfo=None)
     except (ValueError, OverflowError, OSError) as exc:
         raise _Reject(INVALID_TIMESTAMP, f"{name}: {exc}") from None

@@ -26,6 +26,11 @@ HISTORY_REF = T.StructType(
         T.StructField("label", T.StringType()),
     ]
 )
+# Columns that identify a user or hold what they wrote (a reason quotes their searches):
+# no min/max statistics of them
+# are written to the Delta log (it outlives vacuum, and `forget` must leave nothing);
+# files are not sorted by user, so such statistics would prune nothing anyway.
+PERSONAL_COLUMNS = frozenset({C.COL_USER_ID, C.COL_TEXT, C.COL_REASON, "raw", "label"})
 _PROVENANCE = [
     T.StructField("source", T.StringType()),
     T.StructField(C.COL_RUN_ID, T.StringType()),
@@ -68,6 +73,7 @@ TABLES: dict[str, TableSpec] = {
                 _f(C.COL_TS, T.TimestampType(), False),
                 _f(C.COL_TEXT, T.StringType()),
                 _f(C.COL_RATING, T.DoubleType()),
+                _f(C.COL_TRUNCATED, T.BooleanType()),
                 *_PROVENANCE,
             ),
             (C.COL_EVENT_ID,),
@@ -82,6 +88,7 @@ TABLES: dict[str, TableSpec] = {
                 _f(C.COL_RATING, T.DoubleType(), False),
                 _f(C.COL_TEXT, T.StringType()),
                 _f(C.COL_TS, T.TimestampType(), False),
+                _f(C.COL_TRUNCATED, T.BooleanType()),
                 *_PROVENANCE,
             ),
             (C.COL_REVIEW_ID,),
@@ -96,6 +103,7 @@ TABLES: dict[str, TableSpec] = {
                 _f(C.COL_CATEGORY, T.StringType()),
                 _f(C.COL_PRICE, T.DoubleType()),
                 _f(C.COL_UPDATED_AT, T.TimestampType()),
+                _f(C.COL_TRUNCATED, T.BooleanType()),
                 *_PROVENANCE,
             ),
             (C.COL_ITEM_ID,),
@@ -197,6 +205,25 @@ TABLES: dict[str, TableSpec] = {
             ),
             (C.COL_RUN_ID, "stage"),
             "one row per run and stage: counts and the table versions read and written",
+        ),
+        TableSpec(
+            C.LANDING_FILES,
+            _fields(
+                _f("source", T.StringType(), False),
+                # SHA-256 of the file's bytes as stored (compressed or not).
+                _f("content_hash", T.StringType(), False),
+                _f("kind", T.StringType(), False),
+                _f("size", T.LongType()),
+                _f("modified_at", T.TimestampType()),
+                # ingested: its rows went to their tables and quarantine; held: a file-level
+                # problem (reason) kept all of it out, and a changed file is read again.
+                _f("status", T.StringType(), False),
+                _f(C.COL_REASON, T.StringType()),
+                _f(C.COL_RUN_ID, T.StringType()),
+                _f("recorded_at", T.TimestampType()),
+            ),
+            ("source", "content_hash"),
+            "every landing file version ingest read: ingested, or held for a retry when it changes",
         ),
     ]
 }

@@ -28,7 +28,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from interestlake import constants as C
-from interestlake.lake.schemas import TABLES, TableSpec, arrow_schema, table_spec
+from interestlake.lake.schemas import PERSONAL_COLUMNS, TABLES, TableSpec, arrow_schema, table_spec
 from interestlake.settings import LakeSettings
 
 log = logging.getLogger(__name__)
@@ -240,6 +240,27 @@ class LakeTables(ABC):
             raise ValueError(f"merge on {unknown}: not columns of {table} ({spec.columns})")
         return self._write(table, df, "merge", on, txn, metadata)
 
+    def delete(
+        self, table: str, keys: DataFrame, *, on: Sequence[str] | None = None, metadata: Mapping | None = None
+    ) -> CommitResult:
+        """Deletes every row whose ``on`` values (default: the table keys) occur in ``keys``, in one commit.
+
+        Only the files holding such rows are rewritten (without them). Deleting
+        rows that are already gone commits nothing, so a retried delete is a no-op.
+        The result's ``source_rows`` is the number of rows deleted.
+        """
+        spec = table_spec(table)
+        on = tuple(on or spec.keys)
+        unknown = [c for c in on if c not in spec.columns]
+        if unknown:
+            raise ValueError(f"delete on {unknown}: not columns of {table} ({spec.columns})")
+        user_metadata = json.dumps({_METADATA_MARKER: True, **(metadata or {})}, sort_keys=True, default=str)
+        return self._delete(spec, keys.select(*on).distinct(), on, user_metadata)
+
+    @abstractmethod
+    def _delete(self, spec: TableSpec, keys: DataFrame, on: Sequence[str], user_metadata: str) -> CommitResult:
+        """Deletes the rows matching ``keys`` on ``on`` and commits it as one transaction."""
+
     def upsert_rows(self, table: str, rows: Sequence[Mapping[str, Any]], metadata: Mapping | None = None) -> None:
         """Upserts a few driver-side rows by key (bookkeeping such as ``pipeline_runs``).
 
@@ -335,10 +356,6 @@ class DeltaRsTables(LakeTables):
         )
 
     def _commit(self, spec, df, mode, on, txn, user_metadata) -> CommitResult:
-        from deltalake import Schema
-        from deltalake.exceptions import CommitFailedError
-        from deltalake.transaction import CommitProperties, RemoveAction, Transaction
-
         snapshot = self._delta_rs_table(spec.name)
         # The new rows are computed and written once; a merge then reads their keys
         # back from these files instead of evaluating the plan a second time.
@@ -356,6 +373,37 @@ class DeltaRsTables(LakeTables):
         if staged.rows == 0 and not removed and mode != "overwrite":
             staged.discard()
             return CommitResult(spec.name, None, skipped="no rows")
+        return self._commit_files(spec, snapshot, staged, removed, mode, txn, user_metadata, source_rows)
+
+    def _delete(self, spec, keys, on, user_metadata) -> CommitResult:
+        import pyarrow.fs as pafs
+
+        snapshot = self._delta_rs_table(spec.name)
+        with self.scratch("delete") as folder:
+            keys.write.mode("errorifexists").parquet(folder)
+            fs, base = pafs.FileSystem.from_uri(folder)
+            paths = [
+                f"{folder.rstrip('/')}/{info.base_name}"
+                for info in fs.get_file_info(pafs.FileSelector(base))
+                if info.is_file and info.base_name.endswith(".parquet")
+            ]
+            rewritten, removed = self._rewrite_touched_files(spec, snapshot, _StagedFiles([], [], 0, paths), on)
+        if not removed:
+            return CommitResult(spec.name, None, skipped="no rows")
+        staged = rewritten or _StagedFiles([], [], 0, [])
+        import pyarrow as pa
+
+        records = pa.table(snapshot.get_add_actions(flatten=True)).select(["path", "num_records"]).to_pylist()
+        held = {r["path"]: r["num_records"] or 0 for r in records}
+        deleted = sum(held.get(path, 0) for path, _ in removed) - staged.rows
+        return self._commit_files(spec, snapshot, staged, removed, "delete", None, user_metadata, deleted)
+
+    def _commit_files(self, spec, snapshot, staged, removed, mode, txn, user_metadata, source_rows) -> CommitResult:
+        """Commits staged files and removals as one transaction (discarding the files if it fails)."""
+        from deltalake import Schema
+        from deltalake.exceptions import CommitFailedError
+        from deltalake.transaction import CommitProperties, RemoveAction, Transaction
+
         now_ms = int(time.time() * 1000)
         actions = staged.add_actions + [
             RemoveAction(path, True, now_ms, size) for path, size in removed
@@ -513,7 +561,7 @@ class _StagedFiles:
             if footer.num_rows == 0:
                 fs.delete_file(info.path)
                 continue
-            stats = _file_stats(footer)
+            stats = _file_stats(footer, skip_values=PERSONAL_COLUMNS)
             nulls = [name for name, count in stats["nullCount"].items() if count and not spec.schema[name].nullable]
             if nulls:
                 fs.delete_dir(base)
@@ -539,8 +587,12 @@ class _StagedFiles:
                 log.warning("could not delete uncommitted files under %s: %s", target, exc)
 
 
-def _file_stats(footer) -> dict[str, Any]:
-    """Delta file statistics from a Parquet footer, so readers can skip files by min/max."""
+def _file_stats(footer, skip_values: Iterable[str] = ()) -> dict[str, Any]:
+    """Delta file statistics from a Parquet footer, so readers can skip files by min/max.
+
+    Columns in ``skip_values`` get null counts only: their min/max would copy
+    values into the Delta log, which a vacuum never deletes.
+    """
     num_rows = footer.num_rows
     null_count: dict[str, int] = {}
     minimum: dict[str, Any] = {}
@@ -562,7 +614,7 @@ def _file_stats(footer) -> dict[str, Any]:
         if not complete:
             continue
         null_count[field.name] = nulls
-        if lows and all(_stat_ok(v) for v in lows + highs):
+        if lows and field.name not in skip_values and all(_stat_ok(v) for v in lows + highs):
             minimum[field.name] = _stat_value(min(lows))
             maximum[field.name] = _stat_value(max(highs))
     return {"numRecords": num_rows, "minValues": minimum, "maxValues": maximum, "nullCount": null_count}
@@ -626,6 +678,24 @@ class DeltaSparkTables(LakeTables):
         if after == before:
             return CommitResult(spec.name, None, skipped="no rows")
         return CommitResult(spec.name, after, source_rows=self._rows_written(spec.name, mode))
+
+    def _delete(self, spec, keys, on, user_metadata) -> CommitResult:
+        from delta.tables import DeltaTable
+
+        before = self.version(spec.name)
+        condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in on)
+        conf = self.spark.conf
+        conf.set("spark.databricks.delta.commitInfo.userMetadata", user_metadata)
+        try:
+            target = DeltaTable.forPath(self.spark, self.uri(spec.name))
+            target.alias("t").merge(keys.alias("s"), condition).whenMatchedDelete().execute()
+        finally:
+            conf.unset("spark.databricks.delta.commitInfo.userMetadata")
+        after = self.version(spec.name)
+        if after == before:
+            return CommitResult(spec.name, None, skipped="no rows")
+        metrics = self._delta_rs_table(spec.name).history(1)[0].get("operationMetrics") or {}
+        return CommitResult(spec.name, after, source_rows=int(metrics.get("numTargetRowsDeleted", 0)))
 
     def _rows_written(self, table: str, mode: str) -> int:
         """Rows the last commit took from its source, from Delta's operation metrics."""

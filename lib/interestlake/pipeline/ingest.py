@@ -18,10 +18,20 @@ from pyspark.sql import types as T
 
 from interestlake import constants as C
 from interestlake.datasets import validation as V
-from interestlake.datasets.landing import LandingFile, landing_folder_exists, read_records, readable_uri
+from interestlake.datasets.landing import (
+    CheckedRow,
+    LandingFile,
+    cap_raw,
+    check_file,
+    file_sha256,
+    landing_folder_exists,
+    readable_uri,
+    stat_file,
+)
 from interestlake.lake.schemas import table_spec
 from interestlake.lake.tables import LakeTables, Txn
 from interestlake.pipeline.run import RunContext, StageReport, log
+from interestlake.privacy import Pseudonymizer, pseudonymizer
 from interestlake.settings import Settings
 
 STAGE = "ingest"
@@ -30,6 +40,7 @@ _PARSE_COLUMNS = [
     T.StructField("reason", T.StringType()),
     T.StructField("detail", T.StringType()),
     T.StructField("raw", T.StringType()),
+    T.StructField("content_hash", T.StringType()),
 ]
 _PROVENANCE = {"source", C.COL_RUN_ID, "ingested_at"}
 # Only path, time and length are selected: the file contents are read by our own parser.
@@ -37,7 +48,7 @@ _BINARY_FILE_SCHEMA = "path string, modificationTime timestamp, length long, con
 
 
 def ingest(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunContext) -> StageReport:
-    """Ingests the landing files not ingested before, exactly once.
+    """Ingests the landing files not ingested before, exactly once, then retries held files that changed.
 
     The landing folders are one Structured Streaming file source (``binaryFile``,
     paths only, over ``<landing>/{events,reviews,items}``) run with
@@ -50,11 +61,19 @@ def ingest(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunCo
     already made are skipped: no file is lost or ingested twice. Files that land
     during a run are left for the next one.
 
+    A file with a problem of its own (corrupt or cut-off gzip, a half-written last
+    line, unknown format, no rows) lands nothing, costs one ``quarantine`` row and
+    is recorded as *held* in ``landing_files`` with its size, time and SHA-256;
+    the other files of the batch land as usual. The stream never offers a path
+    twice, so each run then looks at the held files: one whose content changed is
+    ingested again, as one more batch of its own (see ``retry_held_files``).
+
     Returns:
         Counts of files and rows read, accepted, duplicated and quarantined (per reason).
     """
     report = StageReport(STAGE, run.run_id)
     report.counts.update({f"{kind}_files": 0 for kind in C.LANDING_KINDS})
+    pseudonym = pseudonymizer(settings)
     landing = settings.lake.landing_uri.rstrip("/")
     present = [kind for kind in C.LANDING_KINDS if landing_folder_exists(f"{landing}/{kind}")]
     if not present:
@@ -77,12 +96,18 @@ def ingest(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunCo
 
     def ingest_batch(batch: DataFrame, batch_id: int) -> None:
         by_kind: dict[str, list[LandingFile]] = {}
-        for row in batch.collect():
-            found = LandingFile(row.path, row.length, datetime.fromtimestamp(row.mtime_us / 1e6, tz=timezone.utc))
-            by_kind.setdefault(landing_kind(landing, row.path), []).append(found)
-        for kind in sorted(by_kind, key=C.LANDING_KINDS.index):
+        found = [
+            LandingFile(row.path, row.length, datetime.fromtimestamp(row.mtime_us / 1e6, tz=timezone.utc))
+            for row in batch.collect()
+        ]
+        for landed in found + files_left_out(checkpoint, batch_id, found):
+            by_kind.setdefault(landing_kind(landing, landed.path), []).append(landed)
+        recorded = []
+        for kind in sorted(by_kind, key=_KIND_ORDER.index):
             txn = Txn(f"interestlake.ingest.{kind}.{ident}", batch_id)
-            _ingest_files(spark, lake, kind, sorted(by_kind[kind], key=lambda f: f.path), txn, run, report)
+            files_of_kind = sorted(by_kind[kind], key=lambda f: f.path)
+            recorded += _ingest_files(spark, lake, kind, files_of_kind, txn, run, report, pseudonym)
+        _record_files(lake, recorded, run)
 
     query = (
         files.writeStream.foreachBatch(ingest_batch)
@@ -92,7 +117,127 @@ def ingest(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunCo
         .start()
     )
     query.awaitTermination()
+    retry_held_files(spark, lake, run, report, pseudonym)
     return report
+
+
+def files_left_out(checkpoint: str, batch_id: int, found: list[LandingFile]) -> list[LandingFile]:
+    """Files of micro-batch ``batch_id`` that Spark recorded as taken but left out of the batch.
+
+    Spark's file source lists a file of 0 bytes (one created but not yet written),
+    records it as seen in its source log, and then drops it from the batch's rows:
+    it would never be offered again, even once written. The source log
+    (``<checkpoint>/sources/0/<batch>``, JSON lines after a ``v1`` header;
+    ``<batch>.compact`` every tenth batch) names every file of the batch, so those
+    files are taken here like the others (a file still empty is held, see
+    ``retry_held_files``).
+    """
+    import json
+
+    import pyarrow.fs as pafs
+
+    fs, folder = pafs.FileSystem.from_uri(readable_uri(f"{checkpoint}/sources/0"))
+    entries = []
+    for name in (str(batch_id), f"{batch_id}.compact"):
+        if fs.get_file_info(f"{folder}/{name}").type != pafs.FileType.File:
+            continue
+        with fs.open_input_stream(f"{folder}/{name}") as handle:
+            lines = handle.read().decode("utf-8").splitlines()[1:]
+        entries = [json.loads(line) for line in lines if line.strip()]
+        break
+    else:
+        log.warning("ingest: Spark's source log of batch %d was not found; files of 0 bytes are not checked", batch_id)
+    taken = {readable_uri(f.path) for f in found}
+    left_out = []
+    for entry in entries:
+        if entry.get("batchId") != batch_id or readable_uri(entry["path"]) in taken:
+            continue
+        # Spelled as Spark spells the paths of the batch's rows (file:/x, not file:///x).
+        path = "file:/" + entry["path"][len("file:///"):] if entry["path"].startswith("file:///") else entry["path"]
+        now = stat_file(path)
+        written = datetime.fromtimestamp(entry["timestamp"] / 1000, tz=timezone.utc)
+        left_out.append(LandingFile(path, now.size if now else 0, now.mtime if now else written))
+    return left_out
+
+
+# Catalog first: events and reviews of the same batch are then checked against it.
+_KIND_ORDER = (C.ITEMS, C.EVENTS, C.REVIEWS)
+HELD, INGESTED = "held", "ingested"
+
+
+def retry_held_files(
+    spark: SparkSession, lake: LakeTables, run: RunContext, report: StageReport, pseudonym: Pseudonymizer | None = None
+) -> None:
+    """Ingests again the held landing files whose content changed since they were held.
+
+    A held file whose size and modification time are those recorded is not read.
+    Otherwise its SHA-256 is compared with the recorded one: the same bytes (a
+    touched file) only update the record; new bytes are parsed and committed like
+    a batch of one file, under the application transaction id
+    ``interestlake.ingest.retry.<digest of path and content hash>`` (version 1), so
+    each content of each file is committed at most once even when a run dies
+    half-way. Every row is then in its table once (keys already there count as
+    duplicates) and the file is recorded as ingested, or held again with its new
+    fingerprint if it is still incomplete.
+    """
+    import hashlib
+
+    held = held_files(lake)
+    if not held:
+        return
+    recorded = []
+    for entry in sorted(held, key=lambda e: (_KIND_ORDER.index(e["kind"]), e["source"])):
+        if entry[C.COL_RUN_ID] == run.run_id:
+            # Held by this very run (maybe still being written): the next run looks again,
+            # so that a run never quarantines the same row of a file twice.
+            continue
+        now = stat_file(entry["source"])
+        if now is None:
+            log.warning("ingest: held file %s is gone; it stays held", entry["source"])
+            continue
+        if now.size == entry["size"] and _millis(now.mtime) == _millis(entry["modified_at"]):
+            continue
+        digest = file_sha256(entry["source"])
+        if digest == entry["content_hash"]:
+            # Touched, not changed: remember the new time so the next run does not read it again.
+            recorded.append({**entry, "size": now.size, "modified_at": now.mtime})
+            continue
+        report.counts["files_retried"] = report.counts.get("files_retried", 0) + 1
+        log.info("ingest: held file %s changed; ingesting it again", entry["source"])
+        app = hashlib.sha256(f"{entry['source']}\x00{digest}".encode()).hexdigest()[:24]
+        recorded += _ingest_files(
+            spark, lake, entry["kind"], [now], Txn(f"interestlake.ingest.retry.{app}", 1), run, report, pseudonym
+        )
+    _record_files(lake, recorded, run)
+
+
+def _millis(when: datetime | None) -> int | None:
+    # Spark lists files with millisecond times: compare at that precision.
+    return None if when is None else int(when.timestamp() * 1000)
+
+
+def held_files(lake: LakeTables) -> list[dict]:
+    """The ``landing_files`` rows of files whose newest recorded version is held.
+
+    Read whole on the driver: a bookkeeping table of one small row per landing file.
+    """
+    newest: dict[str, dict] = {}
+    for row in lake.read_rows(C.LANDING_FILES):
+        known = newest.get(row["source"])
+        if known is None or row["recorded_at"] > known["recorded_at"]:
+            newest[row["source"]] = row
+    return [row for row in newest.values() if row["status"] == HELD]
+
+
+def _record_files(lake: LakeTables, rows: list[dict], run: RunContext) -> None:
+    """Upserts ``landing_files`` rows by (source, content_hash): a replayed batch writes the same rows."""
+    if not rows:
+        return
+    now = datetime.now(timezone.utc)
+    lake.upsert_rows(
+        C.LANDING_FILES, [{**row, C.COL_RUN_ID: run.run_id, "recorded_at": now} for row in rows],
+        metadata={"stage": STAGE, "run_id": run.run_id},
+    )
 
 
 def landing_kind(landing: str, path: str) -> str:
@@ -106,13 +251,18 @@ def landing_kind(landing: str, path: str) -> str:
 
 def _ingest_files(
     spark: SparkSession, lake: LakeTables, kind: str, files: list[LandingFile], txn: Txn, run: RunContext,
-    report: StageReport,
-) -> None:
-    """One micro-batch: parse, validate, dedupe and commit a set of landing files."""
+    report: StageReport, pseudonym: Pseudonymizer | None,
+) -> list[dict]:
+    """One micro-batch: parse, validate, dedupe and commit a set of landing files.
+
+    Returns:
+        The ``landing_files`` rows of the files (ingested or held), for the caller to record
+        once its commits are done.
+    """
     log.info("ingest: %d new %s file(s) (batch %d)", len(files), kind, txn.version)
     counts = report.counts
     counts[f"{kind}_files"] += len(files)
-    parsed = parse_landing(spark, kind, files).persist()
+    parsed = parse_landing(spark, kind, files, pseudonym).persist()
     accepted_count = rejected_count = 0
     for row in parsed.groupBy("reason").count().collect():
         if row["reason"] is None:
@@ -121,7 +271,16 @@ def _ingest_files(
             rejected_count += row["count"]
         key = f"{kind}_accepted" if row["reason"] is None else f"{kind}_rejected_{row['reason']}"
         counts[key] = counts.get(key, 0) + row["count"]
-    accepted = parsed.filter(F.col("reason").isNull()).drop("reason", "detail", "raw")
+    file_rows = _file_rows(kind, files, parsed)
+    held = sum(row["status"] == HELD for row in file_rows)
+    if held:
+        counts["files_held"] = counts.get("files_held", 0) + held
+    accepted = parsed.filter(F.col("reason").isNull()).drop("reason", "detail", "raw", "content_hash")
+    if kind != C.ITEMS and accepted_count:
+        # Kept (the item may arrive later), but counted: only catalog items are ever recommended.
+        catalog = lake.read(C.ITEMS).select(C.COL_ITEM_ID)
+        unknown = accepted.filter(F.col(C.COL_ITEM_ID).isNotNull()).join(catalog, C.COL_ITEM_ID, "left_anti").count()
+        counts[f"{kind}_unknown_item"] = counts.get(f"{kind}_unknown_item", 0) + unknown
     rows = (
         _new_rows(lake, kind, accepted)
         .withColumn(C.COL_RUN_ID, F.lit(run.run_id))
@@ -146,6 +305,26 @@ def _ingest_files(
         quarantine_txn = Txn(f"{txn.app_id}.quarantine", txn.version)
         report.commits.append(lake.append(C.QUARANTINE, rejected, txn=quarantine_txn, metadata=metadata))
     parsed.unpersist()
+    return file_rows
+
+
+def _file_rows(kind: str, files: list[LandingFile], parsed: DataFrame) -> list[dict]:
+    """One ``landing_files`` row per file: its hash (from the executors) and whether it was held."""
+    file_reasons = F.when(F.col("row_no") == 0, F.col("reason"))
+    summary = {
+        row["source"]: row
+        for row in parsed.groupBy("source")
+        .agg(F.max("content_hash").alias("content_hash"), F.max(file_reasons).alias("reason"))
+        .collect()
+    }
+    rows = []
+    for found in files:
+        info = summary[found.path]
+        rows.append({
+            "source": found.path, "content_hash": info["content_hash"], "kind": kind, "size": found.size,
+            "modified_at": found.mtime, "status": HELD if info["reason"] else INGESTED, C.COL_REASON: info["reason"],
+        })
+    return rows
 
 
 def checkpoint_id(checkpoint: str) -> str:
@@ -172,12 +351,22 @@ def checkpoint_id(checkpoint: str) -> str:
     return ident
 
 
-def parse_landing(spark: SparkSession, kind: str, files: list[LandingFile]) -> DataFrame:
+def parse_landing(
+    spark: SparkSession, kind: str, files: list[LandingFile], pseudonym: Pseudonymizer | None = None
+) -> DataFrame:
     """Reads and validates landing files on executors, one task per file.
 
+    Args:
+        spark: Active session.
+        kind: Landing kind of every file.
+        files: The files.
+        pseudonym: When set, user ids are replaced by their pseudonyms, in accepted
+            rows and in the raw text of rejected ones (where it parses).
+
     Returns:
-        The kind's table columns plus ``row_no``, and ``reason``/``detail``/``raw``
-        (``reason`` is null for accepted rows).
+        The kind's table columns plus ``row_no``, ``reason``/``detail``/``raw``
+        (``reason`` is null for accepted rows) and the file's ``content_hash``.
+        Every file gives at least one row (a file without rows is rejected on row 0).
     """
     spec = table_spec(kind)
     # Rejected rows have no typed values, so every parsed column is nullable.
@@ -189,10 +378,12 @@ def parse_landing(spark: SparkSession, kind: str, files: list[LandingFile]) -> D
     )
     # One file per task: a large gzip cannot be split anyway, and a broken file fails alone.
     paths = paths.repartition(max(1, min(len(files), spark.sparkContext.defaultParallelism * 4)))
-    return paths.mapInPandas(_parse_files(kind, out_schema), out_schema)
+    return paths.mapInPandas(_parse_files(kind, out_schema, pseudonym), out_schema)
 
 
-def _parse_files(kind: str, out_schema: T.StructType) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+def _parse_files(
+    kind: str, out_schema: T.StructType, pseudonym: Pseudonymizer | None
+) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """Builds the executor function; kept free of Spark objects so it pickles small."""
     timestamps = [f.name for f in out_schema.fields if isinstance(f.dataType, T.TimestampType)]
     texts = [f.name for f in out_schema.fields if isinstance(f.dataType, T.StringType)]
@@ -205,28 +396,47 @@ def _parse_files(kind: str, out_schema: T.StructType) -> Callable[[Iterator[pd.D
             out[name] = out[name].astype(object).where(out[name].notna(), None)
         for name in timestamps:
             out[name] = pd.to_datetime(out[name])
+        if C.COL_TRUNCATED in out:
+            out[C.COL_TRUNCATED] = out[C.COL_TRUNCATED].astype(object).where(out[C.COL_TRUNCATED].notna(), None)
         return out
+
+    def file_rows(path: str, written_at: datetime | None) -> list[dict]:
+        content_hash, checked = check_file(kind, path, written_at)
+        rows = []
+        for record in checked:
+            row = {"source": path, "row_no": record.row_no, "raw": record.raw, "content_hash": content_hash}
+            if isinstance(record.result, V.Rejection):
+                row.update(reason=record.result.reason, detail=record.result.detail)
+                if pseudonym is not None:
+                    row["raw"] = _pseudonymous_raw(record, pseudonym)
+            else:
+                row.update(record.result)
+                if pseudonym is not None:
+                    row[C.COL_USER_ID] = pseudonym(row[C.COL_USER_ID])
+                # Items without updated_at take the file's time, which is
+                # stable across re-reads (the ingest time would not be).
+                if kind == C.ITEMS and row[C.COL_UPDATED_AT] is None and written_at is not None:
+                    row[C.COL_UPDATED_AT] = written_at.replace(tzinfo=None)
+            rows.append(row)
+        return rows
 
     def parse(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             for path, mtime in zip(batch["path"], batch["mtime"]):
-                rows = []
-                for record in read_records(path):
-                    row = {"source": path, "row_no": record.row_no, "raw": record.raw}
-                    result = record.rejection or V.validate_record(kind, record.record)
-                    if isinstance(result, V.Rejection):
-                        row.update(reason=result.reason, detail=result.detail)
-                    else:
-                        row.update(result)
-                        # Items without updated_at take the file's time, which is
-                        # stable across re-reads (the ingest time would not be).
-                        if kind == C.ITEMS and row[C.COL_UPDATED_AT] is None and not pd.isna(mtime):
-                            row[C.COL_UPDATED_AT] = mtime.to_pydatetime()
-                    rows.append(row)
-                if rows:
-                    yield frame(rows)
+                written_at = None if pd.isna(mtime) else mtime.to_pydatetime().replace(tzinfo=timezone.utc)
+                yield frame(file_rows(path, written_at))
 
     return parse
+
+
+def _pseudonymous_raw(record: CheckedRow, pseudonym: Pseudonymizer) -> str | None:
+    """A rejected row's raw text with its user id replaced, when the row is a JSON object with one."""
+    import json
+
+    if isinstance(record.record, dict) and record.record.get(C.COL_USER_ID) is not None:
+        replaced = {**record.record, C.COL_USER_ID: pseudonym(str(record.record[C.COL_USER_ID]).strip())}
+        return cap_raw(json.dumps(replaced, ensure_ascii=False, default=str))
+    return record.raw
 
 
 def _new_rows(lake: LakeTables, kind: str, accepted: DataFrame) -> DataFrame:

@@ -100,7 +100,10 @@ def open_pipeline(
     once, to the version every stage of this pipeline uses.
     """
     from interestlake.models.registry import resolve_settings
+    from interestlake.privacy import pseudonymizer
 
+    # A missing pseudonymisation key is a settings error: found before Spark starts.
+    pseudonymizer(settings)
     settings, encoder = resolve_settings(settings)
     versions = {encoder.record_key: encoder.version} if encoder else {}
     with ExitStack() as stack:
