@@ -100,12 +100,19 @@ def encode_texts(model, texts, batch_size: int):
     return np.asarray(vectors, dtype=np.float32)
 
 
-def encoder_udf(encoder: EncoderSettings, threads_per_task: int = 1):
+def encoder_udf(encoder: EncoderSettings, threads_per_task: int = 1, loads=None):
     """A ``predict_batch_udf`` mapping a string column to its embedding.
 
     The model loads once per Python worker (predict_batch_udf caches it) and
     each task uses ``threads_per_task`` torch threads, so tasks x threads
     matches the executor's cores instead of oversubscribing them.
+
+    Args:
+        encoder: Encoder settings.
+        threads_per_task: torch threads of each task.
+        loads: Optional Spark accumulator (int) that each model load adds 1 to, on
+            the executor that loads it: the driver sees how many Python workers
+            loaded the model (a reload per task would show here).
     """
     from pyspark.ml.functions import predict_batch_udf
 
@@ -116,6 +123,8 @@ def encoder_udf(encoder: EncoderSettings, threads_per_task: int = 1):
 
     def make_predict_fn():
         model = load_encoder(model_path, device, max_len, threads_per_task, tracking)
+        if loads is not None:
+            loads.add(1)
 
         def predict(texts):
             return encode_texts(model, texts, batch_size)

@@ -53,15 +53,18 @@ def encode(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunCo
         cores = spark.sparkContext.defaultParallelism
         threads = int(spark.conf.get("spark.task.cpus", "1"))
         log.info("encode: %d new text(s) with %s on %d task slot(s)", pending, version, cores)
+        loads = spark.sparkContext.accumulator(0)
         # Spread the texts over every task slot; each slot runs `spark.task.cpus` torch threads.
         encoded = (
             todo.repartition(max(1, min(cores, pending)))
-            .withColumn(C.COL_EMBEDDING, encoder_udf(settings.encoder, threads)(F.col(C.COL_TEXT)))
+            .withColumn(C.COL_EMBEDDING, encoder_udf(settings.encoder, threads, loads)(F.col(C.COL_TEXT)))
             .withColumn(C.COL_ENCODER_VERSION, F.lit(version))
             .withColumn(C.COL_RUN_ID, F.lit(run.run_id))
             .withColumn("encoded_at", F.lit(run.timestamp))
         )
         report.commits.append(lake.append(C.TEXT_EMBEDDINGS, encoded, txn=run.txn(STAGE), metadata=metadata))
+        # Python workers (on the executors) that loaded the model for this run.
+        report.counts["encoder_loads"] = loads.value
     todo.unpersist()
     if catalog_changed:
         report.counts["item_vectors_written"] = _refresh_item_vectors(lake, version, now, run, report, metadata)
