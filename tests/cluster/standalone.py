@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -123,9 +124,15 @@ class StandaloneCluster:
         return self.leftovers()
 
     def leftovers(self) -> list[str]:
-        """``pid: command`` of every process whose working directory or command line is under the folder."""
+        """``pid: command`` of every process of the cluster or its applications still running.
+
+        That is every process whose working directory or command line is under the
+        cluster's folder (master, workers, executors and their Python workers) or
+        whose command line names the master (a driver submitted to it).
+        """
         found = []
         folder = str(self.folder)
+        names_master = re.compile(re.escape(self.master_url) + r"(?!\d)")
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit() or int(entry.name) == os.getpid():
                 continue
@@ -134,7 +141,8 @@ class StandaloneCluster:
                 cwd = os.readlink(entry / "cwd")
             except OSError:
                 continue  # gone meanwhile, or not ours to read
-            if command and (cwd == folder or cwd.startswith(folder + os.sep) or folder in command):
+            ours = cwd == folder or cwd.startswith(folder + os.sep) or folder in command or names_master.search(command)
+            if command and ours:
                 found.append(f"{entry.name}: {command[:300]}")
         return found
 
