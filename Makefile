@@ -26,10 +26,12 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 # A local Airflow (api-server, scheduler, DAG processor, triggerer; SQLite metadata DB
-# under .airflow/) with the project's DAGs unpaused, spark-submit in local mode and the
+# under .airflow/) with the project's DAGs unpaused, spark-submit to SPARK_MASTER and the
 # DAGs' default lake ./lakehouse (sample landing files are written there if it has none).
 # UI on this machine only: http://localhost:8080, user admin, password printed at start-up.
 AIRFLOW_HOME ?= $(CURDIR)/.airflow
+# The jobs' Spark master (Airflow connection spark_default), e.g. spark://127.0.0.1:7077.
+SPARK_MASTER ?= local[*]
 airflow: $(STAMP)
 	test -d lakehouse/landing || $(BIN)/interestlake generate-sample -q
 	AIRFLOW_HOME=$(AIRFLOW_HOME) \
@@ -37,7 +39,7 @@ airflow: $(STAMP)
 	AIRFLOW__CORE__LOAD_EXAMPLES=False \
 	AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False \
 	AIRFLOW__API__HOST=127.0.0.1 \
-	AIRFLOW_CONN_SPARK_DEFAULT='{"conn_type": "spark", "host": "local[*]"}' \
+	AIRFLOW_CONN_SPARK_DEFAULT='{"conn_type": "spark", "host": "$(SPARK_MASTER)"}' \
 	PATH=$(CURDIR)/$(BIN):$$PATH \
 	$(BIN)/airflow standalone
 

@@ -202,7 +202,7 @@ def _run_stages(args: argparse.Namespace, settings: Settings) -> int:
     run = RunContext.create(args.run_id, args.logical_date)
     names = list(STAGES) if args.command == "refresh" else [args.command]
     full = getattr(args, "full", False)
-    with open_pipeline(settings, args.master, writer=run.run_id, wait_seconds=args.wait) as pipeline:
+    with open_pipeline(settings, args.master, writer=run.run_id, wait_seconds=args.wait, jobs=names) as pipeline:
         reports = [pipeline.run_stage(name, run, full) for name in names]
     for report in reports:
         print(report.to_json() if args.json else report.summary())
@@ -216,7 +216,7 @@ def _maintain(args: argparse.Namespace, settings: Settings) -> int:
 
     run = RunContext.create(args.run_id, args.logical_date)
     tables = [t.strip() for t in args.tables.split(",") if t.strip()] if args.tables else None
-    with open_pipeline(settings, args.master, writer=run.run_id, wait_seconds=args.wait) as pipeline:
+    with open_pipeline(settings, args.master, writer=run.run_id, wait_seconds=args.wait, jobs=["maintain"]) as pipeline:
         reports = maintain(pipeline.lake, settings, run.timestamp, steps=args.steps or C.MAINTENANCE_STEPS, tables=tables)
     for report in reports:
         print(report.to_json() if args.json else report.summary())
@@ -256,12 +256,12 @@ def _choices(allowed: Sequence[str]):
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from interestlake.pipeline.refresh import open_pipeline
+    from interestlake.pipeline.refresh import STAGES, open_pipeline
     from interestlake.pipeline.run import RunContext
 
     _generate_sample(args, settings)
     run = RunContext.create()
-    with open_pipeline(settings, args.master, writer=run.run_id) as pipeline:
+    with open_pipeline(settings, args.master, writer=run.run_id, jobs=list(STAGES)) as pipeline:
         for report in pipeline.refresh(run):
             print(report.summary())
         print(f"\nLake: {settings.lake.root}")

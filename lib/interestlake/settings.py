@@ -12,7 +12,7 @@ variable) it came from.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,6 +53,18 @@ class LakeSettings(_Section):
             return value
         return str(Path(value).expanduser().resolve())
 
+    @field_validator("storage_options")
+    @classmethod
+    def _no_dynamodb_lock(cls, value: dict[str, str]) -> dict[str, str]:
+        """A lock delta-rs ignores would let a user believe two writers are safe."""
+        if any(key.upper() == "AWS_S3_LOCKING_PROVIDER" for key in value):
+            raise ValueError(
+                "AWS_S3_LOCKING_PROVIDER (the DynamoDB lock) is not supported by delta-rs 1.x: "
+                "commits to AWS S3 use S3 conditional writes without any lock; for S3-compatible "
+                "stores set aws_conditional_put: etag instead"
+            )
+        return value
+
     def table_uri(self, table: str) -> str:
         """URI of one Delta table under the lake root."""
         return f"{self.root.rstrip('/')}/{table}"
@@ -63,21 +75,56 @@ class LakeSettings(_Section):
         return self.landing or f"{self.root.rstrip('/')}/landing"
 
 
+# Jobs whose Spark applications can get properties of their own (``spark.stage_conf``).
+JOBS = ("ingest", "encode", "interests", "recommend", "maintain")
+_GPU_EXECUTOR = "spark.executor.resource.gpu.amount"
+_GPU_TASK = "spark.task.resource.gpu.amount"
+_GPU_SCRIPT = "spark.executor.resource.gpu.discoveryScript"
+_GPU_VENDOR = "spark.executor.resource.gpu.vendor"
+
+
 class SparkSettings(_Section):
-    """How the Spark session is built; ``conf`` is passed to the builder as is."""
+    """How the Spark session is built; ``conf`` is passed to the builder as is.
+
+    ``stage_conf`` adds properties to the session of a command that runs a given
+    job (``interestlake encode`` / ``jobs/encode.py`` for ``encode``); a refresh,
+    which runs the four stages in one application, gets those of all four.
+    """
 
     master: str = Field(min_length=1)
     app_name: str = "interestlake"
     log_level: Literal["ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"] = "WARN"
     conf: dict[str, str] = Field(default_factory=dict)
+    stage_conf: dict[Literal[JOBS], dict[str, str]] = Field(default_factory=dict)
 
     @field_validator("conf", mode="before")
     @classmethod
     def _stringify(cls, value: Any) -> Any:
-        """YAML turns `true` and `8` into bool and int; Spark wants strings."""
+        return _spark_strings(value)
+
+    @field_validator("stage_conf", mode="before")
+    @classmethod
+    def _stringify_stages(cls, value: Any) -> Any:
         if isinstance(value, Mapping):
-            return {str(k): (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in value.items()}
+            return {k: _spark_strings(v) for k, v in value.items()}
         return value
+
+    def conf_for(self, jobs: Sequence[str] = ()) -> dict[str, str]:
+        """``conf`` plus the ``stage_conf`` of each job an application runs."""
+        merged = dict(self.conf)
+        for job in jobs:
+            merged.update(self.stage_conf.get(job, {}))
+        return merged
+
+    @model_validator(mode="after")
+    def _gpu_amounts(self) -> SparkSettings:
+        """Spark checks GPU amounts only when executors start, on the cluster: check them now."""
+        for jobs in [(), *((job,) for job in self.stage_conf)]:
+            problem = _gpu_problem(self.conf_for(jobs), self.master)
+            if problem:
+                where = f"spark.stage_conf.{jobs[0]} with spark.conf" if jobs else "spark.conf"
+                raise ValueError(f"{where}: {problem}")
+        return self
 
 
 class EncoderSettings(_Section):
@@ -241,6 +288,42 @@ class Settings(_Section):
     source: str = ""
 
 
+def _spark_strings(value: Any) -> Any:
+    """YAML turns `true` and `8` into bool and int; Spark wants strings."""
+    if isinstance(value, Mapping):
+        return {str(k): (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in value.items()}
+    return value
+
+
+def _gpu_problem(conf: Mapping[str, str], master: str) -> str | None:
+    """What is wrong with the GPU resource properties of one application, if anything."""
+    executor, task = conf.get(_GPU_EXECUTOR), conf.get(_GPU_TASK)
+    if executor is None and task is None:
+        return None
+    if executor is None:
+        return f"{_GPU_TASK} is set but {_GPU_EXECUTOR} is not: executors would have no GPU to hand out"
+    try:
+        executor_amount = int(executor)
+        task_amount = float(task) if task is not None else 1.0
+    except ValueError:
+        return f"{_GPU_EXECUTOR} must be a whole number and {_GPU_TASK} a number, got {executor!r} and {task!r}"
+    if executor_amount < 1 or task_amount <= 0:
+        return f"GPU amounts must be positive, got {_GPU_EXECUTOR}={executor} and {_GPU_TASK}={task}"
+    # Spark's own rule: a task takes a whole number of GPUs, or shares one with 1/amount tasks.
+    if task_amount > 0.5 and not task_amount.is_integer():
+        return f"{_GPU_TASK} must be a whole number or at most 0.5 (a share of one GPU), got {task}"
+    if task_amount > executor_amount:
+        return f"{_GPU_TASK}={task} is more than an executor has ({_GPU_EXECUTOR}={executor}): no task could start"
+    if not conf.get(_GPU_SCRIPT):
+        return (
+            f"{_GPU_EXECUTOR} needs {_GPU_SCRIPT}, the script that prints the executor's GPU addresses "
+            "(e.g. Spark's examples/src/main/scripts/getGpusResources.sh)"
+        )
+    if master.startswith("k8s://") and not conf.get(_GPU_VENDOR):
+        return f"on Kubernetes {_GPU_EXECUTOR} needs {_GPU_VENDOR} (e.g. nvidia.com)"
+    return None
+
+
 def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Loads, merges and validates settings.
 
@@ -360,7 +443,9 @@ def _describe(exc: ValidationError, origins: dict[tuple[str, ...], str], conf_pa
             message = "unknown key"
         elif error["type"] == "missing":
             message = "required key is missing"
-        got = "" if error["type"] in ("missing", "extra_forbidden") else f" (got {error.get('input')!r})"
+        # A whole section as "got" would bury the message; section-level checks name their keys.
+        quiet = error["type"] in ("missing", "extra_forbidden") or isinstance(error.get("input"), Mapping)
+        got = "" if quiet else f" (got {error.get('input')!r})"
         lines.append(f"  {origin}: key '{key}': {message}{got}")
     return "\n".join(lines)
 

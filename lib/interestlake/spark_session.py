@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from pyspark.sql import SparkSession
@@ -24,18 +24,26 @@ _DELTA_SPARK_CONF = {
 }
 
 
-def build_spark_session(settings: Settings, master: str | None = None) -> SparkSession:
+def build_spark_session(settings: Settings, master: str | None = None, jobs: Sequence[str] = ()) -> SparkSession:
     """Returns the Spark session described by ``settings.spark``.
 
     Args:
         settings: Loaded settings; ``spark.conf`` is applied as is.
         master: Overrides ``spark.master`` (the CLI's ``--master``).
+        jobs: The jobs (stages, ``maintain``) this application runs: their
+            ``spark.stage_conf`` is applied too (e.g. GPUs for ``encode``).
 
     Returns:
         A new or the already active session (``getOrCreate`` semantics).
     """
-    # Executors must run the same interpreter as the driver, or pandas UDFs fail
-    # with a version mismatch; spark-submit and clusters set these themselves.
+    conf = settings.spark.conf_for(jobs)
+    # PySpark hands executors the interpreter of PYSPARK_PYTHON, read when the context
+    # starts; only spark-submit turns spark.pyspark.python into it, so a packed venv
+    # named in the conf file (./environment/bin/python) would be ignored by the CLI.
+    if conf.get("spark.pyspark.python"):
+        os.environ["PYSPARK_PYTHON"] = conf["spark.pyspark.python"]
+    # Otherwise executors run the driver's interpreter, or pandas UDFs fail with a
+    # version mismatch; spark-submit and clusters set these themselves.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     # The encoder must never reach for a model hub, on the driver or on executors.
@@ -47,7 +55,6 @@ def build_spark_session(settings: Settings, master: str | None = None) -> SparkS
     # submit command's --master decides; otherwise --master, then the conf.
     if master or "PYSPARK_GATEWAY_PORT" not in os.environ:
         builder = builder.master(master or settings.spark.master)
-    conf = dict(settings.spark.conf)
     if settings.lake.backend == "delta-spark":
         conf = {**_DELTA_SPARK_CONF, **conf}
     conf.update(_REQUIRED_CONF)
@@ -61,13 +68,13 @@ def build_spark_session(settings: Settings, master: str | None = None) -> SparkS
 
 
 @contextmanager
-def spark_session(settings: Settings, master: str | None = None) -> Iterator[SparkSession]:
+def spark_session(settings: Settings, master: str | None = None, jobs: Sequence[str] = ()) -> Iterator[SparkSession]:
     """``build_spark_session`` for the length of a block, stopped afterwards if the block started it.
 
     A session that was already active (a test's, a notebook's) is reused and left running.
     """
     owned = SparkSession.getActiveSession() is None
-    spark = build_spark_session(settings, master)
+    spark = build_spark_session(settings, master, jobs)
     try:
         yield spark
     finally:

@@ -11,7 +11,7 @@ import pytest
 
 from interestlake import constants as C
 
-from tests.dags.conftest import DAG_FOLDER
+from tests.conftest import DAG_FOLDER
 
 STAGES = ["ingest", "encode", "interests", "recommend"]
 RUN_ARGS = ["--run-id", "{{ run_id }}", "--logical-date", "{{ (dag_run.logical_date or dag_run.run_after).isoformat() }}"]

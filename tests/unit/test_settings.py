@@ -24,12 +24,6 @@ def test_local_conf_extends_base_and_resolves_lake_root(tmp_path, monkeypatch):
     assert settings.spark.conf["spark.sql.shuffle.partitions"] == "8"
 
 
-def test_cluster_conf_is_valid():
-    settings = load_settings(REPO / "conf" / "cluster.yaml", env={})
-    assert settings.lake.root.startswith("s3://")
-    assert "spark.executor.resource.gpu.amount" in settings.spark.conf
-
-
 def test_environment_overrides_any_key_with_yaml_values():
     settings = load_settings(
         REPO / "conf" / "local.yaml",

@@ -169,7 +169,7 @@ def prepare_backend(encoder: EncoderSettings, lake_root: str) -> str | None:
     return str(folder)
 
 
-def encoder_udf(encoder: EncoderSettings, threads_per_task: int = 1, onnx_folder: str | None = None):
+def encoder_udf(encoder: EncoderSettings, threads_per_task: int = 1, onnx_folder: str | None = None, loads=None):
     """A ``predict_batch_udf`` mapping a string column to its embedding.
 
     The model loads once per Python worker (predict_batch_udf caches it) and
@@ -180,6 +180,9 @@ def encoder_udf(encoder: EncoderSettings, threads_per_task: int = 1, onnx_folder
         encoder: Encoder settings.
         threads_per_task: Intra-op threads of each task's model.
         onnx_folder: The export ``prepare_backend`` made, for the ONNX backends.
+        loads: Optional Spark accumulator (int) that each model load adds 1 to, on
+            the executor that loads it: the driver sees how many Python workers
+            loaded the model (a reload per task would show here).
     """
     from pyspark.ml.functions import predict_batch_udf
 
@@ -191,6 +194,8 @@ def encoder_udf(encoder: EncoderSettings, threads_per_task: int = 1, onnx_folder
 
     def make_predict_fn():
         model = load_encoder(model_path, device, max_len, threads_per_task, tracking, precision, onnx_folder)
+        if loads is not None:
+            loads.add(1)
 
         def predict(texts):
             return encode_texts(model, texts, batch_size)

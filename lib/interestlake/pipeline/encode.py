@@ -51,13 +51,16 @@ def encode(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunCo
     report.counts["texts_to_encode"] = pending = todo.count()
     if pending:
         log.info("encode: %d new text(s) with %s", pending, version)
+        loads = spark.sparkContext.accumulator(0)
         encoded = (
-            embed_texts(spark, todo, settings, pending)
+            embed_texts(spark, todo, settings, pending, loads)
             .withColumn(C.COL_ENCODER_VERSION, F.lit(version))
             .withColumn(C.COL_RUN_ID, F.lit(run.run_id))
             .withColumn("encoded_at", F.lit(run.timestamp))
         )
         report.commits.append(lake.append(C.TEXT_EMBEDDINGS, encoded, txn=run.txn(STAGE), metadata=metadata))
+        # Python workers (on the executors) that loaded the model for this run.
+        report.counts["encoder_loads"] = loads.value
     todo.unpersist()
     if catalog_changed:
         report.counts["item_vectors_written"] = _refresh_item_vectors(lake, version, now, run, report, metadata)
@@ -66,7 +69,7 @@ def encode(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunCo
     return report
 
 
-def embed_texts(spark: SparkSession, texts: DataFrame, settings: Settings, count: int) -> DataFrame:
+def embed_texts(spark: SparkSession, texts: DataFrame, settings: Settings, count: int, loads=None) -> DataFrame:
     """``texts`` with an ``embedding`` column computed by the encoder on the executors.
 
     The texts are spread over every task slot (each slot runs ``spark.task.cpus``
@@ -79,11 +82,12 @@ def embed_texts(spark: SparkSession, texts: DataFrame, settings: Settings, count
         texts: A DataFrame with a ``text`` column.
         settings: Loaded settings (``encoder``, ``lake.root`` for an ONNX export).
         count: How many texts there are (caps the number of tasks).
+        loads: Optional Spark accumulator counting the model loads on the executors.
     """
     slots = spark.sparkContext.defaultParallelism
     threads = int(spark.conf.get("spark.task.cpus", "1"))
     onnx_folder = prepare_backend(settings.encoder, settings.lake.root)
-    udf = encoder_udf(settings.encoder, threads, onnx_folder)
+    udf = encoder_udf(settings.encoder, threads, onnx_folder, loads)
     return (
         texts.repartition(max(1, min(slots, count)))
         .sortWithinPartitions(F.length(C.COL_TEXT))

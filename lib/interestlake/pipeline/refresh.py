@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -85,7 +85,8 @@ class Pipeline:
 
 @contextmanager
 def open_pipeline(
-    settings: Settings, master: str | None = None, writer: str | None = None, wait_seconds: float = 0.0
+    settings: Settings, master: str | None = None, writer: str | None = None, wait_seconds: float = 0.0,
+    jobs: Sequence[str] = (),
 ) -> Iterator[Pipeline]:
     """Builds the session, creates missing lake tables, and stops the session afterwards.
 
@@ -94,6 +95,7 @@ def open_pipeline(
         master: Overrides ``spark.master``.
         writer: When set (a run id), holds the lake's single-writer lock under this name.
         wait_seconds: How long to wait for that lock.
+        jobs: The jobs the session will run, whose ``spark.stage_conf`` it gets.
 
     A session that was already active (a test's, a notebook's) is reused and left running.
     An encoder given as a registered model (``models:/NAME@ALIAS``) is resolved here,
@@ -110,7 +112,7 @@ def open_pipeline(
         if writer is not None:
             # Taken before Spark starts: a second refresh gives up in a second.
             stack.enter_context(writer_lock(settings.lake.root, writer, wait_seconds))
-        spark = stack.enter_context(spark_session(settings, master))
+        spark = stack.enter_context(spark_session(settings, master, jobs))
         lake = open_lake(spark, settings.lake)
         lake.ensure_tables()
         yield Pipeline(spark, lake, settings, versions)
