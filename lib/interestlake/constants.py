@@ -14,6 +14,8 @@ ITEM_EMBEDDINGS = "item_embeddings"
 USER_INTERESTS = "user_interests"
 RECOMMENDATIONS = "recommendations"
 PIPELINE_RUNS = "pipeline_runs"
+# Interest topics per user from what they wrote (interestlake.pipeline.topics).
+USER_TOPICS = "user_topics"
 
 # Landing kinds: sub-folders of the landing root (DESIGN.md section 4).
 LANDING_KINDS = (EVENTS, REVIEWS, ITEMS)
@@ -42,6 +44,8 @@ COL_SCORE = "score"
 COL_RANK = "rank"
 COL_REASON = "reason"
 COL_RUN_ID = "run_id"
+COL_TOPIC = "topic"
+COL_WEIGHT = "weight"
 
 # Behaviour event types, weakest to strongest signal.
 EVENT_VIEW = "view"
@@ -53,6 +57,8 @@ EVENT_RATE = "rate"
 EVENT_TYPES = (EVENT_VIEW, EVENT_CLICK, EVENT_CART, EVENT_PURCHASE, EVENT_SEARCH, EVENT_RATE)
 # Pseudo event type for a written review in the user's history.
 EVENT_REVIEW = "review"
+# Pseudo event type of a low-rated item or negative review text: a negative weight.
+EVENT_DISLIKE = "dislike"
 
 RATING_MIN = 1
 RATING_MAX = 5
