@@ -98,6 +98,7 @@ class Need:
         cheap: A soft wish for low prices ("not too expensive", "便宜").
         terms: What is wanted: English singular words, or Chinese segments.
         excluded: Words an item must not contain ("apple" of "not Apple", "苹果" of "不要苹果").
+        subject: The query without its constraints ("acoustic guitar strings"), as written.
     """
 
     text: str
@@ -107,6 +108,7 @@ class Need:
     cheap: bool = False
     terms: tuple[str, ...] = ()
     excluded: tuple[str, ...] = ()
+    subject: str = ""
 
     @property
     def constrained(self) -> bool:
@@ -235,8 +237,9 @@ def parse_need(text: str) -> Need:
             if word and word not in excluded:
                 excluded.append(word)
         rest = pattern.sub(" ", rest)
+    subject = " ".join(re.sub(rf"^(?:{ZH_FILLER}|[\s,，。;；、])+|(?:{ZH_FILLER}|[\s,，。;；、])+$", "", rest).split())
     return Need(original, "zh" if has_cjk(original) else "en", price_min, price_max, cheap,
-                tuple(_terms(rest)), tuple(excluded))
+                tuple(_terms(rest)), tuple(excluded), subject)
 
 
 def _terms(rest: str) -> list[str]:

@@ -1,11 +1,12 @@
 """Reasons in the user's own terms: the query, history entry, rating or topic behind an item.
 
 Template-based, in Chinese where the evidence (the query or the history entry's label)
-is Chinese, else English. The evidence, in order: the item itself in the recent history;
-the fresh need that placed it ("Matches your search "light gauge strings""); the liked
+is Chinese, else English. The evidence, in order: the fresh need that placed the item
+("Matches your search "light gauge strings""); the item itself in the recent history; the liked
 recent entry closest to it, with the user's rating when they rated that item ("Similar to
 "Fender picks", which you rated 5 stars"); a topic of the user's whose head word the item
-names; else a generic line. Disliked entries are never evidence.
+names; else a generic line. Disliked entries are never evidence, nor is a query whose price bounds or
+exclusions the item fails.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from interestlake import constants as C
-from interestlake.models.needs import Need, has_cjk, words
+from interestlake.models.needs import Need, has_cjk, parse_need, words
 from interestlake.models.scoring import FALLBACK_REASON, REASON_TEMPLATES, SAME_ITEM_TEMPLATES
 from interestlake.models.topics import head
 
@@ -45,6 +46,7 @@ def explain(
     item_id: str,
     item_vector: np.ndarray,
     item_text: str,
+    item_price: float,
     need: Need | None,
     history_vectors: np.ndarray,
     kinds: Sequence[str],
@@ -59,6 +61,7 @@ def explain(
         item_id: The item.
         item_vector: Its unit vector.
         item_text: Its lower-cased ``title. category. description``.
+        item_price: Its price (nan: unknown): a query whose constraints it fails is no evidence.
         need: The fresh need that placed it (None: an interest did).
         history_vectors: The user's recent entries' vectors, newest first, shape (m, d).
         kinds: Their kinds (``dislike`` entries are skipped).
@@ -67,13 +70,17 @@ def explain(
         ratings: The user's latest rating of each item they rated.
         topics: The user's topic labels, heaviest first.
     """
-    for kind, seen in zip(kinds, history_items):
-        if seen == item_id and kind in SAME_ITEM_TEMPLATES:
-            return SAME_ITEM_TEMPLATES[kind]
     if need is not None:
         template = ZH_TEMPLATES if need.lang == "zh" else REASON_TEMPLATES
         return template[C.EVENT_SEARCH].format(label=_short(need.text))
-    liked = [i for i, kind in enumerate(kinds) if kind != C.EVENT_DISLIKE and (labels[i] or "").strip()]
+    for kind, seen, label in zip(kinds, history_items, labels):
+        if seen == item_id and kind in SAME_ITEM_TEMPLATES:
+            return (ZH_SAME_ITEM if has_cjk(label or "") else SAME_ITEM_TEMPLATES)[kind]
+    liked = [
+        i for i, kind in enumerate(kinds)
+        if kind != C.EVENT_DISLIKE and (labels[i] or "").strip()
+        and (kind != C.EVENT_SEARCH or parse_need(labels[i]).allows(item_price, item_text))
+    ]
     if liked and len(history_vectors):
         best = liked[int(np.argmax(np.asarray(history_vectors)[liked] @ item_vector))]
         label, kind = _short(labels[best]), kinds[best]

@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from interestlake.models.needs import STOPWORDS, ZH_FILLER, has_cjk, singular
+from interestlake.models.needs import STOPWORDS, ZH_FILLER, has_cjk, parse_need, singular
 
 _SECONDS_PER_DAY = 86_400.0
 _MAX_WORDS = 3
@@ -80,12 +80,14 @@ def head(phrase: str) -> str:
 
 
 def user_topics(
-    texts: Iterable[tuple[float, str]], half_life_days: float, max_topics: int
+    texts: Iterable[tuple[float, str] | tuple[float, str, bool]], half_life_days: float, max_topics: int
 ) -> list[Topic]:
     """The topics of one user's texts.
 
     Args:
-        texts: (epoch seconds, text) of each review or query the user wrote.
+        texts: (epoch seconds, text[, is a query]) of each review or query the user wrote; a
+            query counts without its constraints ("strings under $20" as "strings", and
+            "不要苹果" not as 苹果).
         half_life_days: A text's weight halves every this many days before the newest text.
         max_topics: Topics kept, heaviest first.
 
@@ -93,7 +95,8 @@ def user_topics(
         Topics, heaviest first (ties by label); weights are shares of all the user's
         phrase mass, so the kept ones sum to at most 1. Empty when no phrase was found.
     """
-    texts = [(float(ts), text) for ts, text in texts if text and text.strip()]
+    texts = [(float(ts), parse_need(text).subject if query else text)
+             for ts, text, query in ((*entry, False)[:3] for entry in texts) if text and text.strip()]
     if not texts:
         return []
     newest = max(ts for ts, _ in texts)

@@ -261,7 +261,7 @@ class _UserQueries:
         position = {item: i for i, item in enumerate(ids)}
         return [
             (pick.item_id, pick.score,
-             explain(pick.item_id, pick.vector, texts[position[pick.item_id]],
+             explain(pick.item_id, pick.vector, texts[position[pick.item_id]], prices[position[pick.item_id]],
                      None if pick.need is None else self.needs[pick.need].need,
                      self.history, self.kinds, self.labels, self.items, self.ratings, self.topics))
             for pick in picks

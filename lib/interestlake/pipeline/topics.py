@@ -78,14 +78,15 @@ def refresh_topics(
 
 
 def written_texts(events: DataFrame, reviews: DataFrame) -> DataFrame:
-    """(user_id, ts, text) of every review text and search query."""
-    return review_texts(reviews).select(C.COL_USER_ID, C.COL_TS, C.COL_TEXT).unionByName(query_texts(events))
+    """(user_id, ts, text, query) of every review text and search query."""
+    written = review_texts(reviews).select(C.COL_USER_ID, C.COL_TS, C.COL_TEXT, F.lit(False).alias("query"))
+    return written.unionByName(query_texts(events).withColumn("query", F.lit(True)))
 
 
 def topic_rows(texts: DataFrame, conf: SteerTopicsSettings) -> DataFrame:
     """``user_topics`` rows (without run columns) of every user in ``texts``."""
     per_user = texts.groupBy(C.COL_USER_ID).agg(
-        F.slice(F.sort_array(F.collect_list(F.struct(C.COL_TS, C.COL_TEXT)), asc=False), 1, conf.max_texts).alias("texts")
+        F.slice(F.sort_array(F.collect_list(F.struct(C.COL_TS, C.COL_TEXT, "query")), asc=False), 1, conf.max_texts).alias("texts")
     )
     spec = table_spec(C.USER_TOPICS)
     from pyspark.sql import types as T
@@ -102,7 +103,7 @@ def _topics_of(half_life_days: float, max_topics: int, schema: pa.Schema):
         for batch in batches:
             out = {name: [] for name in _RESULT_COLUMNS}
             for user, texts in zip(batch.column(C.COL_USER_ID).to_pylist(), batch.column("texts").to_pylist()):
-                written = [(entry[C.COL_TS].timestamp(), entry[C.COL_TEXT]) for entry in texts or []]
+                written = [(entry[C.COL_TS].timestamp(), entry[C.COL_TEXT], entry["query"]) for entry in texts or []]
                 for topic in user_topics(written, half_life_days, max_topics):
                     out[C.COL_USER_ID].append(user)
                     out[C.COL_TOPIC].append(topic.label)

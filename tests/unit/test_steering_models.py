@@ -147,12 +147,16 @@ def test_reasons_name_the_evidence_in_the_users_language():
     history = unit([1, 0, 0], [0, 1, 0], [0, 0, 1])
     kinds, labels, items = ["review", "dislike", "purchase"], ["Fender Picks", "Cheap Tent", "吉他"], ["p1", "t1", "g1"]
     item = unit([1, 0.1, 0])[0]
-    assert explain("x", item, "picks", None, history, kinds, labels, items, {"p1": 5.0}, []) == (
+    assert explain("x", item, "picks", 5.0, None, history, kinds, labels, items, {"p1": 5.0}, []) == (
         'Similar to "Fender Picks", which you rated 5 stars')
     # A disliked entry is never the evidence, even when it is the closest one.
-    assert "Cheap Tent" not in explain("x", unit([0, 1, 0.2])[0], "tent", None, history, kinds, labels, items, {}, [])
-    assert explain("x", unit([0, 0, 1])[0], "", None, history, kinds, labels, items, {}, []) == '与您购买的"吉他"搭配'
+    assert "Cheap Tent" not in explain("x", unit([0, 1, 0.2])[0], "tent", 90.0, None, history, kinds, labels, items, {}, [])
+    assert explain("x", unit([0, 0, 1])[0], "", 1.0, None, history, kinds, labels, items, {}, []) == '与您购买的"吉他"搭配'
     query = "不要苹果，2000元以下的手机"
-    assert explain("x", item, "", parse_need(query), history, kinds, labels, items, {}, []) == f'符合您的搜索"{query}"'
-    assert explain("x", item, "light gauge strings", None, history[:0], [], [], [], {}, ["guitar strings"]) == (
+    assert explain("x", item, "", 1.0, parse_need(query), history, kinds, labels, items, {}, []) == f'符合您的搜索"{query}"'
+    # A query is no evidence for an item outside its price bound.
+    searched = (history[:1], ["search"], ["strings under $20"], [None], {}, [])
+    assert explain("x", item, "strings", 9.0, None, *searched) == 'Matches your search "strings under $20"'
+    assert explain("x", item, "strings", 45.0, None, *searched) == "Matches your interests"
+    assert explain("x", item, "light gauge strings", 9.0, None, history[:0], [], [], [], {}, ["guitar strings"]) == (
         'Matches your interest in "guitar strings"')
