@@ -15,6 +15,8 @@ USER_INTERESTS = "user_interests"
 RECOMMENDATIONS = "recommendations"
 PIPELINE_RUNS = "pipeline_runs"
 LANDING_FILES = "landing_files"
+# Interest topics per user from what they wrote (interestlake.pipeline.topics).
+USER_TOPICS = "user_topics"
 
 # Landing kinds: sub-folders of the landing root (DESIGN.md section 4).
 LANDING_KINDS = (EVENTS, REVIEWS, ITEMS)
@@ -45,6 +47,8 @@ COL_REASON = "reason"
 COL_RUN_ID = "run_id"
 # True when a text of the row was cut to the ingest limit (validation.MAX_TEXT_CHARS).
 COL_TRUNCATED = "truncated"
+COL_TOPIC = "topic"
+COL_WEIGHT = "weight"
 
 # Behaviour event types, weakest to strongest signal.
 EVENT_VIEW = "view"
@@ -56,6 +60,8 @@ EVENT_RATE = "rate"
 EVENT_TYPES = (EVENT_VIEW, EVENT_CLICK, EVENT_CART, EVENT_PURCHASE, EVENT_SEARCH, EVENT_RATE)
 # Pseudo event type for a written review in the user's history.
 EVENT_REVIEW = "review"
+# Pseudo event type of a low-rated item or negative review text: a negative weight.
+EVENT_DISLIKE = "dislike"
 
 RATING_MIN = 1
 RATING_MAX = 5

@@ -267,6 +267,78 @@ class PrivacySettings(_Section):
     # Name of the environment variable holding the HMAC key. The key itself is never
     # a setting: conf files are read by many and copied around.
     key_env: str = Field(default="INTERESTLAKE_PSEUDONYM_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+class SteerTopicsSettings(_Section):
+    """Interest topics from what users write (``user_topics``)."""
+
+    enabled: bool = True
+    # Topics kept per user, heaviest first.
+    max_topics: int = Field(default=8, gt=0, le=100)
+    # A phrase's weight halves every this many days before the user's newest text.
+    half_life_days: float = Field(default=30.0, gt=0)
+    # Texts read per user (newest first): bounds the work per changed user.
+    max_texts: int = Field(default=200, gt=0)
+
+
+class SteerNeedsSettings(_Section):
+    """Typed needs: fresh search queries become constraints and the first slots of the list."""
+
+    enabled: bool = True
+    # A need's freshness halves every this many hours after the query, counted up to the
+    # user's newest activity (not the wall clock: unchanged users are not re-scored).
+    half_life_hours: float = Field(default=24.0, gt=0)
+    # Queries older than this (before the user's newest activity) are not needs any more.
+    max_age_days: float = Field(default=7.0, gt=0)
+    # Newest queries per user considered.
+    max_queries: int = Field(default=3, gt=0, le=20)
+    # Share of the K slots a fully fresh need takes (the rest follow the interests).
+    share: float = Field(default=0.6, ge=0, le=1)
+    # Bonus per fraction of the query's words found in an item's title, category or description.
+    term_weight: float = Field(default=0.5, ge=0)
+
+
+class SteerNegativeSettings(_Section):
+    """Negative feedback: low ratings and negative review text push interests away."""
+
+    enabled: bool = True
+    # Ratings at or below this are dislikes (1-2 stars), and so is a review at or below
+    # review_text_max_rating whose text is negative (interestlake.models.feedback).
+    max_rating: float = Field(default=2.0, ge=0)
+    review_text_max_rating: float = Field(default=3.0, ge=0)
+    # Weight of a disliked entry in the long-term vector (negative: away from it).
+    weight: float = Field(default=-3.0, le=0)
+    # Candidates lose this times their cosine to the closest disliked item.
+    demote: float = Field(default=0.5, ge=0)
+
+
+class SteerMultiInterestSettings(_Section):
+    """Several interests per user: clusters of the recent history, each retrieving its own candidates."""
+
+    enabled: bool = True
+    max_interests: int = Field(default=3, ge=1, le=10)
+    # Recent entries join one cluster while their average cosine stays at or above this.
+    min_similarity: float = Field(default=0.35, ge=-1, le=1)
+    # Clusters holding less than this share of the recent entries are not interests of their own.
+    min_share: float = Field(default=0.2, gt=0, le=1)
+    # A cluster's query vector: normalize((1 - w) * interest + w * cluster centre).
+    cluster_weight: float = Field(default=0.5, ge=0, le=1)
+
+
+class SteerSettings(_Section):
+    """What users write steers their lists: topics, needs, negative feedback, several interests, MMR, reasons.
+
+    ``enabled: false`` turns the whole re-ranking off (plain cosine top K, the earlier behaviour).
+    """
+
+    enabled: bool = True
+    # Candidates retrieved per query vector (interest, cluster, need): this times K.
+    pool_factor: int = Field(default=4, ge=1, le=100)
+    # Maximal marginal relevance: pick argmax (1 - w) * relevance - w * max cosine to the
+    # items already listed. 0 = off.
+    mmr_weight: float = Field(default=0.0, ge=0, lt=1)
+    topics: SteerTopicsSettings = Field(default_factory=SteerTopicsSettings)
+    needs: SteerNeedsSettings = Field(default_factory=SteerNeedsSettings)
+    negative: SteerNegativeSettings = Field(default_factory=SteerNegativeSettings)
+    multi_interest: SteerMultiInterestSettings = Field(default_factory=SteerMultiInterestSettings)
 
 
 class Settings(_Section):
@@ -284,6 +356,7 @@ class Settings(_Section):
 
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    steer: SteerSettings = Field(default_factory=SteerSettings)
     # Where the settings came from, for messages and for jobs started from this process.
     source: str = ""
 

@@ -62,8 +62,9 @@ def test_evaluate_runs_every_method_and_logs_an_mlflow_run(spark, tmp_path):
     summary = result.to_json()
     assert set(summary["methods"]) == {"interestlake", "popularity", "item_knn", "als"}
     for values in summary["methods"].values():
-        assert set(values) == {"recall", "ndcg", "mrr", "hit_rate", "coverage", "cold_recall", "cold_ndcg"}
-        assert all(0.0 <= v <= 1.0 for v in values.values())
+        assert set(values) == {"recall", "ndcg", "mrr", "hit_rate", "coverage", "cold_recall", "cold_ndcg", "ils"}
+        # ils: intra-list similarity, a mean cosine under our item vectors.
+        assert all(0.0 <= v <= 1.0 for key, v in values.items() if key != "ils") and -1.0 <= values["ils"] <= 1.0
     assert result.counts["test_users"] == 24
     # Two taste groups: recommending by title/genre text beats chance (1 of 30 items relevant).
     assert summary["methods"]["interestlake"]["hit_rate"] > 0.3

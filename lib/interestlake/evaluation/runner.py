@@ -22,6 +22,7 @@ from interestlake import constants as C
 from interestlake.datasets.public import load_dataset
 from interestlake.evaluation import metrics as M
 from interestlake.evaluation.baselines import ALSBaseline, ALSGrid, Catalog, ItemKNN, Popularity, recommend, search_als
+from interestlake.evaluation.diversity import add_list_similarity
 from interestlake.evaluation.leakage import check_no_leakage
 from interestlake.evaluation.pipeline_method import (
     METHOD, evaluation_settings, pipeline_recommendations, training_tables,
@@ -60,7 +61,8 @@ class EvaluationResult:
             "dataset": self.dataset,
             "protocol": self.protocol,
             "k": self.k,
-            "methods": {name: {key: round(values[key], 6) for key in keys} for name, values in self.methods.items()},
+            "methods": {name: {key: round(values[key], 6) for key in (*keys, "ils") if key in values}
+                        for name, values in self.methods.items()},
             "mlflow_run_id": self.mlflow_run_id,
             "encoder": self.params.get("encoder_model_uri"),
             "users": self.counts.get("test_users"),
@@ -173,6 +175,9 @@ def evaluate(
         curve_rows.append(curve.assign(method=name))
         per_user = M.per_user_metrics(full, k).join(history_length.rename("history"))
         bucket_rows.extend(_by_history(per_user, name))
+    if METHOD in lists:  # intra-list similarity of every method's lists (evaluation/diversity.py)
+        add_list_similarity(spark, settings, dataset, getattr(encoder, "encoder_version", settings.encoder.version),
+                            lists, scores, k)
     seconds["total"] = time.perf_counter() - started
     encoder_uri = getattr(encoder, "uri", None) or settings.encoder.model_path or "packaged all-MiniLM-L6-v2"
     return EvaluationResult(

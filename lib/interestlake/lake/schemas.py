@@ -188,6 +188,24 @@ TABLES: dict[str, TableSpec] = {
             "top-K recommendations per user",
         ),
         TableSpec(
+            C.USER_TOPICS,
+            _fields(
+                _f(C.COL_USER_ID, T.StringType(), False),
+                _f(C.COL_TOPIC, T.StringType(), False),
+                # Share of the user's decayed phrase mass (a user's weights sum to 1).
+                _f(C.COL_WEIGHT, T.DoubleType(), False),
+                # The phrases grouped under the topic, heaviest first.
+                _f("phrases", T.ArrayType(T.StringType())),
+                _f("mentions", T.LongType()),
+                # Newest text of the user naming the topic.
+                _f("last_seen", T.TimestampType()),
+                _f(C.COL_RUN_ID, T.StringType()),
+                _f(C.COL_UPDATED_AT, T.TimestampType()),
+            ),
+            (C.COL_USER_ID, C.COL_TOPIC),
+            "interest topics per user from their reviews and queries",
+        ),
+        TableSpec(
             C.PIPELINE_RUNS,
             _fields(
                 _f(C.COL_RUN_ID, T.StringType(), False),

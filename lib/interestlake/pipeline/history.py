@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 
 from interestlake import constants as C
 from interestlake.lake.tables import LakeTables
+from interestlake.models.feedback import NEGATIVE_TEXT_PATTERN, DislikeRule
 
 # What identifies and orders an entry; the stored `recent` structs have these fields.
 REF_COLUMNS = [C.COL_TS, "kind", C.COL_ITEM_ID, C.COL_TEXT_HASH, "label"]
@@ -50,11 +51,22 @@ def query_texts(events: DataFrame) -> DataFrame:
     )
 
 
-def review_texts(reviews: DataFrame) -> DataFrame:
-    """Review texts: (user_id, item_id, ts, text) of reviews with text."""
-    return reviews.select(C.COL_USER_ID, C.COL_ITEM_ID, C.COL_TS, _clean(C.COL_TEXT).alias(C.COL_TEXT)).filter(
+def review_texts(reviews: DataFrame, *keep: str) -> DataFrame:
+    """Review texts: (user_id, item_id, ts, text, *keep) of reviews with text."""
+    return reviews.select(C.COL_USER_ID, C.COL_ITEM_ID, C.COL_TS, _clean(C.COL_TEXT).alias(C.COL_TEXT), *keep).filter(
         F.col(C.COL_TEXT).isNotNull()
     )
+
+
+def entry_kind(kind: Column, dislike: DislikeRule | None, rated: Column, text: bool = False) -> Column:
+    """An entry's kind: ``dislike`` for a rated entry the rule counts against its item, else ``kind``."""
+    if dislike is None:
+        return kind.alias("kind")
+    rating = F.col(C.COL_RATING)
+    low = rated & (rating <= dislike.max_rating)
+    if text:
+        low = low | ((rating <= dislike.review_text_max_rating) & F.col(C.COL_TEXT).rlike(NEGATIVE_TEXT_PATTERN))
+    return F.when(low.isNotNull() & low, F.lit(C.EVENT_DISLIKE)).otherwise(kind).alias("kind")
 
 
 def texts_to_encode(
@@ -78,21 +90,26 @@ def texts_to_encode(
     )
 
 
-def history_refs(lake: LakeTables, versions: Mapping[str, int], events: DataFrame, reviews: DataFrame) -> DataFrame:
+def history_refs(
+    lake: LakeTables, versions: Mapping[str, int], events: DataFrame, reviews: DataFrame, dislike: DislikeRule | None = None
+) -> DataFrame:
     """History entry references (user_id, ts, kind, item_id, text_hash, label) of some events and reviews.
 
     An item event refers to its item; a search to its query text; a review to
     both its item and its text (two entries). ``label`` is the item's title or
-    the query text, for reasons.
+    the query text, for reasons. With a ``dislike`` rule, low-rated ``rate`` events
+    and reviews (both entries) get the kind ``dislike`` (a negative weight).
     """
     titles = lake.read(C.ITEMS, versions[C.ITEMS]).select(C.COL_ITEM_ID, F.col(C.COL_TITLE).alias("label"))
     no_text = F.lit(None).cast("string").alias(C.COL_TEXT_HASH)
     item_events = events.filter(F.col(C.COL_ITEM_ID).isNotNull()).select(
-        C.COL_USER_ID, C.COL_TS, F.col(C.COL_EVENT_TYPE).alias("kind"), C.COL_ITEM_ID, no_text
+        C.COL_USER_ID, C.COL_TS, entry_kind(F.col(C.COL_EVENT_TYPE), dislike, F.col(C.COL_EVENT_TYPE) == C.EVENT_RATE),
+        C.COL_ITEM_ID, no_text,
     )
-    reviewed_items = reviews.select(C.COL_USER_ID, C.COL_TS, F.lit(C.EVENT_REVIEW).alias("kind"), C.COL_ITEM_ID, no_text)
-    written = review_texts(reviews).select(
-        C.COL_USER_ID, C.COL_TS, F.lit(C.EVENT_REVIEW).alias("kind"), C.COL_ITEM_ID,
+    reviews = reviews.withColumn("kind", entry_kind(F.lit(C.EVENT_REVIEW), dislike, F.lit(True), text=True))
+    reviewed_items = reviews.select(C.COL_USER_ID, C.COL_TS, "kind", C.COL_ITEM_ID, no_text)
+    written = review_texts(reviews, "kind").select(
+        C.COL_USER_ID, C.COL_TS, "kind", C.COL_ITEM_ID,
         text_hash(F.col(C.COL_TEXT)).alias(C.COL_TEXT_HASH),
     )
     about_items = item_events.unionByName(reviewed_items).unionByName(written).join(
@@ -126,7 +143,10 @@ def resolve_vectors(lake: LakeTables, encoder_version: str, versions: Mapping[st
     return by_item.select(*columns, C.COL_EMBEDDING).unionByName(by_text.select(*columns, C.COL_EMBEDDING))
 
 
-def user_history(lake: LakeTables, encoder_version: str, versions: Mapping[str, int], users: DataFrame | None = None) -> DataFrame:
+def user_history(
+    lake: LakeTables, encoder_version: str, versions: Mapping[str, int], users: DataFrame | None = None,
+    dislike: DislikeRule | None = None,
+) -> DataFrame:
     """The whole embedded history (HISTORY_COLUMNS) of every user, or of some users.
 
     Args:
@@ -136,13 +156,14 @@ def user_history(lake: LakeTables, encoder_version: str, versions: Mapping[str, 
         users: A DataFrame of ``user_id`` to restrict to; events and reviews are
             filtered to them before any join, so the cost follows their history
             plus one scan of the id columns.
+        dislike: Marks low-rated entries as dislikes (``history_refs``).
     """
     def read(table: str) -> DataFrame:
         rows = lake.read(table, versions[table])
         # Broadcast: the users are few, the history is large and must not be shuffled.
         return rows if users is None else rows.join(F.broadcast(users), C.COL_USER_ID, "left_semi")
 
-    refs = history_refs(lake, versions, read(C.EVENTS), read(C.REVIEWS))
+    refs = history_refs(lake, versions, read(C.EVENTS), read(C.REVIEWS), dislike)
     return resolve_vectors(lake, encoder_version, versions, refs)
 
 

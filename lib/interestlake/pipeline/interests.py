@@ -34,6 +34,8 @@ from interestlake.pipeline.history import (
     REF_COLUMNS, entry_order, history_refs, resolve_vectors, stored_refs, user_history,
 )
 from interestlake.pipeline.run import DerivedInputs, RunContext, StageReport, derived_inputs
+from interestlake.pipeline.steer import dislike_rule, with_dislike_weight
+from interestlake.pipeline.topics import refresh_topics
 from interestlake.settings import Settings
 
 STAGE = "interests"
@@ -75,8 +77,13 @@ def interests(
     """
     report = StageReport(STAGE, run.run_id)
     version = settings.encoder.version
+    dislike = dislike_rule(settings)
+    # user_topics follows the same events and reviews (steer.topics; its own inputs and commit).
+    report.commits += refresh_topics(lake, settings, run, report.counts, full)
     inputs = derived_inputs(
-        lake, report, C.USER_INTERESTS, INPUT_TABLES, {"encoder": version, **settings.interests.model_dump()}
+        lake, report, C.USER_INTERESTS, INPUT_TABLES,
+        {"encoder": version, **settings.interests.model_dump(),
+         **({"dislike": settings.steer.negative.model_dump()} if dislike else {})},
     )
     if not full and inputs.unchanged:
         report.note = "inputs unchanged since the last commit; nothing to do"
@@ -84,14 +91,14 @@ def interests(
     now = inputs.tables
     incremental = not full and inputs.same_params
     if incremental:
-        entries, state, rebuilt = _incremental_inputs(lake, version, inputs)
+        entries, state, rebuilt = _incremental_inputs(lake, version, inputs, dislike)
         report.counts["users_rebuilt"] = rebuilt
     else:
         events, reviews = lake.read(C.EVENTS, now[C.EVENTS]), lake.read(C.REVIEWS, now[C.REVIEWS])
-        entries = user_history(lake, version, now).withColumn("fold", F.lit(True))
+        entries = user_history(lake, version, now, dislike=dislike).withColumn("fold", F.lit(True))
         state = _counts(events, reviews)
 
-    params = InterestParams(**settings.interests.model_dump())
+    params = with_dislike_weight(InterestParams(**settings.interests.model_dump()), settings)
     # Entries and state rows (no `kind`) together, each user's rows consecutive:
     # one pass per partition instead of a pandas frame per user (Spark's grouped
     # map costs milliseconds per group before any arithmetic).
@@ -120,7 +127,9 @@ def interests(
     return report
 
 
-def _incremental_inputs(lake: LakeTables, version: str, inputs: DerivedInputs) -> tuple[DataFrame, DataFrame, int]:
+def _incremental_inputs(
+    lake: LakeTables, version: str, inputs: DerivedInputs, dislike=None
+) -> tuple[DataFrame, DataFrame, int]:
     """Entries and state of the users with new history since the last commit.
 
     Returns:
@@ -141,7 +150,7 @@ def _incremental_inputs(lake: LakeTables, version: str, inputs: DerivedInputs) -
     def except_rebuilt(df: DataFrame) -> DataFrame:
         return df if rebuild is None else df.join(F.broadcast(rebuild), C.COL_USER_ID, "left_anti")
 
-    new_refs = except_rebuilt(history_refs(lake, now, new_events, new_reviews))
+    new_refs = except_rebuilt(history_refs(lake, now, new_events, new_reviews, dislike))
     active = except_rebuilt(new_events.select(C.COL_USER_ID).unionByName(new_reviews.select(C.COL_USER_ID)).distinct())
     stored = (
         # This stage is the table's only writer: its latest version is what the last run left.
@@ -157,7 +166,7 @@ def _incremental_inputs(lake: LakeTables, version: str, inputs: DerivedInputs) -
         _counts(except_rebuilt(new_events), except_rebuilt(new_reviews))
     )
     if rebuild is not None:
-        entries = entries.unionByName(user_history(lake, version, now, rebuild).withColumn("fold", F.lit(True)))
+        entries = entries.unionByName(user_history(lake, version, now, rebuild, dislike).withColumn("fold", F.lit(True)))
         whole = {t: lake.read(t, now[t]).join(F.broadcast(rebuild), C.COL_USER_ID, "left_semi") for t in (C.EVENTS, C.REVIEWS)}
         state = state.unionByName(_counts(whole[C.EVENTS], whole[C.REVIEWS]))
     return entries, state, rebuilt
@@ -316,8 +325,9 @@ class _UserFold:
         """The user's ``user_interests`` values; None for a user with no embedded entry."""
         if self.stats is None or not self.recent:
             return None
-        # combine() reads the recent entries oldest first.
-        vectors = np.stack([vector for _, _, vector in reversed(self.recent)])
+        # combine() reads the recent entries oldest first; disliked ones pull no attention.
+        liked = [vector for _, ref, vector in reversed(self.recent) if ref[1] != C.EVENT_DISLIKE]
+        vectors = np.stack(liked or [vector for _, _, vector in reversed(self.recent)])
         result = combine(self.stats, vectors, self.params)
         return {
             C.COL_USER_ID: self.user,

@@ -22,6 +22,7 @@ from interestlake import constants as C
 from interestlake.lake.schemas import arrow_schema
 from interestlake.lake.tables import LakeTables
 from interestlake.models.scoring import ApproximateTopK, RunningTopK, reason_for, scoring_device
+from interestlake.pipeline import steer
 from interestlake.pipeline.history import resolve_vectors, stored_refs
 from interestlake.pipeline.run import DerivedInputs, RunContext, StageReport, derived_inputs
 from interestlake.settings import RecommendSettings, Settings
@@ -54,7 +55,8 @@ def recommend(
     """
     report = StageReport(STAGE, run.run_id)
     version = settings.encoder.version
-    params = {"encoder": version, **settings.recommend.model_dump()}
+    params = {"encoder": version, **settings.recommend.model_dump(),
+              **({"steer": settings.steer.model_dump()} if settings.steer.enabled else {})}
     inputs = derived_inputs(lake, report, C.RECOMMENDATIONS, INPUT_TABLES, params)
     if not full and inputs.unchanged:
         report.note = "inputs unchanged since the last commit; nothing to do"
@@ -91,12 +93,18 @@ def recommend(
         .join(excluded_items(lake, now, scored, settings.recommend.exclude_event_types), C.COL_USER_ID, "left")
         .join(reason_history(recent), C.COL_USER_ID, "left")
     )
-    with lake.scratch("recommend-items") as items_uri:
+    if settings.steer.enabled:  # each user's fresh needs, dislikes, ratings, topics (pipeline/steer.py)
+        user_side = user_side.join(steer.user_evidence(lake, settings, now, users), C.COL_USER_ID, "left")
+    with lake.scratch("recommend-items") as items_uri, lake.scratch("recommend-meta") as meta_uri:
         report.counts["items"] = n_items = stage_item_matrix(lake, version, now, items_uri)
         tasks = scoring_tasks(n_users, spark.sparkContext.defaultParallelism)
         ann = settings.recommend.ann_min_items is not None and n_items >= settings.recommend.ann_min_items
         report.counts["approximate"] = int(ann)
-        ranked = score_users(user_side.repartition(tasks), items_uri, settings.recommend, approximate=ann)
+        if settings.steer.enabled:  # steered top K (exact scan; pipeline/steer.py)
+            steer.stage_item_meta(lake, now, meta_uri)
+            ranked = steer.score_steered(user_side.repartition(tasks), items_uri, meta_uri, settings)
+        else:
+            ranked = score_users(user_side.repartition(tasks), items_uri, settings.recommend, approximate=ann)
         rows = ranked.withColumn(C.COL_RUN_ID, F.lit(run.run_id)).withColumn("generated_at", F.lit(run.timestamp))
         metadata = {
             "stage": STAGE, "run_id": run.run_id, "inputs": inputs.fingerprint,

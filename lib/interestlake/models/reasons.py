@@ -1,0 +1,99 @@
+"""Reasons in the user's own terms: the query, history entry, rating or topic behind an item.
+
+Template-based, in Chinese where the evidence (the query or the history entry's label)
+is Chinese, else English. The evidence, in order: the fresh need that placed the item
+("Matches your search "light gauge strings""); the item itself in the recent history; the liked
+recent entry closest to it, with the user's rating when they rated that item ("Similar to
+"Fender picks", which you rated 5 stars"); a topic of the user's whose head word the item
+names; else a generic line. Disliked entries are never evidence, nor is a query whose price bounds or
+exclusions the item fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from interestlake import constants as C
+from interestlake.models.needs import Need, has_cjk, parse_need, words
+from interestlake.models.scoring import FALLBACK_REASON, REASON_TEMPLATES, SAME_ITEM_TEMPLATES
+from interestlake.models.topics import head
+
+_LABEL_LIMIT = 80
+ZH_TEMPLATES = {
+    C.EVENT_VIEW: '与您浏览过的"{label}"相似',
+    C.EVENT_CLICK: '与您看过的"{label}"相似',
+    C.EVENT_CART: '与您购物车中的"{label}"相似',
+    C.EVENT_PURCHASE: '与您购买的"{label}"搭配',
+    C.EVENT_RATE: '与您评分过的"{label}"相似',
+    C.EVENT_REVIEW: '与您评价过的"{label}"相似',
+    C.EVENT_SEARCH: '符合您的搜索"{label}"',
+}
+ZH_SAME_ITEM = {C.EVENT_VIEW: "您最近浏览过", C.EVENT_CLICK: "您最近看过", C.EVENT_CART: "仍在您的购物车中",
+                C.EVENT_RATE: "您评分过"}
+RATED = {"en": 'Similar to "{label}", which you rated {stars} stars', "zh": '与您评为{stars}星的"{label}"相似'}
+TOPIC = {"en": 'Matches your interest in "{label}"', "zh": '符合您对"{label}"的兴趣'}
+ZH_FALLBACK = "符合您的兴趣"
+
+
+def _short(label: str) -> str:
+    label = (label or "").strip()
+    return label if len(label) <= _LABEL_LIMIT else label[: _LABEL_LIMIT - 1].rstrip() + "…"
+
+
+def explain(
+    item_id: str,
+    item_vector: np.ndarray,
+    item_text: str,
+    item_price: float,
+    need: Need | None,
+    history_vectors: np.ndarray,
+    kinds: Sequence[str],
+    labels: Sequence[str | None],
+    history_items: Sequence[str | None],
+    ratings: Mapping[str, float],
+    topics: Sequence[str],
+) -> str:
+    """The reason line of one recommended item.
+
+    Args:
+        item_id: The item.
+        item_vector: Its unit vector.
+        item_text: Its lower-cased ``title. category. description``.
+        item_price: Its price (nan: unknown): a query whose constraints it fails is no evidence.
+        need: The fresh need that placed it (None: an interest did).
+        history_vectors: The user's recent entries' vectors, newest first, shape (m, d).
+        kinds: Their kinds (``dislike`` entries are skipped).
+        labels: Their labels (item title or query text).
+        history_items: Their item ids (None for queries).
+        ratings: The user's latest rating of each item they rated.
+        topics: The user's topic labels, heaviest first.
+    """
+    if need is not None:
+        template = ZH_TEMPLATES if need.lang == "zh" else REASON_TEMPLATES
+        return template[C.EVENT_SEARCH].format(label=_short(need.text))
+    for kind, seen, label in zip(kinds, history_items, labels):
+        if seen == item_id and kind in SAME_ITEM_TEMPLATES:
+            return (ZH_SAME_ITEM if has_cjk(label or "") else SAME_ITEM_TEMPLATES)[kind]
+    liked = [
+        i for i, kind in enumerate(kinds)
+        if kind != C.EVENT_DISLIKE and (labels[i] or "").strip()
+        and (kind != C.EVENT_SEARCH or parse_need(labels[i]).allows(item_price, item_text))
+    ]
+    if liked and len(history_vectors):
+        best = liked[int(np.argmax(np.asarray(history_vectors)[liked] @ item_vector))]
+        label, kind = _short(labels[best]), kinds[best]
+        lang = "zh" if has_cjk(label) else "en"
+        rating = ratings.get(history_items[best]) if history_items[best] is not None else None
+        if kind in (C.EVENT_RATE, C.EVENT_REVIEW) and rating is not None:
+            return RATED[lang].format(label=label, stars=f"{rating:g}")
+        template = (ZH_TEMPLATES if lang == "zh" else REASON_TEMPLATES).get(kind)
+        if template:
+            return template.format(label=label)
+    item_words = set(words(item_text))
+    for topic in topics:
+        # A topic is its head word ("strings" of "guitar strings"): the item must name it.
+        if (has_cjk(topic) and topic in item_text) or (not has_cjk(topic) and head(topic) in item_words):
+            return TOPIC["zh" if has_cjk(topic) else "en"].format(label=_short(topic))
+    return ZH_FALLBACK if any(has_cjk(label or "") for label in labels) else FALLBACK_REASON

@@ -1,0 +1,320 @@
+"""Steered scoring of the recommend stage: needs, negative feedback, several interests, MMR, reasons.
+
+Used by ``recommend`` when ``steer.enabled`` (the default). On the driver side it
+gathers each scored user's evidence as columns (fresh search queries with their
+vectors, disliked items with theirs, ratings, topic labels); on the executors each
+task takes its users in blocks, builds every user's query vectors (one per interest
+cluster of the recent history, one per fresh need), scans the item matrix block by
+block keeping the best ``pool_factor * K`` candidates per query (a need's price bounds
+applied in the scan), and hands each user's pooled candidates to
+``interestlake.models.steering.assemble`` and ``interestlake.models.reasons.explain``.
+Memory follows the block sizes, as in the plain scoring; nothing users x items is
+shuffled or collected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from interestlake import constants as C
+from interestlake.lake.tables import LakeTables
+from interestlake.models.feedback import DislikeRule
+from interestlake.models.interest import InterestParams
+from interestlake.pipeline.history import entry_kind, item_text, text_hash
+from interestlake.settings import Settings
+
+_SECONDS_PER_HOUR = 3600.0
+# A need whose freshness fell below this gets no slot.
+_MIN_FRESHNESS = 0.05
+# Per Python worker: item id -> (price, lower-cased text) of the last metadata folder read.
+_META_CACHE: dict[str, dict[str, tuple[float, str]]] = {}
+
+
+def dislike_rule(settings: Settings) -> DislikeRule | None:
+    """The rule marking dislikes, or None when negative feedback is off."""
+    steer = settings.steer
+    if not (steer.enabled and steer.negative.enabled):
+        return None
+    return DislikeRule(steer.negative.max_rating, steer.negative.review_text_max_rating)
+
+
+def with_dislike_weight(params: InterestParams, settings: Settings) -> InterestParams:
+    """Interest parameters where ``dislike`` entries weigh ``steer.negative.weight`` (negative)."""
+    if dislike_rule(settings) is None:
+        return params
+    return dataclasses.replace(params, event_weights={**params.event_weights, C.EVENT_DISLIKE: settings.steer.negative.weight})
+
+
+def user_evidence(lake: LakeTables, settings: Settings, versions: dict, users: DataFrame) -> DataFrame:
+    """Per scored user: fresh needs, disliked items, ratings and topics (one row per user, arrays).
+
+    Args:
+        lake: Table layer.
+        settings: ``steer`` and ``encoder.version``.
+        versions: Input table versions of the stage.
+        users: user_id and ``recent`` (newest first) of the users to score.
+
+    Returns:
+        user_id, ref_ts (the newest history entry), need_text, need_ts, need_vec,
+        disliked_items, disliked_vec, rated_items, rated_values, topics.
+    """
+    conf = settings.steer
+    version = settings.encoder.version
+    ids = users.select(C.COL_USER_ID)
+    ref = users.select(C.COL_USER_ID, F.col("recent")[0][C.COL_TS].alias("ref_ts"))
+    events = lake.read(C.EVENTS, versions[C.EVENTS]).join(F.broadcast(ids), C.COL_USER_ID, "left_semi")
+    reviews = lake.read(C.REVIEWS, versions[C.REVIEWS]).join(F.broadcast(ids), C.COL_USER_ID, "left_semi")
+    evidence = ref
+    if conf.needs.enabled:
+        texts = (
+            lake.read(C.TEXT_EMBEDDINGS, versions[C.TEXT_EMBEDDINGS])
+            .filter(F.col(C.COL_ENCODER_VERSION) == version)
+            .select(C.COL_TEXT_HASH, C.COL_EMBEDDING)
+        )
+        newest = Window.partitionBy(C.COL_USER_ID).orderBy(F.col(C.COL_TS).desc(), F.col(C.COL_TEXT))
+        queries = (
+            events.filter((F.col(C.COL_EVENT_TYPE) == C.EVENT_SEARCH) & (F.length(F.trim(C.COL_TEXT)) > 0))
+            .select(C.COL_USER_ID, C.COL_TS, F.trim(C.COL_TEXT).alias(C.COL_TEXT))
+            .join(ref, C.COL_USER_ID)
+            .filter(F.col(C.COL_TS) >= F.col("ref_ts") - F.expr(f"INTERVAL {int(conf.needs.max_age_days * 86400)} SECONDS"))
+            .withColumn("_n", F.row_number().over(newest))
+            .filter(F.col("_n") <= conf.needs.max_queries)
+            .withColumn(C.COL_TEXT_HASH, text_hash(F.col(C.COL_TEXT)))
+            .join(texts, C.COL_TEXT_HASH)
+            .groupBy(C.COL_USER_ID)
+            .agg(F.sort_array(F.collect_list(F.struct(C.COL_TS, C.COL_TEXT, C.COL_EMBEDDING)), asc=False).alias("_q"))
+            .select(C.COL_USER_ID, F.col(f"_q.{C.COL_TEXT}").alias("need_text"), F.col(f"_q.{C.COL_TS}").alias("need_ts"),
+                    F.col(f"_q.{C.COL_EMBEDDING}").alias("need_vec"))
+        )
+        evidence = evidence.join(queries, C.COL_USER_ID, "left")
+    rule = dislike_rule(settings)
+    if rule is not None:
+        item_vectors = (
+            lake.read(C.ITEM_EMBEDDINGS, versions[C.ITEM_EMBEDDINGS])
+            .filter(F.col(C.COL_ENCODER_VERSION) == version)
+            .select(C.COL_ITEM_ID, C.COL_EMBEDDING)
+        )
+        rated_events = events.filter(F.col(C.COL_ITEM_ID).isNotNull())
+        kinds = rated_events.select(
+            C.COL_USER_ID, C.COL_ITEM_ID,
+            entry_kind(F.col(C.COL_EVENT_TYPE), rule, F.col(C.COL_EVENT_TYPE) == C.EVENT_RATE),
+        ).unionByName(reviews.select(C.COL_USER_ID, C.COL_ITEM_ID, entry_kind(F.lit(C.EVENT_REVIEW), rule, F.lit(True), text=True)))
+        disliked = (
+            kinds.filter(F.col("kind") == C.EVENT_DISLIKE)
+            .select(C.COL_USER_ID, C.COL_ITEM_ID)
+            .distinct()
+            .join(item_vectors, C.COL_ITEM_ID)
+            .groupBy(C.COL_USER_ID)
+            .agg(F.sort_array(F.collect_list(F.struct(C.COL_ITEM_ID, C.COL_EMBEDDING))).alias("_d"))
+            .select(C.COL_USER_ID, F.col(f"_d.{C.COL_ITEM_ID}").alias("disliked_items"),
+                    F.col(f"_d.{C.COL_EMBEDDING}").alias("disliked_vec"))
+        )
+        evidence = evidence.join(disliked, C.COL_USER_ID, "left")
+    ratings = (
+        events.filter((F.col(C.COL_EVENT_TYPE) == C.EVENT_RATE) & F.col(C.COL_RATING).isNotNull())
+        .select(C.COL_USER_ID, C.COL_ITEM_ID, C.COL_TS, C.COL_RATING)
+        .unionByName(reviews.select(C.COL_USER_ID, C.COL_ITEM_ID, C.COL_TS, C.COL_RATING))
+        .groupBy(C.COL_USER_ID, C.COL_ITEM_ID)
+        .agg(F.max_by(C.COL_RATING, C.COL_TS).alias(C.COL_RATING))
+        .groupBy(C.COL_USER_ID)
+        .agg(F.sort_array(F.collect_list(F.struct(C.COL_ITEM_ID, C.COL_RATING))).alias("_r"))
+        .select(C.COL_USER_ID, F.col(f"_r.{C.COL_ITEM_ID}").alias("rated_items"),
+                F.col(f"_r.{C.COL_RATING}").alias("rated_values"))
+    )
+    evidence = evidence.join(ratings, C.COL_USER_ID, "left")
+    if conf.topics.enabled:
+        topics = (
+            lake.read(C.USER_TOPICS)
+            .join(F.broadcast(ids), C.COL_USER_ID, "left_semi")
+            .groupBy(C.COL_USER_ID)
+            .agg(F.sort_array(F.collect_list(F.struct((-F.col(C.COL_WEIGHT)).alias("w"), C.COL_TOPIC))).alias("_t"))
+            .select(C.COL_USER_ID, F.col(f"_t.{C.COL_TOPIC}").alias("topics"))
+        )
+        evidence = evidence.join(topics, C.COL_USER_ID, "left")
+    return evidence
+
+
+def stage_item_meta(lake: LakeTables, versions: dict, uri: str) -> None:
+    """Writes (item_id, price, text) of the catalog to ``uri`` for the executors' constraint checks."""
+    lake.read(C.ITEMS, versions[C.ITEMS]).select(
+        C.COL_ITEM_ID, C.COL_PRICE, F.lower(item_text()).alias(C.COL_TEXT)
+    ).write.mode("overwrite").parquet(uri)
+
+
+def score_steered(user_side: DataFrame, items_uri: str, meta_uri: str, settings: Settings) -> DataFrame:
+    """Top-K rows (user_id, rank, item_id, score, reason) of every user of ``user_side``, steered.
+
+    Args:
+        user_side: What ``recommend.score_users`` takes, plus the ``user_evidence`` columns.
+        items_uri: Parquet files of (item_id, embedding).
+        meta_uri: Parquet files of (item_id, price, text) from ``stage_item_meta``.
+        settings: ``recommend`` (K, blocks) and ``steer``; the interests' event weights.
+    """
+    from interestlake.pipeline.recommend import _RANKED_SCHEMA
+
+    scorer = _steer_partition(items_uri, meta_uri, settings)
+    return user_side.mapInArrow(scorer, _RANKED_SCHEMA)
+
+
+def _steer_partition(items_uri: str, meta_uri: str, settings: Settings):
+    """Builds the executor function of ``score_steered`` (kept free of Spark objects)."""
+    recommend, steer = settings.recommend, settings.steer
+    weights = dict(settings.interests.event_weights)
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from interestlake.pipeline.recommend import _RANKED_ARROW_SCHEMA, _item_blocks, _read_item_blocks
+
+        meta = _item_meta(meta_uri)
+        blocks = _item_blocks(items_uri, recommend.item_block_size, recommend.item_cache_mb)
+        for batch in batches:
+            for start in range(0, batch.num_rows, recommend.user_block_size):
+                users = [_UserQueries(row, steer, weights) for row in batch.slice(start, recommend.user_block_size).to_pylist()]
+                source = blocks if blocks is not None else _read_item_blocks(items_uri, recommend.item_block_size)
+                pools = _pool(users, source, meta, recommend.k * steer.pool_factor)
+                out = {name: [] for name in _RANKED_ARROW_SCHEMA.names}
+                for user, (ids, vectors) in zip(users, pools):
+                    for rank, (item_id, score, reason) in enumerate(user.rank(ids, vectors, meta, recommend.k, steer), 1):
+                        for name, value in zip(_RANKED_ARROW_SCHEMA.names, (user.user_id, rank, item_id, score, reason)):
+                            out[name].append(value)
+                yield pa.RecordBatch.from_pydict(out, schema=_RANKED_ARROW_SCHEMA)
+
+    return run
+
+
+def _item_meta(meta_uri: str) -> dict[str, tuple[float, str]]:
+    """item id -> (price or nan, text), read once per Python worker."""
+    if meta_uri not in _META_CACHE:
+        import pyarrow.dataset as ds
+
+        from interestlake.datasets.landing import readable_uri
+
+        table = ds.dataset(readable_uri(meta_uri), format="parquet").to_table()
+        prices = [np.nan if p is None else float(p) for p in table.column(C.COL_PRICE).to_pylist()]
+        _META_CACHE.clear()
+        _META_CACHE[meta_uri] = dict(zip(table.column(C.COL_ITEM_ID).to_pylist(),
+                                         zip(prices, [t or "" for t in table.column(C.COL_TEXT).to_pylist()])))
+    return _META_CACHE[meta_uri]
+
+
+class _UserQueries:
+    """One user's query vectors (interests, fresh needs) and what ranks their candidates."""
+
+    def __init__(self, row: dict, steer, weights: dict[str, float]):
+        from interestlake.models.interest import normalize
+        from interestlake.models.multi_interest import cluster_interests
+        from interestlake.models.needs import parse_need
+        from interestlake.models.steering import NeedQuery
+
+        self.user_id = row[C.COL_USER_ID]
+        interest = np.asarray(row["interest"], dtype=np.float32)
+        self.excluded = set(row.get("excluded") or ()) | set(row.get("disliked_items") or ())
+        self.kinds = row.get("hist_kind") or []
+        self.labels = row.get("hist_label") or []
+        self.items = row.get("hist_item") or []
+        self.history = np.asarray(row.get("hist_vec") or np.zeros((0, len(interest))), dtype=np.float32)
+        self.disliked = np.asarray(row.get("disliked_vec") or np.zeros((0, len(interest))), dtype=np.float32)
+        self.ratings = dict(zip(row.get("rated_items") or [], row.get("rated_values") or []))
+        self.topics = row.get("topics") or []
+        self.interests: list[tuple[np.ndarray, float]] = [(interest, 1.0)]
+        liked = sum(kind != C.EVENT_DISLIKE for kind in self.kinds)
+        if steer.multi_interest.enabled and liked > 1:
+            # Liked entries weigh their event type's weight, disliked ones the negative weight.
+            entry_weights = np.array([weights.get(kind) or 1.0 if kind != C.EVENT_DISLIKE else steer.negative.weight
+                                      for kind in self.kinds])
+            found = cluster_interests(self.history, entry_weights, steer.multi_interest.min_similarity,
+                                      steer.multi_interest.max_interests, steer.multi_interest.min_share)
+            if len(found) > 1 or (found and len(found[0].members) < liked):
+                blend = steer.multi_interest.cluster_weight
+                self.interests = [(normalize((1 - blend) * interest + blend * c.centre), c.share) for c in found]
+        self.needs = []
+        ref = row.get("ref_ts")
+        for text, ts, vector in zip(row.get("need_text") or [], row.get("need_ts") or [], row.get("need_vec") or []):
+            age_hours = max(0.0, (ref - ts).total_seconds() / _SECONDS_PER_HOUR) if ref is not None else 0.0
+            freshness = 2.0 ** (-age_hours / steer.needs.half_life_hours)
+            if freshness >= _MIN_FRESHNESS:
+                self.needs.append(NeedQuery(parse_need(text), np.asarray(vector, dtype=np.float32), freshness))
+
+    def queries(self) -> list[tuple[np.ndarray, float, float]]:
+        """(vector, price_min, price_max) of each query; nan: no bound."""
+        rows = [(vector, np.nan, np.nan) for vector, _ in self.interests]
+        for query in self.needs:
+            low = np.nan if query.need.price_min is None else query.need.price_min
+            high = np.nan if query.need.price_max is None else query.need.price_max
+            rows.append((query.vector, low, high))
+        return rows
+
+    def rank(self, ids: list[str], vectors: np.ndarray, meta: dict, k: int, steer) -> list[tuple[str, float, str]]:
+        """(item id, score, reason) of the user's top K from their pooled candidates."""
+        from interestlake.models.reasons import explain
+        from interestlake.models.steering import assemble
+
+        texts = [meta.get(item, (np.nan, ""))[1] for item in ids]
+        prices = np.array([meta.get(item, (np.nan, ""))[0] for item in ids], dtype=np.float64)
+        disliked = self.disliked if steer.negative.enabled else self.disliked[:0]
+        picks = assemble(ids, vectors, prices, texts, self.interests, self.needs, disliked, k, steer)
+        position = {item: i for i, item in enumerate(ids)}
+        return [
+            (pick.item_id, pick.score,
+             explain(pick.item_id, pick.vector, texts[position[pick.item_id]], prices[position[pick.item_id]],
+                     None if pick.need is None else self.needs[pick.need].need,
+                     self.history, self.kinds, self.labels, self.items, self.ratings, self.topics))
+            for pick in picks
+        ]
+
+
+def _pool(users: list[_UserQueries], blocks, meta: dict, depth: int) -> list[tuple[list[str], np.ndarray]]:
+    """Each user's candidates: the union of the best ``depth`` items of each of their queries, sorted by id.
+
+    One pass over the item blocks for the whole user block: every query row is scored
+    against each block (float32), the user's excluded items and a need's price bounds
+    masked, and the running best ``depth`` per row kept.
+    """
+    rows = [(u, *query) for u, user in enumerate(users) for query in user.queries()]
+    if not rows:
+        return [([], np.zeros((0, 0), np.float32)) for _ in users]
+    queries = np.stack([np.asarray(vector, dtype=np.float32) for _, vector, _, _ in rows])
+    owner = np.array([u for u, _, _, _ in rows])
+    bounds = np.array([(low, high) for _, _, low, high in rows], dtype=np.float64)
+    bounded = np.flatnonzero(~np.isnan(bounds).all(axis=1))
+    best = np.full((len(rows), 0), -np.inf, dtype=np.float32)
+    keys = np.zeros((len(rows), 0), dtype=np.int64)
+    store: dict[int, tuple[str, np.ndarray]] = {}
+    offset = 0
+    for item_ids, item_vectors in blocks:
+        scores = queries @ np.asarray(item_vectors, dtype=np.float32).T
+        position = {item: column for column, item in enumerate(item_ids)}
+        for u, user in enumerate(users):
+            columns = [position[item] for item in user.excluded if item in position]
+            if columns:
+                scores[np.ix_(owner == u, columns)] = -np.inf
+        if len(bounded):
+            prices = np.array([meta.get(item, (np.nan, ""))[0] for item in item_ids], dtype=np.float64)
+            for row in bounded:
+                low, high = bounds[row]
+                outside = np.isnan(prices) | (prices < (low if not np.isnan(low) else -np.inf)) | (
+                    prices > (high if not np.isnan(high) else np.inf))
+                scores[row, outside] = -np.inf
+        merged = np.concatenate([best, scores], axis=1)
+        merged_keys = np.concatenate([keys, np.broadcast_to(offset + np.arange(len(item_ids)), scores.shape)], axis=1)
+        keep = min(depth, merged.shape[1])
+        chosen = np.argpartition(-merged, keep - 1, axis=1)[:, :keep]
+        best = np.take_along_axis(merged, chosen, axis=1)
+        keys = np.take_along_axis(merged_keys, chosen, axis=1)
+        for key in np.unique(keys[np.isfinite(best)]):
+            if key >= offset:
+                store[int(key)] = (item_ids[key - offset], np.asarray(item_vectors[key - offset], dtype=np.float32))
+        offset += len(item_ids)
+    pools = []
+    for u in range(len(users)):
+        mine = keys[owner == u][np.isfinite(best[owner == u])]
+        picked = sorted({store[int(key)] [0]: store[int(key)][1] for key in mine}.items())
+        ids = [item for item, _ in picked]
+        vectors = np.stack([vector for _, vector in picked]) if picked else np.zeros((0, queries.shape[1]), np.float32)
+        pools.append((ids, vectors))
+    return pools

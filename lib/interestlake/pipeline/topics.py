@@ -1,0 +1,116 @@
+"""``user_topics``: interest topics of every user who wrote something, kept up to date incrementally.
+
+Runs inside the interests stage (same inputs, its own commit): the users with new
+reviews or search queries since the last commit to ``user_topics`` get their topics
+recomputed from their newest ``steer.topics.max_texts`` texts
+(``interestlake.models.topics``), and their rows are replaced in one commit (a merge on
+``user_id``). The first run, a parameter change or ``full`` rewrites the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timezone
+
+import pyarrow as pa
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from interestlake import constants as C
+from interestlake.lake.schemas import arrow_schema, table_spec
+from interestlake.lake.tables import CommitResult, LakeTables
+from interestlake.pipeline.history import query_texts, review_texts
+from interestlake.pipeline.run import RunContext, params_digest
+from interestlake.settings import Settings, SteerTopicsSettings
+
+STAGE = "topics"
+INPUT_TABLES = (C.EVENTS, C.REVIEWS)
+_RESULT_COLUMNS = [C.COL_USER_ID, C.COL_TOPIC, C.COL_WEIGHT, "phrases", "mentions", "last_seen"]
+
+
+def refresh_topics(
+    lake: LakeTables, settings: Settings, run: RunContext, counts: dict[str, int], full: bool = False
+) -> list[CommitResult]:
+    """Updates ``user_topics`` for the users who wrote something new.
+
+    Args:
+        lake: Table layer.
+        settings: ``steer.topics`` (nothing is done when it or ``steer`` is disabled).
+        run: Run identity.
+        counts: Gets ``topic_rows`` (topic rows written).
+        full: Recompute every user.
+
+    Returns:
+        The commit (none when nothing changed).
+    """
+    conf = settings.steer.topics
+    if not (settings.steer.enabled and conf.enabled):
+        return []
+    tables = lake.versions(INPUT_TABLES)
+    fingerprint = {"tables": tables, "params": params_digest(conf.model_dump())}
+    last = lake.last_metadata(C.USER_TOPICS, stage=STAGE)
+    previous = last.get("inputs") if last else None
+    if not full and previous == fingerprint:
+        return []
+    incremental = not full and previous is not None and previous.get("params") == fingerprint["params"]
+    events, reviews = lake.read(C.EVENTS, tables[C.EVENTS]), lake.read(C.REVIEWS, tables[C.REVIEWS])
+    texts = written_texts(events, reviews)
+    if incremental:
+        since = previous["tables"]
+        changed = written_texts(
+            lake.changes(C.EVENTS, since.get(C.EVENTS), tables[C.EVENTS]),
+            lake.changes(C.REVIEWS, since.get(C.REVIEWS), tables[C.REVIEWS]),
+        ).select(C.COL_USER_ID).distinct()
+        texts = texts.join(F.broadcast(changed), C.COL_USER_ID, "left_semi")
+    rows = (
+        topic_rows(texts, conf)
+        .withColumn(C.COL_RUN_ID, F.lit(run.run_id))
+        .withColumn(C.COL_UPDATED_AT, F.lit(datetime.now(timezone.utc)))
+    )
+    metadata = {"stage": STAGE, "run_id": run.run_id, "inputs": fingerprint,
+                "mode": "incremental" if incremental else "full"}
+    if incremental:
+        commit = lake.merge(C.USER_TOPICS, rows, on=[C.COL_USER_ID], txn=run.txn(STAGE), metadata=metadata)
+    else:
+        commit = lake.overwrite(C.USER_TOPICS, rows, txn=run.txn(STAGE), metadata=metadata)
+    counts["topic_rows"] = commit.source_rows
+    return [commit]
+
+
+def written_texts(events: DataFrame, reviews: DataFrame) -> DataFrame:
+    """(user_id, ts, text, query) of every review text and search query."""
+    written = review_texts(reviews).select(C.COL_USER_ID, C.COL_TS, C.COL_TEXT, F.lit(False).alias("query"))
+    return written.unionByName(query_texts(events).withColumn("query", F.lit(True)))
+
+
+def topic_rows(texts: DataFrame, conf: SteerTopicsSettings) -> DataFrame:
+    """``user_topics`` rows (without run columns) of every user in ``texts``."""
+    per_user = texts.groupBy(C.COL_USER_ID).agg(
+        F.slice(F.sort_array(F.collect_list(F.struct(C.COL_TS, C.COL_TEXT, "query")), asc=False), 1, conf.max_texts).alias("texts")
+    )
+    spec = table_spec(C.USER_TOPICS)
+    from pyspark.sql import types as T
+
+    schema = T.StructType([spec.schema[name] for name in _RESULT_COLUMNS])
+    return per_user.mapInArrow(_topics_of(conf.half_life_days, conf.max_topics, arrow_schema(schema)), schema)
+
+
+def _topics_of(half_life_days: float, max_topics: int, schema: pa.Schema):
+    """Executor function: (user_id, texts) batches in, topic rows out."""
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from interestlake.models.topics import user_topics
+
+        for batch in batches:
+            out = {name: [] for name in _RESULT_COLUMNS}
+            for user, texts in zip(batch.column(C.COL_USER_ID).to_pylist(), batch.column("texts").to_pylist()):
+                written = [(entry[C.COL_TS].timestamp(), entry[C.COL_TEXT], entry["query"]) for entry in texts or []]
+                for topic in user_topics(written, half_life_days, max_topics):
+                    out[C.COL_USER_ID].append(user)
+                    out[C.COL_TOPIC].append(topic.label)
+                    out[C.COL_WEIGHT].append(topic.weight)
+                    out["phrases"].append(list(topic.phrases))
+                    out["mentions"].append(topic.mentions)
+                    out["last_seen"].append(datetime.fromtimestamp(topic.last_seen, timezone.utc))
+            yield pa.RecordBatch.from_pydict(out, schema=schema)
+
+    return run

@@ -1,0 +1,162 @@
+"""What users write steers their lists: query parsing, topics, clusters, the steered top K, reasons (no Spark)."""
+
+import numpy as np
+import pytest
+
+from interestlake.models.diversity import intra_list_similarity
+from interestlake.models.feedback import DislikeRule, is_negative_text
+from interestlake.models.multi_interest import cluster_interests
+from interestlake.models.needs import parse_need
+from interestlake.models.reasons import explain
+from interestlake.models.steering import NeedQuery, assemble, need_slots
+from interestlake.models.topics import key_phrases, user_topics
+from interestlake.settings import SteerSettings
+
+
+@pytest.mark.parametrize(
+    "text, low, high, cheap, terms, excluded",
+    [
+        ("acoustic guitar strings under $20", None, 20, False, ("acoustic", "guitar", "string"), ()),
+        ("gift for a guitarist, not too expensive", None, None, True, ("guitarist",), ()),
+        ("a phone under 1000, not Apple", None, 1000, False, ("phone",), ("apple",)),
+        ("headphones between 50 and 80 dollars", 50, 80, False, ("headphone",), ()),
+        ("mic over $50", 50, None, False, ("mic",), ()),
+        ("drum sticks 2k max", None, 2000, False, ("drum", "stick"), ()),
+        ("amp around 100", 80, 120, False, ("amp",), ()),
+        ("1000元以下的手机", None, 1000, False, ("手机",), ()),
+        ("不要苹果，两千元以内的手机", None, 2000, False, ("手机",), ("苹果",)),
+        ("耳机 500到1000元", 500, 1000, False, ("耳机",), ()),
+        ("小于一千五的吉他", None, 1500, False, ("吉他",), ()),
+        ("吉他弦 便宜一点", None, None, True, ("吉他弦",), ()),
+    ],
+)
+def test_queries_parse_into_constraints(text, low, high, cheap, terms, excluded):
+    need = parse_need(text)
+    assert (need.price_min, need.price_max, need.cheap, need.terms, need.excluded) == (low, high, cheap, terms, excluded)
+    assert need.text == text and need.lang == ("zh" if any("\u4e00" <= ch <= "\u9fff" for ch in text) else "en")
+
+
+def test_need_constraints_on_items():
+    need = parse_need("a phone under 1000, not Apple")
+    assert need.allows(999.0, "galaxy a54 phone. phones")
+    assert not need.allows(1200.0, "galaxy s24 phone")
+    assert not need.allows(500.0, "apple iphone se phone")
+    assert not need.allows(float("nan"), "galaxy phone")  # a price bound needs a known price
+    assert parse_need("不要苹果的手机").allows(5000.0, "小米 手机") and not parse_need("不要苹果").allows(1.0, "苹果 手机")
+    assert parse_need("acoustic guitar strings").term_match("martin acoustic guitar strings. strings") == 1.0
+    assert parse_need("acoustic guitar strings").term_match("fender guitar picks") == pytest.approx(1 / 3)
+
+
+def test_negative_feedback_rule():
+    rule = DislikeRule(max_rating=2, review_text_max_rating=3)
+    assert rule.is_dislike(1) and rule.is_dislike(2, "fine")
+    assert rule.is_dislike(3, "Waste of money, the zipper broke") and rule.is_dislike(3, "质量差，退货了")
+    assert not rule.is_dislike(3, "does the job") and not rule.is_dislike(5, "terrible jokes, great book")
+    assert not rule.is_dislike(None) and not is_negative_text(None)
+
+
+def test_topics_group_phrases_by_head_word_with_recency():
+    day = 86400.0
+    texts = [
+        (100 * day, "These light gauge strings sound great on my Martin."),
+        (99 * day, "acoustic guitar strings under $20"),
+        (40 * day, "Nice tent for camping; the tent poles are sturdy."),
+    ]
+    topics = user_topics(texts, half_life_days=30, max_topics=20)
+    by_label = {t.label: t for t in topics}
+    strings = next(t for t in topics if "strings" in t.phrases)
+    assert strings.mentions == 2 and "guitar strings" in strings.phrases and "light gauge strings" in strings.phrases
+    tent = next(t for t in topics if "tent" in t.phrases)
+    assert strings.weight > tent.weight * 3  # twice as many texts, and 60 days newer
+    assert topics[0] is strings and sum(t.weight for t in topics) <= 1 + 1e-9
+    assert by_label and user_topics([], 30, 5) == [] and user_topics([(0.0, "the and of")], 30, 5) == []
+    assert key_phrases("吉他弦音色很好，非常适合初学者") == ["吉他弦音色", "初学者"]
+
+
+def unit(*rows):
+    matrix = np.array(rows, dtype=np.float64)
+    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+
+
+def test_clusters_of_a_two_interest_history_and_dislikes_taking_one_away():
+    jazz = unit([1, 0.1, 0], [1, 0, 0.1], [0.9, 0.1, 0.1])
+    camping = unit([0, 1, 0.1], [0.1, 1, 0], [0, 0.9, 0.2])
+    history = np.vstack([jazz, camping])
+    found = cluster_interests(history, np.ones(6), 0.35, 3, 0.2)
+    assert len(found) == 2 and sorted(f.members for f in found) == [(0, 1, 2), (3, 4, 5)]
+    assert sum(f.share for f in found) == pytest.approx(1.0)
+    one = cluster_interests(jazz, np.ones(3), 0.35, 3, 0.2)
+    assert len(one) == 1 and one[0].members == (0, 1, 2)
+    # A 1-star camping item (weight -3) outweighs the three camping views: jazz alone is left.
+    disliked = np.vstack([history, unit([0, 1, 0.05])])
+    left = cluster_interests(disliked, np.r_[np.ones(6), -3.0], 0.35, 3, 0.2)
+    assert len(left) == 1 and left[0].members == (0, 1, 2)
+
+
+def catalogue():
+    ids = ["c1", "c2", "c3", "j1", "j2", "j3", "s1", "s2", "s3"]
+    vectors = unit([0, 1, 0.1], [0.1, 1, 0], [0, 1, 0.3], [1, 0, 0.1], [1, 0.1, 0], [1, 0.2, 0.2],
+                   [0.3, 0, 1], [0.2, 0.1, 1], [0.3, 0.1, 1])
+    prices = np.array([100, 50, 20, 25, 22, 30, 9.99, 14.99, 45])
+    texts = ["tent", "sleeping bag", "headlamp", "jazz vinyl", "jazz lp", "jazz record",
+             "acoustic guitar strings", "acoustic guitar strings", "acoustic guitar strings premium"]
+    return ids, vectors, prices, texts
+
+
+def test_plain_top_k_when_nothing_steers():
+    ids, vectors, prices, texts = catalogue()
+    interest = unit([1, 0.3, 0.1])[0]
+    picks = assemble(ids, vectors, prices, texts, [(interest, 1.0)], [], np.zeros((0, 3)), 5, SteerSettings())
+    expected = sorted(ids, key=lambda item: (-(vectors[ids.index(item)] @ interest), item))[:5]
+    assert [p.item_id for p in picks] == expected
+
+
+def test_a_fresh_need_takes_the_first_slots_within_its_constraints():
+    ids, vectors, prices, texts = catalogue()
+    need = NeedQuery(parse_need("acoustic guitar strings under $20"), unit([0.3, 0, 1])[0], 1.0)
+    picks = assemble(ids, vectors, prices, texts, [(unit([1, 0, 0])[0], 1.0)], [need], np.zeros((0, 3)), 5,
+                     SteerSettings())
+    assert [p.item_id for p in picks[:2]] == ["s1", "s2"] or [p.item_id for p in picks[:2]] == ["s2", "s1"]
+    assert all(p.need == 0 for p in picks[:2]) and "s3" not in [p.item_id for p in picks[:2]]
+    assert all(a.score >= b.score for a, b in zip(picks, picks[1:]))
+    assert need_slots(10, 0.6, [need]) == [6] and need_slots(10, 0.6, []) == []
+
+
+def test_dislikes_demote_and_two_interests_share_the_list():
+    ids, vectors, prices, texts = catalogue()
+    conf = SteerSettings()
+    jazz, camping = unit([1, 0, 0])[0], unit([0, 1, 0])[0]
+    both = assemble(ids, vectors, prices, texts, [(jazz, 0.5), (camping, 0.5)], [], np.zeros((0, 3)), 4, conf)
+    assert {p.item_id[0] for p in both} == {"j", "c"}
+    plain = assemble(ids, vectors, prices, texts, [(unit([1, 0.6, 0])[0], 1.0)], [], np.zeros((0, 3)), 4, conf)
+    demoted = assemble(ids, vectors, prices, texts, [(unit([1, 0.6, 0])[0], 1.0)], [], unit([0, 1, 0.1]), 4, conf)
+    assert sum(p.item_id[0] == "c" for p in demoted) < sum(p.item_id[0] == "c" for p in plain)
+
+
+def test_mmr_lowers_intra_list_similarity():
+    ids, vectors, prices, texts = catalogue()
+    interest = unit([1, 0.5, 0.5])[0]
+    plain = assemble(ids, vectors, prices, texts, [(interest, 1.0)], [], np.zeros((0, 3)), 4, SteerSettings())
+    diverse = assemble(ids, vectors, prices, texts, [(interest, 1.0)], [], np.zeros((0, 3)), 4,
+                       SteerSettings(mmr_weight=0.7))
+    assert intra_list_similarity(np.array([p.vector for p in diverse])) < intra_list_similarity(
+        np.array([p.vector for p in plain]))
+
+
+def test_reasons_name_the_evidence_in_the_users_language():
+    history = unit([1, 0, 0], [0, 1, 0], [0, 0, 1])
+    kinds, labels, items = ["review", "dislike", "purchase"], ["Fender Picks", "Cheap Tent", "吉他"], ["p1", "t1", "g1"]
+    item = unit([1, 0.1, 0])[0]
+    assert explain("x", item, "picks", 5.0, None, history, kinds, labels, items, {"p1": 5.0}, []) == (
+        'Similar to "Fender Picks", which you rated 5 stars')
+    # A disliked entry is never the evidence, even when it is the closest one.
+    assert "Cheap Tent" not in explain("x", unit([0, 1, 0.2])[0], "tent", 90.0, None, history, kinds, labels, items, {}, [])
+    assert explain("x", unit([0, 0, 1])[0], "", 1.0, None, history, kinds, labels, items, {}, []) == '与您购买的"吉他"搭配'
+    query = "不要苹果，2000元以下的手机"
+    assert explain("x", item, "", 1.0, parse_need(query), history, kinds, labels, items, {}, []) == f'符合您的搜索"{query}"'
+    # A query is no evidence for an item outside its price bound.
+    searched = (history[:1], ["search"], ["strings under $20"], [None], {}, [])
+    assert explain("x", item, "strings", 9.0, None, *searched) == 'Matches your search "strings under $20"'
+    assert explain("x", item, "strings", 45.0, None, *searched) == "Matches your interests"
+    assert explain("x", item, "light gauge strings", 9.0, None, history[:0], [], [], [], {}, ["guitar strings"]) == (
+        'Matches your interest in "guitar strings"')
