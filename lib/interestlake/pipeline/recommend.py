@@ -21,6 +21,7 @@ from pyspark.sql import types as T
 from interestlake import constants as C
 from interestlake.lake.schemas import arrow_schema
 from interestlake.lake.tables import LakeTables
+from interestlake.models.interest_model import load_model
 from interestlake.models.scoring import RunningTopK, reason_for
 from interestlake.pipeline.history import resolve_vectors, stored_refs
 from interestlake.pipeline.run import DerivedInputs, RunContext, StageReport, derived_inputs
@@ -38,6 +39,14 @@ _RANKED_SCHEMA = T.StructType(
     ]
 )
 _RANKED_ARROW_SCHEMA = arrow_schema(_RANKED_SCHEMA)
+_SCORED_ITEMS_SCHEMA = T.StructType(
+    [
+        T.StructField(C.COL_ITEM_ID, T.StringType(), False),
+        T.StructField(C.COL_EMBEDDING, T.ArrayType(T.FloatType()), False),
+        T.StructField("score_vector", T.ArrayType(T.FloatType()), False),
+    ]
+)
+_SCORED_ITEMS_ARROW_SCHEMA = arrow_schema(_SCORED_ITEMS_SCHEMA)
 
 
 def recommend(
@@ -54,7 +63,8 @@ def recommend(
     """
     report = StageReport(STAGE, run.run_id)
     version = settings.encoder.version
-    params = {"encoder": version, **settings.recommend.model_dump()}
+    model = load_model(settings)
+    params = {"encoder": version, "model": settings.model.version if model else None, **settings.recommend.model_dump()}
     inputs = derived_inputs(lake, report, C.RECOMMENDATIONS, INPUT_TABLES, params)
     if not full and inputs.unchanged:
         report.note = "inputs unchanged since the last commit; nothing to do"
@@ -91,11 +101,12 @@ def recommend(
         .join(excluded_items(lake, now, scored, settings.recommend.exclude_event_types), C.COL_USER_ID, "left")
         .join(reason_history(recent), C.COL_USER_ID, "left")
     )
+    shared = spark.sparkContext.broadcast(model) if model is not None else None
     with lake.scratch("recommend-items") as items_uri:
-        report.counts["items"] = stage_item_matrix(lake, version, now, items_uri)
+        report.counts["items"] = stage_item_matrix(lake, version, now, items_uri, shared)
         block = settings.recommend.user_block_size
         tasks = max(spark.sparkContext.defaultParallelism, math.ceil(n_users / block))
-        ranked = score_users(user_side.repartition(min(n_users, tasks)), items_uri, settings.recommend)
+        ranked = score_users(user_side.repartition(min(n_users, tasks)), items_uri, settings.recommend, shared)
         rows = ranked.withColumn(C.COL_RUN_ID, F.lit(run.run_id)).withColumn("generated_at", F.lit(run.timestamp))
         metadata = {
             "stage": STAGE, "run_id": run.run_id, "inputs": inputs.fingerprint,
@@ -123,12 +134,14 @@ def _catalog_changed(lake: LakeTables, inputs: DerivedInputs) -> bool:
     return False
 
 
-def stage_item_matrix(lake: LakeTables, version: str, versions: dict, uri: str) -> int:
-    """Writes (item_id, embedding) of every recommendable item to ``uri``; returns how many.
+def stage_item_matrix(lake: LakeTables, version: str, versions: dict, uri: str, model=None) -> int:
+    """Writes (item_id, embedding[, score_vector]) of every recommendable item to ``uri``; returns how many.
 
     Only items still in the catalog, with a vector of this encoder version. The
     scoring tasks read this matrix block by block, so it is shipped to each
-    executor from storage, never collected on the driver.
+    executor from storage, never collected on the driver. With a learned model
+    (a broadcast ``InterestModel``), ``score_vector`` is the model's ``[v_j, b_j]``
+    of each item, computed on the executors.
     """
     import pyarrow.dataset as ds
 
@@ -140,8 +153,24 @@ def stage_item_matrix(lake: LakeTables, version: str, versions: dict, uri: str) 
         .join(lake.read(C.ITEMS, versions[C.ITEMS]).select(C.COL_ITEM_ID), C.COL_ITEM_ID, "left_semi")
         .select(C.COL_ITEM_ID, C.COL_EMBEDDING)
     )
+    if model is not None:
+        items = items.mapInArrow(_with_score_vectors(model), _SCORED_ITEMS_SCHEMA)
     items.write.mode("overwrite").parquet(uri)
     return ds.dataset(readable_uri(uri), format="parquet").count_rows()
+def _with_score_vectors(model):
+    """Executor function adding the learned model's item vectors to (item_id, embedding) batches."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            vectors = model.value.item_vectors(batch.column(C.COL_ITEM_ID).to_pylist(), _matrix(batch.column(C.COL_EMBEDDING)))
+            offsets = pa.array(np.arange(len(vectors) + 1, dtype=np.int32) * vectors.shape[1])
+            scored = pa.ListArray.from_arrays(offsets, pa.array(vectors.ravel(), type=pa.float32()))
+            yield pa.RecordBatch.from_arrays([batch.column(C.COL_ITEM_ID), batch.column(C.COL_EMBEDDING), scored],
+                                             schema=_SCORED_ITEMS_ARROW_SCHEMA)
+
+    return run
+
+
 def excluded_items(lake: LakeTables, versions: dict, users: DataFrame, event_types: list[str]) -> DataFrame:
     """(user_id, excluded): items the given users must not be offered again (bought, reviewed...)."""
     events = lake.read(C.EVENTS, versions[C.EVENTS]).filter(
@@ -171,7 +200,7 @@ def reason_history(recent: DataFrame) -> DataFrame:
     )
 
 
-def score_users(user_side: DataFrame, items_uri: str, settings: RecommendSettings) -> DataFrame:
+def score_users(user_side: DataFrame, items_uri: str, settings: RecommendSettings, model=None) -> DataFrame:
     """Top-K rows (user_id, rank, item_id, score, reason) of every user of ``user_side``.
 
     Each task takes its users in blocks of ``user_block_size`` and streams the
@@ -184,13 +213,16 @@ def score_users(user_side: DataFrame, items_uri: str, settings: RecommendSetting
             (hist_kind, hist_item, hist_label, hist_vec; newest first).
         items_uri: Parquet files of (item_id, embedding).
         settings: ``k`` and the block sizes.
+        model: Broadcast ``InterestModel``: users' ``interest`` is its user vector, items
+            are scored by their ``score_vector`` plus its item-kNN term over the user's
+            recent items. None: cosine of the stored vectors.
     """
     return user_side.mapInArrow(
-        _score_partition(items_uri, settings.k, settings.user_block_size, settings.item_block_size), _RANKED_SCHEMA
+        _score_partition(items_uri, settings.k, settings.user_block_size, settings.item_block_size, model), _RANKED_SCHEMA
     )
 
 
-def _score_partition(items_uri: str, k: int, user_block: int, item_block: int):
+def _score_partition(items_uri: str, k: int, user_block: int, item_block: int, model=None):
     """Builds the executor function of ``score_users`` (kept free of Spark objects)."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -199,15 +231,23 @@ def _score_partition(items_uri: str, k: int, user_block: int, item_block: int):
         from interestlake.datasets.landing import readable_uri
 
         items = ds.dataset(readable_uri(items_uri), format="parquet")
+        learned = model.value if model is not None else None
+        columns = [C.COL_ITEM_ID, C.COL_EMBEDDING] + (["score_vector"] if learned is not None else [])
         for batch in batches:
             for start in range(0, batch.num_rows, user_block):
                 users = batch.slice(start, user_block)
+                bonus = None
+                if learned is not None:
+                    bonus = [learned.knn_bonus(recent or []) for recent in users.column("hist_item").to_pylist()]
                 ranking = RunningTopK(
                     _matrix(users.column("interest")), k,
-                    [set(chosen or ()) for chosen in users.column("excluded").to_pylist()],
+                    [set(chosen or ()) for chosen in users.column("excluded").to_pylist()], bonus,
                 )
-                for block in items.to_batches(columns=[C.COL_ITEM_ID, C.COL_EMBEDDING], batch_size=item_block):
-                    ranking.add(block.column(C.COL_ITEM_ID).to_pylist(), _matrix(block.column(C.COL_EMBEDDING)))
+                for block in items.to_batches(columns=columns, batch_size=item_block):
+                    ranking.add(
+                        block.column(C.COL_ITEM_ID).to_pylist(), _matrix(block.column(C.COL_EMBEDDING)),
+                        _matrix(block.column("score_vector")) if learned is not None else None,
+                    )
                 yield _ranked_rows(users, ranking.results())
 
     return run
