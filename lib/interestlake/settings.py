@@ -192,6 +192,7 @@ class ModelSettings(_Section):
     trainer: Literal["driver", "distributor"] = "driver"
     num_processes: int = Field(default=2, gt=0)
     dim: int = Field(default=64, gt=0)
+    input_dim: int = Field(default=96, gt=0)
     epochs: int = Field(default=25, gt=0)
     patience: int = Field(default=3, gt=0)
     batch_size: int = Field(default=512, gt=0)
@@ -199,9 +200,9 @@ class ModelSettings(_Section):
     weight_decay: float = Field(default=1e-5, ge=0)
     dropout: float = Field(default=0.2, ge=0, lt=1)
     neighbors: int = Field(default=100, gt=0)
-    max_examples_per_user: int = Field(default=200, gt=0)
-    max_softmax_items: int = Field(default=50_000, gt=0)
-    sampled_negatives: int = Field(default=8192, gt=0)
+    max_examples_per_user: int = Field(default=64, gt=0)
+    max_softmax_items: int = Field(default=4096, gt=0)
+    sampled_negatives: int = Field(default=1024, gt=0)
     seed: int = 42
 
 

@@ -27,6 +27,7 @@ module's callers without it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ class TrainParams:
     """Hyper-parameters (conf ``model``)."""
 
     dim: int = 64
+    input_dim: int = 96
     epochs: int = 25
     patience: int = 3
     batch_size: int = 512
@@ -63,9 +65,9 @@ class TrainParams:
     weight_decay: float = 1e-5
     dropout: float = 0.2
     neighbors: int = 100
-    max_examples_per_user: int = 200
-    max_softmax_items: int = 50_000
-    sampled_negatives: int = 8192
+    max_examples_per_user: int = 64
+    max_softmax_items: int = 4096
+    sampled_negatives: int = 1024
     seed: int = 42
     k: int = 10
 
@@ -358,6 +360,12 @@ def train(
         NotEnoughData: Too little data (no user with two interactions).
     """
     started = time.perf_counter()
+    # The network reads the frozen vectors through a fixed basis of their top singular
+    # directions (input_dim of d): the learned projections then cost input_dim x dim, and
+    # the exported matrices are basis @ W, so inference reads the full vectors.
+    original = data
+    basis = _basis(data.vectors, params.input_dim)
+    data = dataclasses.replace(data, vectors=(data.vectors @ basis).astype(np.float32))
     fit_data, held = validation_split(data)
     if held.empty:
         raise NotEnoughData("training needs users with at least two item interactions; none has")
@@ -375,12 +383,13 @@ def train(
 
     untrained = None
     if zero_shot is not None:
-        untrained = ndcg_at_k(zero_shot_scores(fit_data, val_ex, zero_shot), exclude, val_ex.target, params.k)[0]
+        raw = dataclasses.replace(fit_data, vectors=original.vectors)
+        untrained = ndcg_at_k(zero_shot_scores(raw, val_ex, zero_shot), exclude, val_ex.target, params.k)[0]
 
     all_ex = build_examples(data, context, max_per_user=params.max_examples_per_user)
     net, _, _ = _fit_network(data, all_ex, None, None, params, device, best_epoch)
     pop, idx, sim = item_statistics(interactions(data), len(data.item_ids), params.neighbors)
-    arrays = _export(net, pop, idx, sim)
+    arrays = _export(net, basis, pop, idx, sim)
     meta = {
         "context": context, **blend,
         "cold_bias": float(np.median(arrays["item_bias"])) if len(arrays["item_bias"]) else 0.0,
@@ -465,7 +474,9 @@ def _network(d: int, h: int, n_items: int, context: int, dropout: float):
 
         def users(self, vectors, vec, kind, age, item, mask):
             item = torch.where(item >= 0, item, torch.full_like(item, self.n_items))
-            x = vectors[vec] @ self.w_hist + self.kind_emb[kind] + self.item_in(item)
+            # Project each distinct vector of the batch once (popular items recur a lot).
+            distinct, inverse = torch.unique(vec, return_inverse=True)
+            x = (vectors[distinct] @ self.w_hist)[inverse] + self.kind_emb[kind] + self.item_in(item)
             x = self.drop(x)
             m = mask.float().unsqueeze(-1)
             query = (x * m).sum(1) / m.sum(1).clamp(min=1.0)
@@ -569,13 +580,22 @@ def _content_scores(net, data: HistoryData, examples: Examples, device: str) -> 
         return (users @ item_vectors.T + bias).cpu().numpy()
 
 
-def _export(net, pop, idx, sim) -> dict[str, np.ndarray]:
+def _basis(vectors: np.ndarray, size: int) -> np.ndarray:
+    """(d, min(size, d)) orthonormal basis of the vectors' top right singular directions (identity when size >= d)."""
+    d = vectors.shape[1]
+    if size >= d:
+        return np.eye(d, dtype=np.float32)
+    _, _, vt = np.linalg.svd(np.asarray(vectors, dtype=np.float64), full_matrices=False)
+    return vt[:size].T.astype(np.float32)
+
+
+def _export(net, basis, pop, idx, sim) -> dict[str, np.ndarray]:
     """The network's parameters as the numpy arrays ``InterestModel`` applies."""
     def array(tensor) -> np.ndarray:
         return tensor.detach().cpu().numpy().astype(np.float32)
 
     return {
-        "w_hist": array(net.w_hist), "w_item": array(net.w_item), "attention": array(net.attention),
+        "w_hist": basis @ array(net.w_hist), "w_item": basis @ array(net.w_item), "attention": array(net.attention),
         "kind_emb": array(net.kind_emb), "kind_bias": array(net.kind_bias), "pos_bias": array(net.pos_bias),
         "age_bias": array(net.age_bias), "item_in": array(net.item_in.weight[:-1]), "item_out": array(net.item_out),
         "item_bias": array(net.item_bias), "item_pop": pop, "neighbor_idx": idx.astype(np.int32),
