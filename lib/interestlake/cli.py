@@ -135,8 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--quantile", type=float, default=None, help="temporal: the cut as a quantile of times (default 0.8)")
     ev.add_argument("--ties", choices=["input", "random"], default=None,
                     help="leave-last-out: equal times keep the input order (default) or draw with the seed")
-    ev.add_argument("--methods", default=",".join(["interestlake", "popularity", "item_knn", "als"]),
-                    help="comma-separated subset of interestlake,popularity,item_knn,als")
+    ev.add_argument("--methods", default=",".join(["interestlake", "interestlake_zero_shot", "popularity", "item_knn", "als"]),
+                    help="comma-separated subset of interestlake,interestlake_zero_shot,popularity,item_knn,als")
     ev.add_argument("--json", action="store_true", help="print only the JSON result on stdout")
 
     enc = command("encoder", "the encoder in the MLflow model registry")
@@ -144,6 +144,20 @@ def build_parser() -> argparse.ArgumentParser:
                      help="register: log the configured encoder as a new version and make it @champion; "
                           "resolve: print the version @champion (or encoder.model_path) names now")
     enc.add_argument("--no-alias", action="store_true", help="register without moving @champion")
+
+    train = command("train", "train the interest model on the lake's tables and register it in MLflow")
+    train.add_argument("--run-id", default=None, help="name of this training run")
+    train.add_argument("--logical-date", default=None, help="accepted for orchestrators; the model is trained on the tables as they are now")
+    train.add_argument("--promote", action="store_true", help="then promote it if it beats the champion")
+    train.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    train.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="accepted for orchestrators (training reads a snapshot and takes no lock)")
+
+    promote = command("promote", "make an interest model version @champion if it beats the champion's validation NDCG")
+    promote.add_argument("--version", type=int, default=None, help="registered version (default: the newest)")
+    promote.add_argument("--run-id", default=None, help="accepted for orchestrators")
+    promote.add_argument("--logical-date", default=None, help="accepted for orchestrators")
+    promote.add_argument("--json", action="store_true", help="print the decision as one JSON object")
+    promote.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="accepted for orchestrators")
 
     sql = command("sql", "run Spark SQL over the lake tables, registered by name")
     sql.add_argument("query", help='e.g. "SELECT * FROM recommendations WHERE user_id = \'u-0001\'"')
@@ -414,6 +428,38 @@ def _encoder(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace, settings: Settings) -> int:
+    from interestlake.models import interest_registry
+    from interestlake.models.training import NotEnoughData
+    from interestlake.pipeline.refresh import open_pipeline
+    from interestlake.pipeline.train import train_model
+
+    # The model trained is independent of the one in use: read the tables as they are.
+    settings = settings.model_copy(update={"model": settings.model.model_copy(update={"uri": "none"})})
+    with open_pipeline(settings, args.master) as pipeline:
+        try:
+            result, versions = train_model(pipeline.lake, pipeline.settings)
+        except NotEnoughData as exc:
+            print(json.dumps({"trained": False, "reason": str(exc)}) if args.json else f"nothing trained: {exc}")
+            return 0
+    version = interest_registry.log_model(settings, result, versions)
+    out = {"trained": True, "name": settings.model.name, "version": version, "metrics": result.metrics,
+           "data_versions": versions}
+    if args.promote:
+        out["promotion"] = interest_registry.promote(settings, version).to_json()
+    print(json.dumps(out) if args.json else "\n".join(f"{key}: {value}" for key, value in out.items()))
+    return 0
+
+
+def _promote(args: argparse.Namespace, settings: Settings) -> int:
+    from interestlake.models import interest_registry
+
+    decision = interest_registry.promote(settings, args.version)
+    print(json.dumps(decision.to_json()) if args.json else
+          f"{decision.name} version {decision.version}: {'promoted' if decision.promoted else 'not promoted'} ({decision.reason})")
+    return 0
+
+
 def _json_value(value: Any) -> Any:
     if isinstance(value, (datetime, date)):
         return value.isoformat()
@@ -452,6 +498,8 @@ _COMMANDS = {
     "sql": _sql,
     "bench": _bench,
     "import-dataset": _import_dataset,
+    "train": _train,
+    "promote": _promote,
     "evaluate": _evaluate,
     "encoder": _encoder,
 }

@@ -249,6 +249,37 @@ class EvaluationSettings(_Section):
         return LakeSettings._absolute(value)
 
 
+class ModelSettings(_Section):
+    """The learned interest model (``interestlake train`` / ``promote``) and which version the pipeline applies."""
+
+    name: str = Field(default="interestlake-interest-model", min_length=1)
+    # null: the registered model's @champion when there is one, else the untrained pooling;
+    # "none": always the untrained pooling; models:/NAME/VERSION or models:/NAME@ALIAS;
+    # or a local folder holding a saved model. Commands resolve it once, when they start.
+    uri: str | None = None
+    # Label of the model version the stages apply (set by that resolution; rows of
+    # user_interests and recommendations are computed with it).
+    version: str | None = None
+    # driver: fit in the driver process (CUDA when it has a GPU); distributor: fit in
+    # `num_processes` processes of pyspark.ml.torch.distributor.TorchDistributor
+    # (data-parallel, one GPU each when the cluster has them).
+    trainer: Literal["driver", "distributor"] = "driver"
+    num_processes: int = Field(default=2, gt=0)
+    dim: int = Field(default=64, gt=0)
+    input_dim: int = Field(default=96, gt=0)
+    epochs: int = Field(default=25, gt=0)
+    patience: int = Field(default=3, gt=0)
+    batch_size: int = Field(default=512, gt=0)
+    learning_rate: float = Field(default=3e-3, gt=0)
+    weight_decay: float = Field(default=1e-5, ge=0)
+    dropout: float = Field(default=0.2, ge=0, lt=1)
+    neighbors: int = Field(default=100, gt=0)
+    max_examples_per_user: int = Field(default=64, gt=0)
+    max_softmax_items: int = Field(default=4096, gt=0)
+    sampled_negatives: int = Field(default=1024, gt=0)
+    seed: int = 42
+
+
 class MaintenanceSettings(_Section):
     """Daily table maintenance (``interestlake maintain``): retention of files and rows."""
 
@@ -352,6 +383,7 @@ class Settings(_Section):
     sample: SampleSettings
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
 
 
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)

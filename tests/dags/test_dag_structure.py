@@ -96,13 +96,16 @@ def test_catalog_runs_on_the_catalog_asset_through_the_four_stages(dag_bag):
     assert [a.name for a in dag.get_task("recommend").outlets] == ["interestlake.recommendations"]
 
 
-def test_maintenance_daily_in_the_order_of_the_maintain_command(dag_bag):
+def test_maintenance_daily_in_the_order_of_the_maintain_command_then_the_model(dag_bag):
     dag = dag_bag.get_dag("interestlake_maintenance")
     assert _schedule(dag) == ("30 2 * * *", "UTC")
     assert dag.max_active_runs == 1
     assert dag.catchup is False
-    assert _chain(dag) == list(C.MAINTENANCE_STEPS)
-    _assert_jobs(dag, {step: ("maintain", ["--steps", step]) for step in C.MAINTENANCE_STEPS})
+    assert _chain(dag) == [*C.MAINTENANCE_STEPS, "train_interest_model", "promote_interest_model"]
+    _assert_jobs(dag, {
+        **{step: ("maintain", ["--steps", step]) for step in C.MAINTENANCE_STEPS},
+        "train_interest_model": ("train", []), "promote_interest_model": ("promote", []),
+    })
 
 
 @pytest.mark.parametrize("job", ["ingest", "encode", "maintain"])

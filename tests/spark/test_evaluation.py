@@ -60,7 +60,7 @@ def test_evaluate_runs_every_method_and_logs_an_mlflow_run(spark, tmp_path):
     })
     result = evaluate(spark, settings, "movielens", data, "leave-last-out", k=5, run_id="eval-test-1")
     summary = result.to_json()
-    assert set(summary["methods"]) == {"interestlake", "popularity", "item_knn", "als"}
+    assert set(summary["methods"]) == {"interestlake", "interestlake_zero_shot", "popularity", "item_knn", "als"}
     for values in summary["methods"].values():
         assert set(values) == {"recall", "ndcg", "mrr", "hit_rate", "coverage", "cold_recall", "cold_ndcg", "ils"}
         # ils: intra-list similarity, a mean cosine under our item vectors.
@@ -68,6 +68,9 @@ def test_evaluate_runs_every_method_and_logs_an_mlflow_run(spark, tmp_path):
     assert result.counts["test_users"] == 24
     # Two taste groups: recommending by title/genre text beats chance (1 of 30 items relevant).
     assert summary["methods"]["interestlake"]["hit_rate"] > 0.3
+    assert summary["methods"]["interestlake_zero_shot"]["hit_rate"] > 0.3
+    # The learned model was trained on the training part and logged with the run.
+    assert result.params["model_validation_users"] > 0 and "model_knn_weight" in result.params
     assert sorted(result.curves["k"].unique()) == list(range(1, 13))
 
     # Our method ran the real stages in the dataset's evaluation lake; the cold pass
@@ -78,7 +81,10 @@ def test_evaluate_runs_every_method_and_logs_an_mlflow_run(spark, tmp_path):
     lake_settings = settings.lake.model_copy(update={"root": f"{settings.lake.root}/evaluation/movielens"})
     runs = open_lake(spark, lake_settings).read(C.PIPELINE_RUNS).toPandas()
     assert set(runs["stage"]) == {"encode", "interests", "recommend"}
-    assert set(runs["run_id"]) == {"eval-test-1__full", "eval-test-1__cold"}
+    assert set(runs["run_id"]) == {
+        f"eval-test-1__{part}{variant}" for part in ("full", "cold")
+        for variant in ("", "__interestlake", "__interestlake_zero_shot")
+    }
     encodes = runs[runs["stage"] == "encode"].set_index("run_id")["counts"].map(dict)
     assert encodes["eval-test-1__full"]["texts_to_encode"] > 0
     assert encodes["eval-test-1__cold"]["texts_to_encode"] == 0

@@ -22,10 +22,13 @@ from interestlake import constants as C
 from interestlake.datasets.public import PublicDataset, items_from_reviews
 from interestlake.evaluation.protocols import ITEM_EVENT_TYPES, training_texts
 from interestlake.lake.schemas import arrow_schema, table_spec
+from interestlake.models.training import TrainResult
 from interestlake.settings import Settings
 
 log = logging.getLogger("interestlake")
 METHOD = "interestlake"
+# The same pipeline without a learned model: the untrained pooling.
+ZERO_SHOT = "interestlake_zero_shot"
 STAGES = ("encode", "interests", "recommend")
 
 
@@ -72,9 +75,15 @@ def evaluation_settings(settings: Settings, lake_root: str, k: int) -> Settings:
 
 
 def pipeline_recommendations(
-    spark, settings: Settings, tables: TrainingTables, run_id: str, model_versions: dict[str, int] | None = None
-) -> tuple[pd.DataFrame, list]:
-    """Replaces the evaluation lake's inputs with ``tables`` and runs encode, interests, recommend.
+    spark,
+    settings: Settings,
+    tables: TrainingTables,
+    run_id: str,
+    model_versions: dict[str, int] | None = None,
+    variants: dict[str, Settings] | None = None,
+    train_to: str | None = None,
+) -> tuple[dict[str, pd.DataFrame], list, TrainResult | None]:
+    """Replaces the evaluation lake's inputs with ``tables``, encodes, and recommends with each variant.
 
     Args:
         spark: Active session.
@@ -82,16 +91,23 @@ def pipeline_recommendations(
         tables: Training rows.
         run_id: Recorded in the rows and in ``pipeline_runs``.
         model_versions: Registered model versions to record in ``pipeline_runs``.
+        variants: Name -> settings of the interests and recommend stages (default:
+            ``{"interestlake": settings}``); each variant recomputes every user.
+        train_to: When set, the interest model is first trained on these tables and
+            saved to this folder (variants name it with ``model.uri``).
 
     Returns:
-        (recommendations as user_id, item_id, rank, score; the stage reports).
+        (recommendations per variant as user_id, item_id, rank, score; the stage reports;
+        the training result when ``train_to`` was given).
     """
     from interestlake.lake.lock import writer_lock
     from interestlake.lake.tables import open_lake
     from interestlake.pipeline.refresh import Pipeline
     from interestlake.pipeline.run import RunContext
 
-    run = RunContext.create(run_id)
+    variants = variants or {METHOD: settings}
+    trained = None
+    recs: dict[str, pd.DataFrame] = {}
     with writer_lock(settings.lake.root, run_id):
         lake = open_lake(spark, settings.lake)
         lake.ensure_tables()
@@ -103,16 +119,25 @@ def pipeline_recommendations(
         for table in (C.USER_INTERESTS, C.RECOMMENDATIONS):
             lake.overwrite(table, spark.createDataFrame([], table_spec(table).schema),
                            metadata={"stage": "evaluation", "run_id": run_id})
-        pipeline = Pipeline(spark, lake, settings, dict(model_versions or {}))
-        reports = [pipeline.run_stage(name, run, full=True) for name in STAGES]
-        recs = (
-            lake.read(C.RECOMMENDATIONS)
-            .select(C.COL_USER_ID, C.COL_ITEM_ID, C.COL_RANK, C.COL_SCORE)
-            .toPandas()
-        )
+        reports = [Pipeline(spark, lake, settings, dict(model_versions or {})).run_stage("encode", RunContext.create(run_id))]
+        if train_to is not None:
+            from interestlake.pipeline.train import train_model
+
+            trained, _ = train_model(lake, settings)
+            trained.model.save(train_to)
+            log.info("evaluate: interest model trained: %s", trained.metrics)
+        for name, variant in variants.items():
+            pipeline = Pipeline(spark, lake, variant, dict(model_versions or {}))
+            run = RunContext.create(f"{run_id}__{name}")
+            reports += [pipeline.run_stage(stage, run, full=True) for stage in STAGES[1:]]
+            recs[name] = (
+                lake.read(C.RECOMMENDATIONS)
+                .select(C.COL_USER_ID, C.COL_ITEM_ID, C.COL_RANK, C.COL_SCORE)
+                .toPandas()
+            )
     for report in reports:
         log.info("evaluate: %s", report.summary())
-    return recs, reports
+    return recs, reports, trained
 
 
 def _spark_frame(spark, table: str, rows: pd.DataFrame):

@@ -25,14 +25,14 @@ from interestlake.evaluation.baselines import ALSBaseline, ALSGrid, Catalog, Ite
 from interestlake.evaluation.diversity import add_list_similarity
 from interestlake.evaluation.leakage import check_no_leakage
 from interestlake.evaluation.pipeline_method import (
-    METHOD, evaluation_settings, pipeline_recommendations, training_tables,
+    METHOD, ZERO_SHOT, evaluation_settings, pipeline_recommendations, training_tables,
 )
 from interestlake.evaluation.protocols import TEMPORAL, interactions_from_events, make_split, truncate_histories
 from interestlake.settings import Settings
 
 log = logging.getLogger("interestlake")
 BASELINES = ("popularity", "item_knn", "als")
-METHODS = (METHOD, *BASELINES)
+METHODS = (METHOD, ZERO_SHOT, *BASELINES)
 # Buckets of training history length for the metric-by-history plot.
 HISTORY_BUCKETS = ((1, 3), (4, 5), (6, 10), (11, 20), (21, 50), (51, 100), (101, None))
 
@@ -101,7 +101,9 @@ def evaluate(
         k: K of the reported metrics.
         max_k: Longest list computed (metric curves run K = 1..max_k).
         split_params: Protocol parameters (``ratio``, ``cut``, ``quantile``, ``ties``).
-        methods: Which of ``interestlake``, ``popularity``, ``item_knn``, ``als`` to run.
+        methods: Which of ``interestlake`` (the learned interest model, trained here on the
+            training part), ``interestlake_zero_shot`` (the untrained pooling),
+            ``popularity``, ``item_knn``, ``als`` to run.
         encoder: The registered encoder version our pipeline uses (``ResolvedEncoder``);
             None uses ``settings.encoder`` as it is.
         run_id: Id recorded in the evaluation lake (default ``evaluation__<time>``).
@@ -158,10 +160,16 @@ def evaluate(
         lists[name] = {mode: recommend(model, catalog, history, users, max_k) for mode, history in histories.items()}
         seconds[name] = time.perf_counter() - clock
 
-    if METHOD in methods:
+    if METHOD in methods or ZERO_SHOT in methods:
         clock = time.perf_counter()
-        lists[METHOD] = _pipeline_lists(spark, settings, dataset, tables, cold_tables, max_k, encoder, run_id)
-        seconds[METHOD] = time.perf_counter() - clock
+        ours, trained = _pipeline_lists(spark, settings, dataset, tables, cold_tables, max_k, encoder, run_id, methods)
+        lists.update(ours)
+        seconds["pipeline"] = time.perf_counter() - clock
+        if trained is not None:
+            seconds["train"] = trained.metrics["train_seconds"]
+            run_params.update({f"model_{key}": value for key, value in {**trained.params, **trained.model.meta}.items()
+                               if key not in ("data_versions",)})
+            run_params.update({f"model_{key}": value for key, value in trained.metrics.items()})
 
     history_length = split.train.groupby(C.COL_USER_ID).size()
     scores, curve_rows, bucket_rows = {}, [], []
@@ -205,20 +213,39 @@ def evaluate(
     )
 
 
-def _pipeline_lists(spark, settings, dataset, tables, cold_tables, max_k, encoder, run_id) -> dict[str, pd.DataFrame]:
-    """Our pipeline's lists with full and with cold (truncated) histories, from the dataset's evaluation lake."""
+def _pipeline_lists(spark, settings, dataset, tables, cold_tables, max_k, encoder, run_id, methods):
+    """Our pipeline's lists with full and with cold (truncated) histories, from the dataset's evaluation lake.
+
+    ``interestlake`` trains the interest model on the full training part (in the
+    evaluation lake, so only on what the split allows) and applies it to both
+    passes; ``interestlake_zero_shot`` runs the same stages without it.
+
+    Returns:
+        ({method: {"full": lists, "cold": lists}}, the training result or None).
+    """
+    from interestlake.models.interest_model import NO_MODEL
     from interestlake.models.registry import with_encoder
 
     root = settings.evaluation.lake_root or f"{settings.lake.root.rstrip('/')}/evaluation"
-    eval_settings = evaluation_settings(settings, f"{root.rstrip('/')}/{dataset}", max_k)
+    lake_root = f"{root.rstrip('/')}/{dataset}"
+    eval_settings = evaluation_settings(settings, lake_root, max_k)
     versions = {}
     if encoder is not None:
         eval_settings = with_encoder(eval_settings, encoder)
         versions = {encoder.record_key: encoder.version}
     run_id = run_id or f"evaluation__{pd.Timestamp.now(tz='UTC').isoformat()}"
-    full, _ = pipeline_recommendations(spark, eval_settings, tables, f"{run_id}__full", versions)
-    cold, _ = pipeline_recommendations(spark, eval_settings, cold_tables, f"{run_id}__cold", versions)
-    return {"full": full, "cold": cold}
+    model_dir = f"{lake_root}/models/{run_id.replace(':', '-')}"
+    variants = {}
+    if METHOD in methods:
+        variants[METHOD] = eval_settings.model_copy(update={"model": eval_settings.model.model_copy(
+            update={"uri": model_dir, "version": f"evaluation:{run_id}"})})
+    if ZERO_SHOT in methods:
+        variants[ZERO_SHOT] = eval_settings.model_copy(update={"model": eval_settings.model.model_copy(
+            update={"uri": NO_MODEL, "version": None})})
+    train_to = model_dir if METHOD in methods else None
+    full, _, trained = pipeline_recommendations(spark, eval_settings, tables, f"{run_id}__full", versions, variants, train_to)
+    cold, _, _ = pipeline_recommendations(spark, eval_settings, cold_tables, f"{run_id}__cold", versions, variants)
+    return {name: {"full": full[name], "cold": cold[name]} for name in variants}, trained
 
 
 def _split_params(protocol: str, conf, given: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ Both are imported only when used.
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -46,23 +46,43 @@ class RunningTopK:
         k: Items to keep per user.
         excluded: For each user, item ids never to recommend.
         device: ``cpu`` (numpy) or ``cuda`` (torch) for the block products.
+        bonus: For each user, a score to add per item id (the learned model's
+            item-kNN term); None: no bonus.
     """
 
-    def __init__(self, user_vectors: np.ndarray, k: int, excluded: Sequence[Collection[str]], device: str = "cpu"):
+    def __init__(
+        self, user_vectors: np.ndarray, k: int, excluded: Sequence[Collection[str]], device: str = "cpu",
+        bonus: Sequence[Mapping[str, float]] | None = None,
+    ):
         if len(excluded) != len(user_vectors):
             raise ValueError(f"{len(user_vectors)} users but {len(excluded)} exclusion lists")
         self.users = np.asarray(user_vectors, dtype=np.float32)
         self.device = device
         self.k = k
         self.excluded = excluded
+        self.bonus = bonus
         self.best: list[list[tuple[float, str, np.ndarray]]] = [[] for _ in range(len(self.users))]
 
-    def add(self, item_ids: Sequence[str], item_vectors: np.ndarray) -> None:
-        """Scores one block of items (unit vectors, shape (i, d)) and keeps the best k per user."""
+    def add(self, item_ids: Sequence[str], item_vectors: np.ndarray, score_vectors: np.ndarray | None = None) -> None:
+        """Scores one block of items and keeps the best k per user.
+
+        Args:
+            item_ids: The block's items.
+            item_vectors: Their unit vectors (i, d), kept with the results (for reasons).
+            score_vectors: What the users' vectors are multiplied with, when not
+                ``item_vectors`` (the learned model's item vectors).
+        """
         if len(item_ids) == 0 or len(self.users) == 0:
             return
-        scores = block_scores(self.users, np.asarray(item_vectors, dtype=np.float32), self.device)
+        scored = item_vectors if score_vectors is None else score_vectors
+        scores = block_scores(self.users, np.asarray(scored, dtype=np.float32), self.device)
         position = {item: column for column, item in enumerate(item_ids)}
+        if self.bonus is not None:
+            for row, extra in enumerate(self.bonus):
+                for item, value in extra.items():
+                    column = position.get(item)
+                    if column is not None:
+                        scores[row, column] += value
         for row, items in enumerate(self.excluded):
             columns = [position[item] for item in items if item in position]
             if columns:

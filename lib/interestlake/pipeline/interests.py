@@ -30,6 +30,7 @@ from interestlake import constants as C
 from interestlake.lake.schemas import HISTORY_REF
 from interestlake.lake.tables import LakeTables
 from interestlake.models.interest import DecayedStats, InterestParams, combine, decayed_stats, fold
+from interestlake.models.interest_model import InterestModel, load_model
 from interestlake.pipeline.history import (
     REF_COLUMNS, entry_order, history_refs, resolve_vectors, stored_refs, user_history,
 )
@@ -80,9 +81,10 @@ def interests(
     dislike = dislike_rule(settings)
     # user_topics follows the same events and reviews (steer.topics; its own inputs and commit).
     report.commits += refresh_topics(lake, settings, run, report.counts, full)
+    model = load_model(settings)
     inputs = derived_inputs(
         lake, report, C.USER_INTERESTS, INPUT_TABLES,
-        {"encoder": version, **settings.interests.model_dump(),
+        {"encoder": version, "model": settings.model.version if model else None, **settings.interests.model_dump(),
          **({"dislike": settings.steer.negative.model_dump()} if dislike else {})},
     )
     if not full and inputs.unchanged:
@@ -106,7 +108,7 @@ def interests(
         entries.unionByName(state, allowMissingColumns=True)
         .repartition(C.COL_USER_ID)
         .sortWithinPartitions(C.COL_USER_ID)
-        .mapInArrow(_user_vectors(params), _RESULT_SCHEMA)
+        .mapInArrow(_user_vectors(params, spark.sparkContext.broadcast(model) if model else None), _RESULT_SCHEMA)
     )
     rows = (
         vectors.withColumn(C.COL_ENCODER_VERSION, F.lit(version))
@@ -210,8 +212,12 @@ def _counts(events: DataFrame, reviews: DataFrame) -> DataFrame:
     )
 
 
-def _user_vectors(params: InterestParams):
+def _user_vectors(params: InterestParams, model=None):
     """Builds the executor function: rows sorted by user in, one result row per user out.
+
+    ``model`` (a broadcast ``InterestModel``) makes ``interest`` the learned model's
+    user vector of the newest N entries; without it, the untrained blend of the
+    long-term and attention-pooled short-term vectors.
 
     Rows arrive in Arrow batches, each user's rows consecutive (a user may span
     batches). A user's entries are folded batch by batch and only the newest N
@@ -230,7 +236,7 @@ def _user_vectors(params: InterestParams):
                 if current is None or current.user != user:
                     if current is not None and (row := current.result()) is not None:
                         done.append(row)
-                    current = _UserFold(user, params)
+                    current = _UserFold(user, params, model.value if model is not None else None)
                 columns.add_to(current, start, end)
             if done:
                 yield _result_batch(done, schema)
@@ -312,9 +318,10 @@ class _BatchColumns:
 class _UserFold:
     """One user's running long-term statistics, counts and newest N entries."""
 
-    def __init__(self, user: str, params: InterestParams):
+    def __init__(self, user: str, params: InterestParams, model: InterestModel | None = None):
         self.user = user
         self.params = params
+        self.model = model
         self.stats: DecayedStats | None = None
         self.events = 0
         self.reviews = 0
@@ -329,11 +336,18 @@ class _UserFold:
         liked = [vector for _, ref, vector in reversed(self.recent) if ref[1] != C.EVENT_DISLIKE]
         vectors = np.stack(liked or [vector for _, _, vector in reversed(self.recent)])
         result = combine(self.stats, vectors, self.params)
+        interest = result.interest
+        if self.model is not None:
+            refs = [ref for _, ref, _ in self.recent]
+            interest = self.model.user_vector(
+                np.stack([vector for _, _, vector in self.recent]), [ref[1] for ref in refs],
+                np.array([ref[0] / 1e6 for ref in refs]), [ref[2] for ref in refs],
+            )
         return {
             C.COL_USER_ID: self.user,
             "long_term": result.long_term,
             "short_term": result.short_term,
-            "interest": result.interest,
+            "interest": interest,
             "decayed_sum": self.stats.weighted_sum,
             "decayed_mass": self.stats.mass,
             "last_event_at": round(self.stats.ref_seconds * 1e6),

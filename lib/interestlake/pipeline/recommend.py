@@ -21,6 +21,7 @@ from pyspark.sql import types as T
 from interestlake import constants as C
 from interestlake.lake.schemas import arrow_schema
 from interestlake.lake.tables import LakeTables
+from interestlake.models.interest_model import load_model
 from interestlake.models.scoring import ApproximateTopK, RunningTopK, reason_for, scoring_device
 from interestlake.pipeline import steer
 from interestlake.pipeline.history import resolve_vectors, stored_refs
@@ -39,6 +40,14 @@ _RANKED_SCHEMA = T.StructType(
     ]
 )
 _RANKED_ARROW_SCHEMA = arrow_schema(_RANKED_SCHEMA)
+_SCORED_ITEMS_SCHEMA = T.StructType(
+    [
+        T.StructField(C.COL_ITEM_ID, T.StringType(), False),
+        T.StructField(C.COL_EMBEDDING, T.ArrayType(T.FloatType()), False),
+        T.StructField("score_vector", T.ArrayType(T.FloatType()), False),
+    ]
+)
+_SCORED_ITEMS_ARROW_SCHEMA = arrow_schema(_SCORED_ITEMS_SCHEMA)
 
 
 def recommend(
@@ -55,8 +64,12 @@ def recommend(
     """
     report = StageReport(STAGE, run.run_id)
     version = settings.encoder.version
-    params = {"encoder": version, **settings.recommend.model_dump(),
-              **({"steer": settings.steer.model_dump()} if settings.steer.enabled else {})}
+    model = load_model(settings)
+    # The learned model scores with its own user and item vectors; steering works on the
+    # encoder's space, so it applies to the untrained pooling only (README).
+    steered = settings.steer.enabled and model is None
+    params = {"encoder": version, "model": settings.model.version if model else None, **settings.recommend.model_dump(),
+              **({"steer": settings.steer.model_dump()} if steered else {})}
     inputs = derived_inputs(lake, report, C.RECOMMENDATIONS, INPUT_TABLES, params)
     if not full and inputs.unchanged:
         report.note = "inputs unchanged since the last commit; nothing to do"
@@ -93,18 +106,19 @@ def recommend(
         .join(excluded_items(lake, now, scored, settings.recommend.exclude_event_types), C.COL_USER_ID, "left")
         .join(reason_history(recent), C.COL_USER_ID, "left")
     )
-    if settings.steer.enabled:  # each user's fresh needs, dislikes, ratings, topics (pipeline/steer.py)
+    if steered:  # each user's fresh needs, dislikes, ratings, topics (pipeline/steer.py)
         user_side = user_side.join(steer.user_evidence(lake, settings, now, users), C.COL_USER_ID, "left")
+    shared = spark.sparkContext.broadcast(model) if model is not None else None
     with lake.scratch("recommend-items") as items_uri, lake.scratch("recommend-meta") as meta_uri:
-        report.counts["items"] = n_items = stage_item_matrix(lake, version, now, items_uri)
+        report.counts["items"] = n_items = stage_item_matrix(lake, version, now, items_uri, shared)
         tasks = scoring_tasks(n_users, spark.sparkContext.defaultParallelism)
-        ann = settings.recommend.ann_min_items is not None and n_items >= settings.recommend.ann_min_items
+        ann = model is None and settings.recommend.ann_min_items is not None and n_items >= settings.recommend.ann_min_items
         report.counts["approximate"] = int(ann)
-        if settings.steer.enabled:  # steered top K (exact scan; pipeline/steer.py)
+        if steered:  # steered top K (exact scan; pipeline/steer.py)
             steer.stage_item_meta(lake, now, meta_uri)
             ranked = steer.score_steered(user_side.repartition(tasks), items_uri, meta_uri, settings)
         else:
-            ranked = score_users(user_side.repartition(tasks), items_uri, settings.recommend, approximate=ann)
+            ranked = score_users(user_side.repartition(tasks), items_uri, settings.recommend, approximate=ann, model=shared)
         rows = ranked.withColumn(C.COL_RUN_ID, F.lit(run.run_id)).withColumn("generated_at", F.lit(run.timestamp))
         metadata = {
             "stage": STAGE, "run_id": run.run_id, "inputs": inputs.fingerprint,
@@ -132,12 +146,14 @@ def _catalog_changed(lake: LakeTables, inputs: DerivedInputs) -> bool:
     return False
 
 
-def stage_item_matrix(lake: LakeTables, version: str, versions: dict, uri: str) -> int:
-    """Writes (item_id, embedding) of every recommendable item to ``uri``; returns how many.
+def stage_item_matrix(lake: LakeTables, version: str, versions: dict, uri: str, model=None) -> int:
+    """Writes (item_id, embedding[, score_vector]) of every recommendable item to ``uri``; returns how many.
 
     Only items still in the catalog, with a vector of this encoder version. The
     scoring tasks read this matrix block by block, so it is shipped to each
-    executor from storage, never collected on the driver.
+    executor from storage, never collected on the driver. With a learned model
+    (a broadcast ``InterestModel``), ``score_vector`` is the model's ``[v_j, b_j]``
+    of each item, computed on the executors.
     """
     import pyarrow.dataset as ds
 
@@ -149,8 +165,24 @@ def stage_item_matrix(lake: LakeTables, version: str, versions: dict, uri: str) 
         .join(lake.read(C.ITEMS, versions[C.ITEMS]).select(C.COL_ITEM_ID), C.COL_ITEM_ID, "left_semi")
         .select(C.COL_ITEM_ID, C.COL_EMBEDDING)
     )
+    if model is not None:
+        items = items.mapInArrow(_with_score_vectors(model), _SCORED_ITEMS_SCHEMA)
     items.write.mode("overwrite").parquet(uri)
     return ds.dataset(readable_uri(uri), format="parquet").count_rows()
+def _with_score_vectors(model):
+    """Executor function adding the learned model's item vectors to (item_id, embedding) batches."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            vectors = model.value.item_vectors(batch.column(C.COL_ITEM_ID).to_pylist(), _matrix(batch.column(C.COL_EMBEDDING)))
+            offsets = pa.array(np.arange(len(vectors) + 1, dtype=np.int32) * vectors.shape[1])
+            scored = pa.ListArray.from_arrays(offsets, pa.array(vectors.ravel(), type=pa.float32()))
+            yield pa.RecordBatch.from_arrays([batch.column(C.COL_ITEM_ID), batch.column(C.COL_EMBEDDING), scored],
+                                             schema=_SCORED_ITEMS_ARROW_SCHEMA)
+
+    return run
+
+
 def excluded_items(lake: LakeTables, versions: dict, users: DataFrame, event_types: list[str]) -> DataFrame:
     """(user_id, excluded): items the given users must not be offered again (bought, reviewed...)."""
     events = lake.read(C.EVENTS, versions[C.EVENTS]).filter(
@@ -181,7 +213,7 @@ def reason_history(recent: DataFrame) -> DataFrame:
 
 
 def score_users(
-    user_side: DataFrame, items_uri: str, settings: RecommendSettings, approximate: bool = False
+    user_side: DataFrame, items_uri: str, settings: RecommendSettings, approximate: bool = False, model=None
 ) -> DataFrame:
     """Top-K rows (user_id, rank, item_id, score, reason) of every user of ``user_side``.
 
@@ -201,10 +233,13 @@ def score_users(
         items_uri: Parquet files of (item_id, embedding).
         settings: ``k``, the block sizes, ``item_cache_mb`` and the device.
         approximate: Use the FAISS index instead of the exact scan.
+        model: Broadcast ``InterestModel``: users' ``interest`` is its user vector, items
+            are scored by their ``score_vector`` plus its item-kNN term over the user's
+            recent items. None: cosine of the stored vectors.
     """
     scorer = _score_partition(
         items_uri, settings.k, settings.user_block_size, settings.item_block_size, settings.device, approximate,
-        settings.item_cache_mb,
+        settings.item_cache_mb, model,
     )
     return user_side.mapInArrow(scorer, _RANKED_SCHEMA)
 
@@ -213,7 +248,7 @@ def score_users(
 # approximate index), so a worker reads it once for all its tasks and user blocks
 # instead of once per user block: Spark's reuse of Python workers makes this the
 # executor-wide broadcast of the matrix.
-_ITEM_CACHE: dict[tuple[str, str], object] = {}
+_ITEM_CACHE: dict[tuple, object] = {}
 _USERS_PER_TASK = 200_000
 
 
@@ -228,14 +263,17 @@ def scoring_tasks(users: int, slots: int) -> int:
 
 
 def _score_partition(
-    items_uri: str, k: int, user_block: int, item_block: int, device: str, approximate: bool, cache_mb: int
+    items_uri: str, k: int, user_block: int, item_block: int, device: str, approximate: bool, cache_mb: int,
+    model=None,
 ):
     """Builds the executor function of ``score_users`` (kept free of Spark objects)."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         on = scoring_device(device)
+        learned = model.value if model is not None else None
         index = _approximate_index(items_uri) if approximate else None
-        blocks = None if approximate else _item_blocks(items_uri, item_block, cache_mb)
+        with_scores = learned is not None
+        blocks = None if approximate else _item_blocks(items_uri, item_block, cache_mb, with_scores)
         for batch in batches:
             for start in range(0, batch.num_rows, user_block):
                 users = batch.slice(start, user_block)
@@ -244,33 +282,41 @@ def _score_partition(
                 if index is not None:
                     yield _ranked_rows(users, index.search(vectors, k, excluded))
                     continue
-                ranking = RunningTopK(vectors, k, excluded, on)
-                for item_ids, item_vectors in blocks if blocks is not None else _read_item_blocks(items_uri, item_block):
-                    ranking.add(item_ids, item_vectors)
+                bonus = None
+                if learned is not None:
+                    bonus = [learned.knn_bonus(recent or []) for recent in users.column("hist_item").to_pylist()]
+                ranking = RunningTopK(vectors, k, excluded, on, bonus)
+                source = blocks if blocks is not None else _read_item_blocks(items_uri, item_block, with_scores)
+                for item_ids, item_vectors, score_vectors in source:
+                    ranking.add(item_ids, item_vectors, score_vectors)
                 yield _ranked_rows(users, ranking.results())
 
     return run
 
 
-def _read_item_blocks(items_uri: str, item_block: int) -> Iterator[tuple[list[str], np.ndarray]]:
-    """(item ids, unit vectors) of the item matrix, ``item_block`` items at a time, read from storage."""
+def _read_item_blocks(
+    items_uri: str, item_block: int, with_scores: bool = False
+) -> Iterator[tuple[list[str], np.ndarray, np.ndarray | None]]:
+    """(item ids, unit vectors, learned score vectors or None) of the item matrix, ``item_block`` items at a time."""
     import pyarrow.dataset as ds
 
     from interestlake.datasets.landing import readable_uri
 
     items = ds.dataset(readable_uri(items_uri), format="parquet")
-    for block in items.to_batches(columns=[C.COL_ITEM_ID, C.COL_EMBEDDING], batch_size=item_block):
+    columns = [C.COL_ITEM_ID, C.COL_EMBEDDING] + (["score_vector"] if with_scores else [])
+    for block in items.to_batches(columns=columns, batch_size=item_block):
         if block.num_rows:
-            yield block.column(C.COL_ITEM_ID).to_pylist(), _matrix(block.column(C.COL_EMBEDDING))
+            scores = _matrix(block.column("score_vector")) if with_scores else None
+            yield block.column(C.COL_ITEM_ID).to_pylist(), _matrix(block.column(C.COL_EMBEDDING)), scores
 
 
-def _item_blocks(items_uri: str, item_block: int, cache_mb: int) -> list | None:
+def _item_blocks(items_uri: str, item_block: int, cache_mb: int, with_scores: bool = False) -> list | None:
     """The item blocks kept in this worker, or None when the matrix is over ``cache_mb`` (then streamed)."""
-    key = (items_uri, "exact")
+    key = (items_uri, "exact", with_scores)
     if key not in _ITEM_CACHE:
         blocks, size = [], 0
-        for block in _read_item_blocks(items_uri, item_block):
-            size += block[1].nbytes
+        for block in _read_item_blocks(items_uri, item_block, with_scores):
+            size += block[1].nbytes + (block[2].nbytes if block[2] is not None else 0)
             if size > cache_mb * 2**20:
                 blocks = None
                 break
@@ -285,7 +331,7 @@ def _approximate_index(items_uri: str) -> ApproximateTopK:
     key = (items_uri, "approximate")
     if key not in _ITEM_CACHE:
         ids, matrices = [], []
-        for block_ids, block_vectors in _read_item_blocks(items_uri, 65536):
+        for block_ids, block_vectors, _ in _read_item_blocks(items_uri, 65536):
             ids += block_ids
             matrices.append(block_vectors)
         _ITEM_CACHE.clear()

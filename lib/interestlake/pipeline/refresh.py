@@ -99,8 +99,11 @@ def open_pipeline(
 
     A session that was already active (a test's, a notebook's) is reused and left running.
     An encoder given as a registered model (``models:/NAME@ALIAS``) is resolved here,
-    once, to the version every stage of this pipeline uses.
+    once, to the version every stage of this pipeline uses; so is the interest
+    model (``model.uri``; by default the champion when one is registered, else
+    the untrained pooling).
     """
+    from interestlake.models.interest_registry import resolve_model
     from interestlake.models.registry import resolve_settings
     from interestlake.privacy import pseudonymizer
 
@@ -108,6 +111,9 @@ def open_pipeline(
     pseudonymizer(settings)
     settings, encoder = resolve_settings(settings)
     versions = {encoder.record_key: encoder.version} if encoder else {}
+    settings, model_version = resolve_model(settings)
+    if model_version is not None:
+        versions[f"model:{settings.model.name}"] = model_version
     with ExitStack() as stack:
         if writer is not None:
             # Taken before Spark starts: a second refresh gives up in a second.

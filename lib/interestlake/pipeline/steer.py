@@ -286,7 +286,7 @@ def _pool(users: list[_UserQueries], blocks, meta: dict, depth: int) -> list[tup
     keys = np.zeros((len(rows), 0), dtype=np.int64)
     store: dict[int, tuple[str, np.ndarray]] = {}
     offset = 0
-    for item_ids, item_vectors in blocks:
+    for item_ids, item_vectors, _ in blocks:
         scores = queries @ np.asarray(item_vectors, dtype=np.float32).T
         position = {item: column for column, item in enumerate(item_ids)}
         for u, user in enumerate(users):

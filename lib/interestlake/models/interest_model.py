@@ -1,0 +1,208 @@
+"""The learned interest model at inference time (numpy only; torch trains it, see ``training``).
+
+A user's interest is attention-pooled over their last N history entries
+(the seed design w_i = softmax_i(x_i^T A q), interest = sum_i w_i x_i) with
+everything learned from the logs:
+
+    x_i   = W_h h_i + E_kind[k_i] + E_in[item_i]          (entry i, newest first)
+    q     = mean_i x_i
+    l_i   = x_i^T A q / sqrt(h) + b_kind[k_i] + b_pos[i] + b_age[age_i]
+    u     = sum_i softmax(l)_i x_i
+
+with h_i the frozen encoder's vector of the entry (item or text), k_i its type,
+age_i a log2 bucket of its age in days relative to the newest entry, and
+E_in an embedding of the entry's item when the model was trained on it (zero
+otherwise). An item j is represented by
+
+    v_j = W_i e_j + E_out[j],   b_j = bias_j + pop_weight * log(1 + count_j)
+
+(E_out and bias_j zero/``cold_bias`` for items the model never saw, so a new
+item is scored by its text alone). The score blends this content-and-ID score
+with item-kNN co-occurrence over the user's recent items, whose weights were
+fitted on a validation split:
+
+    score(u, j) = u . v_j + b_j + knn_weight * sum_r knn_decay^r sim(item_r, j)
+
+with item_r the distinct items of the recent history, newest first, and sim
+the cosine of binary co-occurrence (top ``neighbors`` per item kept). The
+first two terms are one dot product of ``[u, 1]`` with ``[v_j, b_j]``, which
+is how the recommend stage's blocked scoring applies them; the kNN term is a
+sparse bonus per user.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from interestlake import constants as C
+
+# Entry kinds the model knows, in embedding order.
+KINDS = (*C.EVENT_TYPES, C.EVENT_REVIEW)
+AGE_BUCKETS = 16
+_SECONDS_PER_DAY = 86_400.0
+_ARRAYS = ("w_hist", "w_item", "attention", "kind_emb", "kind_bias", "pos_bias", "age_bias",
+           "item_in", "item_out", "item_bias", "item_pop", "neighbor_idx", "neighbor_sim")
+# model.uri value that asks for the untrained pooling even when a champion exists.
+NO_MODEL = "none"
+MODEL_FILE = "interest_model.npz"
+META_FILE = "interest_model.json"
+
+
+def kind_index(kinds: Sequence[str]) -> np.ndarray:
+    """Index of each kind in ``KINDS`` (an unknown kind takes the last slot)."""
+    lookup = {kind: i for i, kind in enumerate(KINDS)}
+    return np.array([lookup.get(kind, len(KINDS) - 1) for kind in kinds], dtype=np.int64)
+
+
+def age_buckets(seconds: np.ndarray, newest: float) -> np.ndarray:
+    """log2 bucket of each entry's age in days relative to the newest entry (0 = same day)."""
+    days = np.maximum(newest - np.asarray(seconds, dtype=np.float64), 0.0) / _SECONDS_PER_DAY
+    return np.minimum(np.floor(np.log2(1.0 + days)), AGE_BUCKETS - 1).astype(np.int64)
+
+
+@dataclass
+class InterestModel:
+    """Trained parameters and item statistics (see the module docstring for the formulas).
+
+    Attributes:
+        item_ids: Items the model was trained on; rows of the item arrays follow them.
+        arrays: ``w_hist`` (d, h), ``w_item`` (d, h), ``attention`` (h, h), ``kind_emb`` (K, h),
+            ``kind_bias`` (K,), ``pos_bias`` (N,), ``age_bias`` (16,), ``item_in``/``item_out``
+            (n, h), ``item_bias`` (n,), ``item_pop`` (n,) log(1 + count), ``neighbor_idx``/
+            ``neighbor_sim`` (n, M) (index -1: no neighbour).
+        meta: Blend weights (``knn_weight``, ``knn_decay``, ``pop_weight``), ``cold_bias``,
+            ``context`` N, training parameters, data versions and validation metrics.
+    """
+
+    item_ids: np.ndarray
+    arrays: dict[str, np.ndarray]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        missing = [name for name in _ARRAYS if name not in self.arrays]
+        if missing:
+            raise ValueError(f"interest model lacks array(s) {missing}")
+        self.item_ids = np.asarray(self.item_ids, dtype=object)
+        self._row = {item: row for row, item in enumerate(self.item_ids.tolist())}
+
+    @property
+    def dim(self) -> int:
+        """Length of the vectors the pipeline stores and scores: h + 1 (the bias slot)."""
+        return int(self.arrays["w_item"].shape[1]) + 1
+
+    @property
+    def context(self) -> int:
+        return int(self.meta["context"])
+
+    def rows(self, item_ids: Sequence[str | None]) -> np.ndarray:
+        """Row of each item in the model's item arrays, -1 when unknown (or None)."""
+        return np.array([self._row.get(item, -1) if item is not None else -1 for item in item_ids], dtype=np.int64)
+
+    def user_vector(
+        self, vectors: np.ndarray, kinds: Sequence[str], seconds: np.ndarray, item_ids: Sequence[str | None]
+    ) -> np.ndarray:
+        """``[u, 1]`` of one user from their recent entries, newest first (at most ``context`` used).
+
+        Args:
+            vectors: Encoder vectors of the entries, (m, d).
+            kinds: Entry kinds (event type or ``review``).
+            seconds: Entry times, epoch seconds.
+            item_ids: The entry's item (None for searches).
+        """
+        n = min(len(vectors), self.context)
+        if n == 0:
+            raise ValueError("need at least one recent history entry")
+        a = self.arrays
+        vectors = np.asarray(vectors, dtype=np.float32)[:n]
+        seconds = np.asarray(seconds, dtype=np.float64)[:n]
+        kinds_i = kind_index(list(kinds)[:n])
+        rows = self.rows(list(item_ids)[:n])
+        x = vectors @ a["w_hist"] + a["kind_emb"][kinds_i]
+        known = rows >= 0
+        x[known] += a["item_in"][rows[known]]
+        query = x.mean(axis=0)
+        logits = (x @ a["attention"]) @ query / np.sqrt(x.shape[1])
+        logits = logits + a["kind_bias"][kinds_i] + a["pos_bias"][np.arange(n)] + a["age_bias"][age_buckets(seconds, seconds.max())]
+        weights = np.exp(logits - logits.max())
+        pooled = (weights / weights.sum()) @ x
+        return np.r_[pooled, 1.0].astype(np.float32)
+
+    def item_vectors(self, item_ids: Sequence[str], embeddings: np.ndarray) -> np.ndarray:
+        """``[v_j, b_j]`` of items from their encoder vectors, (n, h + 1)."""
+        a = self.arrays
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        out = np.empty((len(item_ids), self.dim), dtype=np.float32)
+        out[:, :-1] = embeddings @ a["w_item"] if len(item_ids) else 0.0
+        out[:, -1] = float(self.meta["cold_bias"])
+        rows = self.rows(item_ids)
+        known = rows >= 0
+        out[known, :-1] += a["item_out"][rows[known]]
+        out[known, -1] = a["item_bias"][rows[known]] + float(self.meta["pop_weight"]) * a["item_pop"][rows[known]]
+        return out
+
+    def knn_bonus(self, recent_items: Sequence[str | None]) -> dict[str, float]:
+        """kNN term per item for one user's recent history items (newest first, repeats ignored)."""
+        weight, decay = float(self.meta["knn_weight"]), float(self.meta["knn_decay"])
+        if weight == 0:
+            return {}
+        seen: list[int] = []
+        for row in self.rows(recent_items).tolist():
+            if row >= 0 and row not in seen:
+                seen.append(row)
+        bonus: dict[int, float] = {}
+        idx, sim = self.arrays["neighbor_idx"], self.arrays["neighbor_sim"]
+        for rank, row in enumerate(seen):
+            scale = weight * decay**rank
+            for j, s in zip(idx[row].tolist(), sim[row].tolist()):
+                if j >= 0:
+                    bonus[j] = bonus.get(j, 0.0) + scale * s
+        return {self.item_ids[j]: value for j, value in bonus.items()}
+
+    def save(self, folder: str | Path) -> Path:
+        """Writes the model to ``folder`` (two files); returns the folder."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(folder / MODEL_FILE, item_ids=self.item_ids.astype(str), **self.arrays)
+        (folder / META_FILE).write_text(json.dumps(self.meta, indent=2, sort_keys=True, default=str))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> InterestModel:
+        """Reads a model written by ``save``.
+
+        Raises:
+            FileNotFoundError: The folder does not hold a saved model.
+        """
+        folder = Path(folder)
+        if not (folder / MODEL_FILE).exists():
+            raise FileNotFoundError(f"{folder}: no {MODEL_FILE}; not a saved interest model")
+        with np.load(folder / MODEL_FILE, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in _ARRAYS}
+            item_ids = data["item_ids"].astype(object)
+        return cls(item_ids, arrays, json.loads((folder / META_FILE).read_text()))
+
+
+def load_model(settings) -> InterestModel | None:
+    """The model the stages apply: ``model.uri`` as resolved when the command started (a local folder).
+
+    None (the untrained pooling) when ``model.uri`` is unset or ``none``. A
+    registered-model URI must have been resolved first
+    (``interestlake.models.interest_registry.resolve_model``), so that every stage
+    of a run applies the same version.
+
+    Raises:
+        ValueError: ``model.uri`` is an unresolved registry URI.
+        FileNotFoundError: The folder holds no saved model.
+    """
+    uri = settings.model.uri
+    if not uri or uri == NO_MODEL:
+        return None
+    if uri.startswith("models:/"):
+        raise ValueError(f"model.uri {uri!r} must be resolved to a version before the stages run")
+    return InterestModel.load(uri)
