@@ -214,10 +214,10 @@ def test_kept_and_streamed_item_matrices_give_the_same_lists(tmp_path):
         return pa.Table.from_batches(list(run(iter([batch])))).to_pydict()
 
     kept = ranked(cache_mb=64)
-    assert recommend._ITEM_CACHE[(str(tmp_path), "exact")] is not None  # read once, kept by this worker
+    assert recommend._ITEM_CACHE[(str(tmp_path), "exact", False)] is not None  # read once, kept by this worker
     recommend._ITEM_CACHE.clear()  # another worker, with a smaller cap
     streamed = ranked(cache_mb=0)
-    assert recommend._ITEM_CACHE[(str(tmp_path), "exact")] is None  # over the cap: streamed per user block
+    assert recommend._ITEM_CACHE[(str(tmp_path), "exact", False)] is None  # over the cap: streamed per user block
     assert kept == streamed and len(kept[C.COL_ITEM_ID]) == 7 * 5 and "i00" not in kept[C.COL_ITEM_ID]
     best = np.argsort(-(users[0] @ items.T)[1:])[:5] + 1
     assert kept[C.COL_ITEM_ID][:5] == [f"i{n:02d}" for n in best]
