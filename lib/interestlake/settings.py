@@ -328,9 +328,10 @@ class SteerNeedsSettings(_Section):
 
 
 class SteerNegativeSettings(_Section):
-    """Negative feedback: low ratings and negative review text push interests away."""
+    """Negative feedback: low ratings and negative review text push interests away (off by default:
+    it lowered the Amazon and MovieLens leave-last-out numbers, docs/evaluation.md)."""
 
-    enabled: bool = True
+    enabled: bool = False
     # Ratings at or below this are dislikes (1-2 stars), and so is a review at or below
     # review_text_max_rating whose text is negative (interestlake.models.feedback).
     max_rating: float = Field(default=2.0, ge=0)
@@ -342,9 +343,10 @@ class SteerNegativeSettings(_Section):
 
 
 class SteerMultiInterestSettings(_Section):
-    """Several interests per user: clusters of the recent history, each retrieving its own candidates."""
+    """Several interests per user: clusters of the recent history, each retrieving its own candidates
+    (off by default: it lowered the Amazon leave-last-out numbers, docs/evaluation.md)."""
 
-    enabled: bool = True
+    enabled: bool = False
     max_interests: int = Field(default=3, ge=1, le=10)
     # Recent entries join one cluster while their average cosine stays at or above this.
     min_similarity: float = Field(default=0.35, ge=-1, le=1)

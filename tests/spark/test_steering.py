@@ -102,7 +102,10 @@ def steered(spark, tmp_path_factory):
     from interestlake.lake.tables import open_lake
     from interestlake.pipeline.refresh import Pipeline
 
-    settings = make_settings(tmp_path_factory.mktemp("steer") / "lake")
+    # Every part on, whatever the defaults (docs/evaluation.md says which are on by default).
+    settings = make_settings(tmp_path_factory.mktemp("steer") / "lake", {
+        f"INTERESTLAKE__STEER__{part}__enabled": "true" for part in ("TOPICS", "NEEDS", "NEGATIVE", "MULTI_INTEREST")
+    })
     lake = open_lake(spark, settings.lake)
     lake.ensure_tables()
     pipeline = Pipeline(spark, lake, settings)
