@@ -73,6 +73,10 @@ def test_topics_group_phrases_by_head_word_with_recency():
     assert key_phrases("吉他弦音色很好，非常适合初学者") == ["吉他弦音色", "初学者"]
 
 
+# Each part alone: no MMR unless a test asks for it.
+PLAIN = SteerSettings(mmr_weight=0.0)
+
+
 def unit(*rows):
     matrix = np.array(rows, dtype=np.float64)
     return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
@@ -106,7 +110,7 @@ def catalogue():
 def test_plain_top_k_when_nothing_steers():
     ids, vectors, prices, texts = catalogue()
     interest = unit([1, 0.3, 0.1])[0]
-    picks = assemble(ids, vectors, prices, texts, [(interest, 1.0)], [], np.zeros((0, 3)), 5, SteerSettings())
+    picks = assemble(ids, vectors, prices, texts, [(interest, 1.0)], [], np.zeros((0, 3)), 5, PLAIN)
     expected = sorted(ids, key=lambda item: (-(vectors[ids.index(item)] @ interest), item))[:5]
     assert [p.item_id for p in picks] == expected
 
@@ -115,7 +119,7 @@ def test_a_fresh_need_takes_the_first_slots_within_its_constraints():
     ids, vectors, prices, texts = catalogue()
     need = NeedQuery(parse_need("acoustic guitar strings under $20"), unit([0.3, 0, 1])[0], 1.0)
     picks = assemble(ids, vectors, prices, texts, [(unit([1, 0, 0])[0], 1.0)], [need], np.zeros((0, 3)), 5,
-                     SteerSettings())
+                     PLAIN)
     assert [p.item_id for p in picks[:2]] == ["s1", "s2"] or [p.item_id for p in picks[:2]] == ["s2", "s1"]
     assert all(p.need == 0 for p in picks[:2]) and "s3" not in [p.item_id for p in picks[:2]]
     assert all(a.score >= b.score for a, b in zip(picks, picks[1:]))
@@ -124,7 +128,7 @@ def test_a_fresh_need_takes_the_first_slots_within_its_constraints():
 
 def test_dislikes_demote_and_two_interests_share_the_list():
     ids, vectors, prices, texts = catalogue()
-    conf = SteerSettings()
+    conf = PLAIN
     jazz, camping = unit([1, 0, 0])[0], unit([0, 1, 0])[0]
     both = assemble(ids, vectors, prices, texts, [(jazz, 0.5), (camping, 0.5)], [], np.zeros((0, 3)), 4, conf)
     assert {p.item_id[0] for p in both} == {"j", "c"}
@@ -136,7 +140,7 @@ def test_dislikes_demote_and_two_interests_share_the_list():
 def test_mmr_lowers_intra_list_similarity():
     ids, vectors, prices, texts = catalogue()
     interest = unit([1, 0.5, 0.5])[0]
-    plain = assemble(ids, vectors, prices, texts, [(interest, 1.0)], [], np.zeros((0, 3)), 4, SteerSettings())
+    plain = assemble(ids, vectors, prices, texts, [(interest, 1.0)], [], np.zeros((0, 3)), 4, PLAIN)
     diverse = assemble(ids, vectors, prices, texts, [(interest, 1.0)], [], np.zeros((0, 3)), 4,
                        SteerSettings(mmr_weight=0.7))
     assert intra_list_similarity(np.array([p.vector for p in diverse])) < intra_list_similarity(
