@@ -359,7 +359,7 @@ def train(
     Raises:
         NotEnoughData: Too little data (no user with two interactions).
     """
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     # The network reads the frozen vectors through a fixed basis of their top singular
     # directions (input_dim of d): the learned projections then cost input_dim x dim, and
     # the exported matrices are basis @ W, so inference reads the full vectors.
@@ -400,6 +400,8 @@ def train(
         **({"validation_zero_shot_ndcg": untrained} if untrained is not None else {}),
         "validation_users": float(len(val_ex)), "train_examples": float(len(all_ex)),
         "train_seconds": round(time.perf_counter() - started, 1),
+        # CPU seconds of all this process's threads: what the fit costs whatever else runs.
+        "train_cpu_seconds": round(time.process_time() - cpu_started, 1),
     }
     return TrainResult(InterestModel(data.item_ids, arrays, meta), metrics, {**params.__dict__, "context": context})
 
