@@ -31,18 +31,18 @@ def test_promotion_refuses_a_worse_model_and_refresh_applies_the_new_champion(sp
     from interestlake.cli import main
     from interestlake.datasets.sample import generate_sample
     from interestlake.models import interest_registry
-    from interestlake.pipeline.refresh import open_pipeline
-    from interestlake.pipeline.train import train_model
+    from interestlake.models.interest_model import InterestModel
+    from interestlake.models.training import TrainResult
 
     env = {"INTERESTLAKE__LAKE__ROOT": str(tmp_path / "lake"), "INTERESTLAKE__SPARK__MASTER": "local[2]",
            "INTERESTLAKE__MODEL__DIM": "16", "INTERESTLAKE__MODEL__EPOCHS": "4"}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     settings = make_settings(tmp_path / "lake", env)
-    generate_sample(settings.lake.landing_uri, seed=5, n_users=30, n_items=40, days=14)
+    generate_sample(settings.lake.landing_uri, seed=5, n_users=30, n_items=40, days=7)
 
     # No model registered: the untrained pooling (encoder-sized vectors), no model version recorded.
-    used, dims, _ = _refresh(settings, "r1")
+    used, dims, first = _refresh(settings, "r1")
     assert used == {"interests": None, "recommend": None} and dims == {384}
 
     # `interestlake train --promote`: the first version becomes the champion.
@@ -51,9 +51,12 @@ def test_promotion_refuses_a_worse_model_and_refresh_applies_the_new_champion(sp
     assert trained["version"] == 1 and trained["promotion"]["promoted"] is True
     assert trained["data_versions"][C.EVENTS] >= 0 and trained["metrics"]["validation_ndcg"] > 0
 
-    # A version that validates worse is registered but refused.
-    with open_pipeline(settings) as pipeline:
-        result, versions = train_model(pipeline.lake, pipeline.settings)
+    # A version that validates worse (the champion's files, logged with a lower
+    # validation NDCG) is registered but refused.
+    resolved, version = interest_registry.resolve_model(settings)
+    assert version == 1
+    result = TrainResult(InterestModel.load(resolved.model.uri), dict(trained["metrics"]), {"dim": 16})
+    versions = trained["data_versions"]
     champion_ndcg = trained["metrics"]["validation_ndcg"]
     worse = dataclasses.replace(result, metrics={**result.metrics, "validation_ndcg": champion_ndcg - 0.01})
     assert interest_registry.log_model(settings, worse, versions) == 2
@@ -65,7 +68,8 @@ def test_promotion_refuses_a_worse_model_and_refresh_applies_the_new_champion(sp
     used, dims, recs = _refresh(settings, "r2")
     assert used == {"interests": 1, "recommend": 1}
     assert dims == {17}  # model dim 16 + the bias slot
-    assert recs[C.COL_RUN_ID].eq("r2").all() and recs[C.COL_USER_ID].nunique() == 30
+    assert recs[C.COL_RUN_ID].eq("r2").all()
+    assert set(recs[C.COL_USER_ID]) == set(first[C.COL_USER_ID]) and len(recs) == len(first)
 
     # A better version is promoted and picked up by the refresh after that.
     better = dataclasses.replace(result, metrics={**result.metrics, "validation_ndcg": champion_ndcg + 0.01})

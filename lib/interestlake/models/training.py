@@ -359,7 +359,7 @@ def train(
     Raises:
         NotEnoughData: Too little data (no user with two interactions).
     """
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     # The network reads the frozen vectors through a fixed basis of their top singular
     # directions (input_dim of d): the learned projections then cost input_dim x dim, and
     # the exported matrices are basis @ W, so inference reads the full vectors.
@@ -400,6 +400,8 @@ def train(
         **({"validation_zero_shot_ndcg": untrained} if untrained is not None else {}),
         "validation_users": float(len(val_ex)), "train_examples": float(len(all_ex)),
         "train_seconds": round(time.perf_counter() - started, 1),
+        # CPU seconds of all this process's threads: what the fit costs whatever else runs.
+        "train_cpu_seconds": round(time.process_time() - cpu_started, 1),
     }
     return TrainResult(InterestModel(data.item_ids, arrays, meta), metrics, {**params.__dict__, "context": context})
 
@@ -419,11 +421,17 @@ def _fit_blend(content, val_ex, exclude, pop, idx, sim, k, n_items) -> tuple[dic
     return best_point, best
 
 
+RESULT_FILE = "result.pickle"
+
+
 def distributed_train(folder: str, context: int, params: dict[str, Any], zero_shot: dict[str, Any] | None):
-    """``train`` in one process of ``TorchDistributor``: returns the result on rank 0, None elsewhere.
+    """``train`` in one process of ``TorchDistributor``; rank 0 writes the result to ``folder/result.pickle``.
+
+    (Written to the folder rather than returned: in local mode every process's return
+    value goes to the same file, and the last one to finish wins.)
 
     Args:
-        folder: Where ``HistoryData.save`` wrote the prepared history.
+        folder: Where ``HistoryData.save`` wrote the prepared history (and where the result goes).
         context: N.
         params: ``TrainParams`` fields.
         zero_shot: ``InterestParams`` fields of the untrained pooling, or None.
@@ -441,7 +449,14 @@ def distributed_train(folder: str, context: int, params: dict[str, Any], zero_sh
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cuda else "cpu"
         result = train(HistoryData.load(folder), context, TrainParams(**params), device,
                        InterestParams(**zero_shot) if zero_shot else None)
-        return result if dist.get_rank() == 0 else None
+        if dist.get_rank() == 0:
+            import pickle
+
+            import pyarrow.fs as pafs
+
+            fs, base = pafs.FileSystem.from_uri(folder)
+            with fs.open_output_stream(f"{base}/{RESULT_FILE}") as out:
+                pickle.dump(result, out)
     finally:
         dist.destroy_process_group()
 

@@ -14,7 +14,7 @@ distributor``): the prepared history is saved under the lake's ``_scratch``
 folder, ``model.num_processes`` processes (Spark barrier tasks on a cluster, one
 GPU each when ``spark.task.resource.gpu.amount`` is set; local processes in
 local mode) load it and train data-parallel (``DistributedDataParallel``, each
-process a share of every epoch's examples), and rank 0's model comes back.
+process a share of every epoch's examples), and rank 0 writes the model back there.
 """
 
 from __future__ import annotations
@@ -112,10 +112,13 @@ def train_model(lake: LakeTables, settings: Settings) -> tuple[TrainResult, dict
 
 def _distributed(lake: LakeTables, settings: Settings, data: HistoryData, context: int, params: TrainParams) -> TrainResult:
     """Runs ``distributed_train`` under TorchDistributor on the saved history."""
+    import pickle
+
+    import pyarrow.fs as pafs
     from pyspark.ml.torch.distributor import TorchDistributor
 
     from interestlake.datasets.landing import readable_uri
-    from interestlake.models.training import distributed_train
+    from interestlake.models.training import RESULT_FILE, distributed_train
 
     spark = lake.spark
     local = spark.sparkContext.master.startswith("local")
@@ -123,12 +126,13 @@ def _distributed(lake: LakeTables, settings: Settings, data: HistoryData, contex
     with lake.scratch("train") as folder:
         data.save(readable_uri(folder))
         distributor = TorchDistributor(num_processes=settings.model.num_processes, local_mode=local, use_gpu=gpus)
-        result = distributor.run(
-            distributed_train, readable_uri(folder), context, dict(params.__dict__), settings.interests.model_dump()
-        )
-    if result is None:
-        raise RuntimeError("TorchDistributor returned no model from rank 0")
-    return result
+        distributor.run(distributed_train, readable_uri(folder), context, dict(params.__dict__), settings.interests.model_dump())
+        fs, base = pafs.FileSystem.from_uri(readable_uri(folder))
+        try:
+            with fs.open_input_file(f"{base}/{RESULT_FILE}") as stream:
+                return pickle.load(stream)
+        except FileNotFoundError:
+            raise RuntimeError("TorchDistributor finished but rank 0 wrote no model") from None
 
 
 def _device(settings: Settings) -> str:
