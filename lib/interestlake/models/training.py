@@ -471,7 +471,11 @@ def _network(d: int, h: int, n_items: int, context: int, dropout: float):
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
-            basis = torch.linalg.qr(torch.randn(d, h))[0] * 3.0
+            # Orthonormal columns (rows when d < h): the untrained dot products follow the encoder's.
+            if d >= h:
+                basis = torch.linalg.qr(torch.randn(d, h))[0] * 3.0
+            else:
+                basis = torch.linalg.qr(torch.randn(h, d))[0].T * 3.0
             self.w_hist = nn.Parameter(basis.clone())
             self.w_item = nn.Parameter(basis.clone())
             self.attention = nn.Parameter(torch.eye(h))
