@@ -26,11 +26,12 @@ HISTORY_REF = T.StructType(
         T.StructField("label", T.StringType()),
     ]
 )
-# Columns that identify a user or hold what they wrote (a reason quotes their searches):
+# Columns that identify a user or hold what they wrote (a reason quotes their searches, a
+# topic is a phrase of their texts):
 # no min/max statistics of them
 # are written to the Delta log (it outlives vacuum, and `forget` must leave nothing);
 # files are not sorted by user, so such statistics would prune nothing anyway.
-PERSONAL_COLUMNS = frozenset({C.COL_USER_ID, C.COL_TEXT, C.COL_REASON, "raw", "label"})
+PERSONAL_COLUMNS = frozenset({C.COL_USER_ID, C.COL_TEXT, C.COL_REASON, "raw", "label", C.COL_TOPIC})
 _PROVENANCE = [
     T.StructField("source", T.StringType()),
     T.StructField(C.COL_RUN_ID, T.StringType()),

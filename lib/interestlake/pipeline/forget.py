@@ -28,7 +28,7 @@ from interestlake.settings import Settings
 
 STAGE = "forget"
 # Tables holding a user_id column, deleted by it.
-_BY_USER = (C.EVENTS, C.REVIEWS, C.USER_INTERESTS, C.RECOMMENDATIONS)
+_BY_USER = (C.EVENTS, C.REVIEWS, C.USER_INTERESTS, C.USER_TOPICS, C.RECOMMENDATIONS)
 
 
 def forget(spark: SparkSession, lake: LakeTables, settings: Settings, user_id: str, run: RunContext) -> StageReport:
@@ -66,6 +66,8 @@ def forget(spark: SparkSession, lake: LakeTables, settings: Settings, user_id: s
         C.QUARANTINE: _quarantined_rows(lake, versions, ids),
         # Derived tables last: their commits record the inputs after the deletes above.
         C.USER_INTERESTS: users,
+        # Key phrases of the user's own texts (steering topics).
+        C.USER_TOPICS: users,
         C.RECOMMENDATIONS: users,
     }
     for table, keys in doomed.items():
