@@ -85,3 +85,32 @@ def test_training_refuses_histories_without_a_next_item():
     data = generated_history(users=6, length=1)
     with pytest.raises(NotEnoughData, match="at least two item interactions"):
         train(data, context=10, params=TrainParams(dim=8, epochs=1))
+
+
+def test_blocked_scoring_with_the_knn_term_equals_the_brute_force_reference():
+    """The recommend stage adds the kNN term block by block as sparse arrays; same lists as the dict reference."""
+    from interestlake.models.scoring import RunningTopK
+
+    data = generated_history(users=40, items=60)
+    params = TrainParams(dim=8, epochs=2, patience=1, batch_size=64, neighbors=10, seed=7)
+    model = train(data, context=10, params=params).model
+    model.meta["knn_weight"], model.meta["knn_decay"] = 2.0, 0.5  # make the term decide rankings
+    item_ids = list(data.item_ids)
+    items = model.item_vectors(item_ids, data.vectors[data.item_vec])
+    rng = np.random.default_rng(5)
+    recent = [[item_ids[i] for i in rng.choice(60, size=int(rng.integers(0, 6)), replace=False)] + [None] for _ in range(12)]
+    users = rng.normal(size=(12, model.dim)).astype(np.float32)
+    excluded = [set(r[:1]) - {None} for r in recent]
+
+    ranking = RunningTopK(users, 5, excluded, bonus=model.knn_bonus_block(recent))
+    for start in range(0, 60, 16):  # blocks of the catalog, in a shuffled order
+        ranking.add(item_ids[start:start + 16][::-1], data.vectors[data.item_vec][start:start + 16][::-1],
+                    items[start:start + 16][::-1])
+    for row, got in enumerate(ranking.results()):
+        scores = items @ users[row]
+        for item, value in model.knn_bonus(recent[row]).items():
+            scores[item_ids.index(item)] += value
+        expected = sorted((i for i in range(60) if item_ids[i] not in excluded[row]), key=lambda i: (-scores[i], item_ids[i]))[:5]
+        assert [item for item, _, _ in got] == [item_ids[i] for i in expected]
+        assert [score for _, score, _ in got] == pytest.approx([float(scores[i]) for i in expected], abs=1e-6)
+    assert len(model.knn_bonus_block(recent).values) == sum(len(model.knn_bonus(r)) for r in recent) > 0

@@ -148,21 +148,42 @@ class InterestModel:
 
     def knn_bonus(self, recent_items: Sequence[str | None]) -> dict[str, float]:
         """kNN term per item for one user's recent history items (newest first, repeats ignored)."""
+        rows, values = self.knn_bonus_rows(recent_items)
+        return {self.item_ids[j]: value for j, value in zip(rows.tolist(), values.tolist())}
+
+    def knn_bonus_rows(self, recent_items: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
+        """(item rows, kNN term) of ``knn_bonus``, rows unique, as arrays; summed in float64 in history order."""
         weight, decay = float(self.meta["knn_weight"]), float(self.meta["knn_decay"])
-        if weight == 0:
-            return {}
         seen: list[int] = []
-        for row in self.rows(recent_items).tolist():
-            if row >= 0 and row not in seen:
-                seen.append(row)
-        bonus: dict[int, float] = {}
-        idx, sim = self.arrays["neighbor_idx"], self.arrays["neighbor_sim"]
-        for rank, row in enumerate(seen):
-            scale = weight * decay**rank
-            for j, s in zip(idx[row].tolist(), sim[row].tolist()):
-                if j >= 0:
-                    bonus[j] = bonus.get(j, 0.0) + scale * s
-        return {self.item_ids[j]: value for j, value in bonus.items()}
+        if weight != 0:
+            for row in self.rows(recent_items).tolist():
+                if row >= 0 and row not in seen:
+                    seen.append(row)
+        if not seen:
+            return np.zeros(0, np.int64), np.zeros(0, np.float64)
+        scale = np.array([weight * decay**rank for rank in range(len(seen))])
+        neighbors = self.arrays["neighbor_idx"][seen].ravel()
+        terms = (scale[:, None] * self.arrays["neighbor_sim"][seen].astype(np.float64)).ravel()
+        valid = neighbors >= 0
+        rows, slot = np.unique(neighbors[valid], return_inverse=True)
+        values = np.zeros(len(rows))
+        np.add.at(values, slot, terms[valid])
+        return rows.astype(np.int64), values
+
+    def knn_bonus_block(self, recent_per_user: Sequence[Sequence[str | None] | None]):
+        """The kNN term of a block of users (recent items per user) as a ``SparseBonus``."""
+        from interestlake.models.scoring import SparseBonus
+
+        users, rows, values = [], [], []
+        for user, recent in enumerate(recent_per_user):
+            user_rows, user_values = self.knn_bonus_rows(recent or [])
+            users.append(np.full(len(user_rows), user, dtype=np.int64))
+            rows.append(user_rows)
+            values.append(user_values)
+        if not users:
+            return SparseBonus(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), self.rows, len(self.item_ids))
+        return SparseBonus(np.concatenate(users), np.concatenate(rows), np.concatenate(values).astype(np.float32),
+                           self.rows, len(self.item_ids))
 
     def save(self, folder: str | Path) -> Path:
         """Writes the model to ``folder`` (two files); returns the folder."""

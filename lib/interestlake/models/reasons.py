@@ -42,27 +42,15 @@ def _short(label: str) -> str:
     return label if len(label) <= _LABEL_LIMIT else label[: _LABEL_LIMIT - 1].rstrip() + "…"
 
 
-def explain(
-    item_id: str,
-    item_vector: np.ndarray,
-    item_text: str,
-    item_price: float,
-    need: Need | None,
-    history_vectors: np.ndarray,
-    kinds: Sequence[str],
-    labels: Sequence[str | None],
-    history_items: Sequence[str | None],
-    ratings: Mapping[str, float],
-    topics: Sequence[str],
-) -> str:
-    """The reason line of one recommended item.
+def explain(item_id: str, item_vector: np.ndarray, item_text: str, item_price: float, need: Need | None, *evidence) -> str:
+    """The reason line of one item: ``ReasonWriter(*evidence)(item_id, ...)``, for a one-off line."""
+    return ReasonWriter(*evidence)(item_id, item_vector, item_text, item_price, need)
+
+
+class ReasonWriter:
+    """One user's reason lines: the evidence is prepared once per user, then each listed item costs one product.
 
     Args:
-        item_id: The item.
-        item_vector: Its unit vector.
-        item_text: Its lower-cased ``title. category. description``.
-        item_price: Its price (nan: unknown): a query whose constraints it fails is no evidence.
-        need: The fresh need that placed it (None: an interest did).
         history_vectors: The user's recent entries' vectors, newest first, shape (m, d).
         kinds: Their kinds (``dislike`` entries are skipped).
         labels: Their labels (item title or query text).
@@ -70,30 +58,76 @@ def explain(
         ratings: The user's latest rating of each item they rated.
         topics: The user's topic labels, heaviest first.
     """
-    if need is not None:
-        template = ZH_TEMPLATES if need.lang == "zh" else REASON_TEMPLATES
-        return template[C.EVENT_SEARCH].format(label=_short(need.text))
-    for kind, seen, label in zip(kinds, history_items, labels):
-        if seen == item_id and kind in SAME_ITEM_TEMPLATES:
-            return (ZH_SAME_ITEM if has_cjk(label or "") else SAME_ITEM_TEMPLATES)[kind]
-    liked = [
-        i for i, kind in enumerate(kinds)
-        if kind != C.EVENT_DISLIKE and (labels[i] or "").strip()
-        and (kind != C.EVENT_SEARCH or parse_need(labels[i]).allows(item_price, item_text))
-    ]
-    if liked and len(history_vectors):
-        best = liked[int(np.argmax(np.asarray(history_vectors)[liked] @ item_vector))]
-        label, kind = _short(labels[best]), kinds[best]
-        lang = "zh" if has_cjk(label) else "en"
-        rating = ratings.get(history_items[best]) if history_items[best] is not None else None
-        if kind in (C.EVENT_RATE, C.EVENT_REVIEW) and rating is not None:
-            return RATED[lang].format(label=label, stars=f"{rating:g}")
-        template = (ZH_TEMPLATES if lang == "zh" else REASON_TEMPLATES).get(kind)
-        if template:
-            return template.format(label=label)
-    item_words = set(words(item_text))
-    for topic in topics:
-        # A topic is its head word ("strings" of "guitar strings"): the item must name it.
-        if (has_cjk(topic) and topic in item_text) or (not has_cjk(topic) and head(topic) in item_words):
-            return TOPIC["zh" if has_cjk(topic) else "en"].format(label=_short(topic))
-    return ZH_FALLBACK if any(has_cjk(label or "") for label in labels) else FALLBACK_REASON
+
+    def __init__(
+        self,
+        history_vectors: np.ndarray,
+        kinds: Sequence[str],
+        labels: Sequence[str | None],
+        history_items: Sequence[str | None],
+        ratings: Mapping[str, float],
+        topics: Sequence[str],
+    ):
+        self.history = np.asarray(history_vectors)
+        self.kinds, self.labels, self.items = list(kinds), list(labels), list(history_items)
+        self.ratings, self.topics = ratings, topics
+        # The newest same-item entry wins, as the history is newest first.
+        self.same_item: dict[str, str] = {}
+        for kind, seen, label in zip(kinds, history_items, labels):
+            if kind in SAME_ITEM_TEMPLATES and seen is not None:
+                self.same_item.setdefault(seen, (ZH_SAME_ITEM if has_cjk(label or "") else SAME_ITEM_TEMPLATES)[kind])
+        usable = [i for i, kind in enumerate(kinds) if kind != C.EVENT_DISLIKE and (labels[i] or "").strip()]
+        self.liked = [i for i in usable if kinds[i] != C.EVENT_SEARCH]
+        # A past query is evidence only for items meeting its constraints; parsed once per user.
+        self.searches = [(i, parse_need(labels[i])) for i in usable if kinds[i] == C.EVENT_SEARCH]
+        self.fallback = ZH_FALLBACK if any(has_cjk(label or "") for label in labels) else FALLBACK_REASON
+
+    def many(self, item_ids: Sequence[str], vectors: np.ndarray, texts: Sequence[str], prices: Sequence[float],
+             needs: Sequence[Need | None]) -> list[str]:
+        """The reason lines of a whole list (the arguments of ``__call__``, one per item).
+
+        Without past queries every item's closest liked entry comes from one product.
+        """
+        closest = [None] * len(item_ids)
+        if self.liked and not self.searches and len(self.history) and len(item_ids):
+            rows = np.argmax(self.history[self.liked] @ np.asarray(vectors).T, axis=0)
+            closest = [self.liked[row] for row in rows.tolist()]
+        return [self(*args) for args in zip(item_ids, vectors, texts, prices, needs, closest)]
+
+    def __call__(self, item_id: str, item_vector: np.ndarray, item_text: str, item_price: float, need: Need | None,
+                 closest: int | None = None) -> str:
+        """The reason line of one listed item.
+
+        Args:
+            item_id: The item.
+            item_vector: Its unit vector.
+            item_text: Its lower-cased ``title. category. description``.
+            item_price: Its price (nan: unknown): a query whose constraints it fails is no evidence.
+            need: The fresh need that placed it (None: an interest did).
+            closest: The liked entry closest to the item, when already known (``many``).
+        """
+        if need is not None:
+            template = ZH_TEMPLATES if need.lang == "zh" else REASON_TEMPLATES
+            return template[C.EVENT_SEARCH].format(label=_short(need.text))
+        if item_id in self.same_item:
+            return self.same_item[item_id]
+        liked = self.liked
+        if self.searches:
+            liked = sorted(liked + [i for i, query in self.searches if query.allows(item_price, item_text)])
+        if liked and len(self.history):
+            best = closest if closest is not None else liked[int(np.argmax(self.history[liked] @ item_vector))]
+            label, kind = _short(self.labels[best]), self.kinds[best]
+            lang = "zh" if has_cjk(label) else "en"
+            rating = self.ratings.get(self.items[best]) if self.items[best] is not None else None
+            if kind in (C.EVENT_RATE, C.EVENT_REVIEW) and rating is not None:
+                return RATED[lang].format(label=label, stars=f"{rating:g}")
+            template = (ZH_TEMPLATES if lang == "zh" else REASON_TEMPLATES).get(kind)
+            if template:
+                return template.format(label=label)
+        if self.topics:
+            item_words = set(words(item_text))
+            for topic in self.topics:
+                # A topic is its head word ("strings" of "guitar strings"): the item must name it.
+                if (has_cjk(topic) and topic in item_text) or (not has_cjk(topic) and head(topic) in item_words):
+                    return TOPIC["zh" if has_cjk(topic) else "en"].format(label=_short(topic))
+        return self.fallback

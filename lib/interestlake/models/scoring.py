@@ -8,7 +8,8 @@ Both are imported only when used.
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -34,6 +35,40 @@ FALLBACK_REASON = "Matches your interests"
 _LABEL_LIMIT = 80
 
 
+@dataclass(frozen=True)
+class SparseBonus:
+    """Scores added to some (user, item) pairs of a user block: the learned model's item-kNN term.
+
+    Kept as arrays, not a dict per user, because a user's kNN term touches hundreds of
+    items and each item block would otherwise cost a Python loop over all of them.
+
+    Attributes:
+        users: Row of the user in the block, per pair.
+        rows: The item's row in the model's catalog, per pair.
+        values: The bonus (float32), per pair; (user, row) pairs are unique.
+        catalog_rows: Item ids -> their catalog rows (-1 unknown).
+        catalog_size: Rows in the catalog.
+    """
+
+    users: np.ndarray
+    rows: np.ndarray
+    values: np.ndarray
+    catalog_rows: Callable[[Sequence[str]], np.ndarray]
+    catalog_size: int
+
+    def add_to(self, scores: np.ndarray, item_ids: Sequence[str]) -> None:
+        """Adds the bonus of the block's items to ``scores`` (users x the block's items) in place."""
+        if not len(self.values):
+            return
+        column = np.full(self.catalog_size, -1, dtype=np.int64)
+        block_rows = self.catalog_rows(item_ids)
+        known = block_rows >= 0
+        column[block_rows[known]] = np.flatnonzero(known)
+        columns = column[self.rows]
+        here = columns >= 0
+        scores[self.users[here], columns[here]] += self.values[here]
+
+
 class RunningTopK:
     """The best ``k`` items of each user over a stream of item blocks.
 
@@ -46,13 +81,13 @@ class RunningTopK:
         k: Items to keep per user.
         excluded: For each user, item ids never to recommend.
         device: ``cpu`` (numpy) or ``cuda`` (torch) for the block products.
-        bonus: For each user, a score to add per item id (the learned model's
+        bonus: Scores to add to (user, item) pairs (the learned model's
             item-kNN term); None: no bonus.
     """
 
     def __init__(
         self, user_vectors: np.ndarray, k: int, excluded: Sequence[Collection[str]], device: str = "cpu",
-        bonus: Sequence[Mapping[str, float]] | None = None,
+        bonus: SparseBonus | None = None,
     ):
         if len(excluded) != len(user_vectors):
             raise ValueError(f"{len(user_vectors)} users but {len(excluded)} exclusion lists")
@@ -78,11 +113,7 @@ class RunningTopK:
         scores = block_scores(self.users, np.asarray(scored, dtype=np.float32), self.device)
         position = {item: column for column, item in enumerate(item_ids)}
         if self.bonus is not None:
-            for row, extra in enumerate(self.bonus):
-                for item, value in extra.items():
-                    column = position.get(item)
-                    if column is not None:
-                        scores[row, column] += value
+            self.bonus.add_to(scores, item_ids)
         for row, items in enumerate(self.excluded):
             columns = [position[item] for item in items if item in position]
             if columns:

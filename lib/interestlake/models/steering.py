@@ -104,12 +104,21 @@ def assemble(
     demotion = np.zeros(len(item_ids))
     if len(disliked) and conf.negative.demote > 0:
         demotion = conf.negative.demote * np.clip((vectors @ np.asarray(disliked, dtype=np.float64).T).max(axis=1), 0, None)
+    if not needs and len(interests) == 1 and conf.mmr_weight == 0:
+        # The usual list: the most relevant first (what the slot loop below gives, in one sort).
+        relevance = vectors @ np.asarray(interests[0][0], dtype=np.float64) - demotion
+        return [Pick(item_ids[i], float(relevance[i]), vectors[i]) for i in np.argsort(-relevance, kind="stable")[:k]]
     free = np.ones(len(item_ids), dtype=bool)
     picks: list[Pick] = []
 
+    orders: dict[int, np.ndarray] = {}
+
     def take(relevance: np.ndarray, allowed: np.ndarray, need: int | None) -> bool:
-        chosen = np.array([p.vector for p in picks]) if picks else np.zeros((0, vectors.shape[1]))
-        index = mmr_pick(relevance, vectors, chosen, conf.mmr_weight, allowed & free)
+        if conf.mmr_weight == 0:
+            index = _most_relevant(relevance, allowed & free, orders)
+        else:
+            chosen = np.array([p.vector for p in picks]) if picks else np.zeros((0, vectors.shape[1]))
+            index = mmr_pick(relevance, vectors, chosen, conf.mmr_weight, allowed & free)
         if index < 0:
             return False
         free[index] = False
@@ -133,7 +142,10 @@ def assemble(
     current = np.zeros(len(interests))
     everything = np.ones(len(item_ids), dtype=bool)
     exhausted = np.zeros(len(interests), dtype=bool)
-    while len(picks) < k and not exhausted.all():
+    if len(interests) == 1:  # the usual case: the round robin below reduces to this
+        while len(picks) < k and take(relevances[0], everything, None):
+            pass
+    while len(picks) < k and not exhausted.all() and len(interests) > 1:
         # Smooth weighted round robin: shares decide how often each interest picks.
         current += np.where(exhausted, 0.0, shares)
         turn = int(np.argmax(np.where(exhausted, -np.inf, current)))
@@ -145,6 +157,21 @@ def assemble(
             picks[position] = Pick(picks[position].item_id, picks[position - 1].score, picks[position].vector,
                                    picks[position].need)
     return picks
+
+
+def _most_relevant(relevance: np.ndarray, allowed: np.ndarray, orders: dict[int, np.ndarray]) -> int:
+    """What ``mmr_pick`` returns with weight 0 (highest allowed relevance, ties to the lower index), or -1.
+
+    Each relevance array is sorted once per list, so the K picks of a user cost one sort
+    instead of K full scans: this is the per-user cost of every steered list.
+    """
+    order = orders.get(id(relevance))
+    if order is None:
+        order = orders[id(relevance)] = np.argsort(-relevance, kind="stable")
+    for index in order:
+        if allowed[index]:
+            return int(index)
+    return -1
 
 
 def _cheap_bonus(prices: np.ndarray, allowed: np.ndarray) -> np.ndarray:

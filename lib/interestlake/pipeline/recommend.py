@@ -10,7 +10,7 @@ to the driver or shuffled.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -104,7 +104,7 @@ def recommend(
     user_side = (
         users.drop("recent")
         .join(excluded_items(lake, now, scored, settings.recommend.exclude_event_types), C.COL_USER_ID, "left")
-        .join(reason_history(recent), C.COL_USER_ID, "left")
+        .join(reason_history(recent, lake.read(C.ITEMS, now[C.ITEMS]).select(C.COL_ITEM_ID)), C.COL_USER_ID, "left")
     )
     if steered:  # each user's fresh needs, dislikes, ratings, topics (pipeline/steer.py)
         user_side = user_side.join(steer.user_evidence(lake, settings, now, users), C.COL_USER_ID, "left")
@@ -197,10 +197,25 @@ def excluded_items(lake: LakeTables, versions: dict, users: DataFrame, event_typ
     )
 
 
-def reason_history(recent: DataFrame) -> DataFrame:
-    """(user_id, hist_kind, hist_item, hist_label, hist_vec): recent entries as arrays, newest first."""
+def reason_history(recent: DataFrame, listed: DataFrame) -> DataFrame:
+    """(user_id, hist_kind, hist_item, hist_label, hist_vec): recent entries as arrays, newest first.
+
+    An entry's vector is shipped only when the scoring workers cannot look it up: a text's
+    vector (searches, reviews), or an item no longer in the catalog. An entry of a listed
+    item gets a null vector and takes its item's vector from the item matrix each worker
+    holds (``history_vectors``): shipping 20 vectors per user through the joins, the
+    shuffle and Arrow cost more than scoring them.
+
+    Args:
+        recent: The users' resolved recent entries (``resolve_vectors`` of ``stored_refs``).
+        listed: item_id of the items in the staged item matrix (the catalog).
+    """
+    shipped = recent.join(listed.select(C.COL_ITEM_ID, F.lit(True).alias("_listed")), C.COL_ITEM_ID, "left").withColumn(
+        C.COL_EMBEDDING,
+        F.when(F.col(C.COL_TEXT_HASH).isNull() & F.col("_listed").isNotNull(), F.lit(None)).otherwise(F.col(C.COL_EMBEDDING)),
+    )
     # collect_list keeps no order: sort by recency (1 = newest).
-    grouped = recent.groupBy(C.COL_USER_ID).agg(
+    grouped = shipped.groupBy(C.COL_USER_ID).agg(
         F.sort_array(F.collect_list(F.struct("recency", "kind", C.COL_ITEM_ID, "label", C.COL_EMBEDDING))).alias("_hist")
     )
     return grouped.select(
@@ -274,22 +289,24 @@ def _score_partition(
         index = _approximate_index(items_uri) if approximate else None
         with_scores = learned is not None
         blocks = None if approximate else _item_blocks(items_uri, item_block, cache_mb, with_scores)
+        find = item_finder(items_uri, item_block, index.rows if index is not None else blocks)
         for batch in batches:
             for start in range(0, batch.num_rows, user_block):
                 users = batch.slice(start, user_block)
                 vectors = _matrix(users.column("interest"))
                 excluded = [set(chosen or ()) for chosen in users.column("excluded").to_pylist()]
+                history = history_vectors(users, find)
                 if index is not None:
-                    yield _ranked_rows(users, index.search(vectors, k, excluded))
+                    yield _ranked_rows(users, index.search(vectors, k, excluded), history)
                     continue
                 bonus = None
                 if learned is not None:
-                    bonus = [learned.knn_bonus(recent or []) for recent in users.column("hist_item").to_pylist()]
+                    bonus = learned.knn_bonus_block(users.column("hist_item").to_pylist())
                 ranking = RunningTopK(vectors, k, excluded, on, bonus)
                 source = blocks if blocks is not None else _read_item_blocks(items_uri, item_block, with_scores)
                 for item_ids, item_vectors, score_vectors in source:
                     ranking.add(item_ids, item_vectors, score_vectors)
-                yield _ranked_rows(users, ranking.results())
+                yield _ranked_rows(users, ranking.results(), history)
 
     return run
 
@@ -310,8 +327,37 @@ def _read_item_blocks(
             yield block.column(C.COL_ITEM_ID).to_pylist(), _matrix(block.column(C.COL_EMBEDDING)), scores
 
 
-def _item_blocks(items_uri: str, item_block: int, cache_mb: int, with_scores: bool = False) -> list | None:
-    """The item blocks kept in this worker, or None when the matrix is over ``cache_mb`` (then streamed)."""
+class ItemRows:
+    """Item id -> unit vector of an item matrix held in this worker (unknown ids: zeros)."""
+
+    def __init__(self, item_ids: list[str], matrix: np.ndarray):
+        self.matrix = matrix
+        self.row = {item: row for row, item in enumerate(item_ids)}
+
+    def vectors(self, item_ids: Sequence[str | None]) -> np.ndarray:
+        rows = np.array([self.row.get(item, -1) for item in item_ids], dtype=np.int64)
+        out = self.matrix[np.maximum(rows, 0)] if len(self.matrix) else np.zeros((len(rows), 0), np.float32)
+        out[rows < 0] = 0.0
+        return out
+
+
+class CachedItems:
+    """The item matrix kept in a worker: one array for lookups, iterated as views of ``item_block`` rows."""
+
+    def __init__(self, item_ids: list[str], matrix: np.ndarray, scores: np.ndarray | None, item_block: int):
+        self.rows = ItemRows(item_ids, matrix)
+        self.blocks = [
+            (item_ids[start:start + item_block], matrix[start:start + item_block],
+             None if scores is None else scores[start:start + item_block])
+            for start in range(0, len(item_ids), item_block)
+        ]
+
+    def __iter__(self):
+        return iter(self.blocks)
+
+
+def _item_blocks(items_uri: str, item_block: int, cache_mb: int, with_scores: bool = False) -> CachedItems | None:
+    """The item matrix kept in this worker, or None when it is over ``cache_mb`` (then streamed)."""
     key = (items_uri, "exact", with_scores)
     if key not in _ITEM_CACHE:
         blocks, size = [], 0
@@ -322,8 +368,55 @@ def _item_blocks(items_uri: str, item_block: int, cache_mb: int, with_scores: bo
                 break
             blocks.append(block)
         _ITEM_CACHE.clear()
-        _ITEM_CACHE[key] = blocks
+        _ITEM_CACHE[key] = None if blocks is None else CachedItems(
+            [item for ids, _, _ in blocks for item in ids],
+            np.concatenate([vectors for _, vectors, _ in blocks]) if blocks else np.zeros((0, 0), np.float32),
+            np.concatenate([scores for _, _, scores in blocks]) if blocks and with_scores else None,
+            item_block,
+        )
     return _ITEM_CACHE[key]
+
+
+def item_finder(items_uri: str, item_block: int, held: CachedItems | ItemRows | None):
+    """``find(item_ids) -> (n, d) vectors`` from the matrix this worker holds, else by one pass over its blocks."""
+    if held is not None:
+        return (held.rows if isinstance(held, CachedItems) else held).vectors
+
+    def find(item_ids: Sequence[str | None]) -> np.ndarray:
+        wanted = set(item_ids)
+        ids, vectors = [], []
+        for block_ids, block_vectors, _ in _read_item_blocks(items_uri, item_block):
+            keep = [row for row, item in enumerate(block_ids) if item in wanted]
+            ids += [block_ids[row] for row in keep]
+            vectors.append(block_vectors[keep])
+        width = vectors[0].shape[1] if vectors else 0
+        return ItemRows(ids, np.concatenate(vectors) if vectors else np.zeros((0, width), np.float32)).vectors(item_ids)
+
+    return find
+
+
+def history_vectors(users: pa.RecordBatch, find) -> list[np.ndarray]:
+    """Per user of the block: the (m, d) float32 vectors of their recent entries (``hist_vec``), newest first.
+
+    Entries shipped without a vector (listed items, see ``reason_history``) take their
+    item's vector from ``find`` (``item_finder``).
+    """
+    import pyarrow.compute as pc
+
+    column, items = users.column("hist_vec"), users.column("hist_item")
+    lengths = pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False)
+    entries = column.flatten()
+    shipped = ~entries.is_null().to_numpy(zero_copy_only=False)
+    values = entries.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    missing = [item for item, has in zip(items.flatten().to_pylist(), shipped) if not has]
+    looked_up = find(missing) if missing else None
+    width = looked_up.shape[1] if looked_up is not None and looked_up.shape[1] else len(values) // max(int(shipped.sum()), 1)
+    matrix = np.zeros((len(shipped), width), np.float32)
+    if len(values):
+        matrix[shipped] = values.reshape(-1, width)
+    if looked_up is not None and looked_up.shape[1]:
+        matrix[~shipped] = looked_up
+    return np.split(matrix, np.cumsum(lengths)[:-1]) if len(lengths) else []
 
 
 def _approximate_index(items_uri: str) -> ApproximateTopK:
@@ -335,7 +428,9 @@ def _approximate_index(items_uri: str) -> ApproximateTopK:
             ids += block_ids
             matrices.append(block_vectors)
         _ITEM_CACHE.clear()
-        _ITEM_CACHE[key] = ApproximateTopK(ids, np.concatenate(matrices))
+        index = ApproximateTopK(ids, np.concatenate(matrices))
+        index.rows = ItemRows(index.item_ids, index.item_vectors)
+        _ITEM_CACHE[key] = index
     return _ITEM_CACHE[key]
 
 
@@ -346,14 +441,13 @@ def _matrix(vectors: pa.Array) -> np.ndarray:
     return vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(vectors), -1)
 
 
-def _ranked_rows(users: pa.RecordBatch, results: list) -> pa.RecordBatch:
-    """One row per (user, rank) with the reason naming the closest recent history entry."""
+def _ranked_rows(users: pa.RecordBatch, results: list, history: list[np.ndarray]) -> pa.RecordBatch:
+    """One row per (user, rank) with the reason naming the closest recent history entry (``history_vectors``)."""
     user_ids = users.column(C.COL_USER_ID).to_pylist()
-    kinds, labels, vectors = users.column("hist_kind"), users.column("hist_label"), users.column("hist_vec")
+    kinds, labels = users.column("hist_kind"), users.column("hist_label")
     seen_items = users.column("hist_item")
     out = {C.COL_USER_ID: [], C.COL_RANK: [], C.COL_ITEM_ID: [], C.COL_SCORE: [], C.COL_REASON: []}
     for row, best in enumerate(results):
-        history = _matrix(vectors[row].values) if vectors[row].is_valid else np.zeros((0, 0), np.float32)
         hist_kinds = kinds[row].as_py() or []
         hist_labels = labels[row].as_py() or []
         hist_items = seen_items[row].as_py() or []
@@ -362,5 +456,5 @@ def _ranked_rows(users: pa.RecordBatch, results: list) -> pa.RecordBatch:
             out[C.COL_RANK].append(rank)
             out[C.COL_ITEM_ID].append(item_id)
             out[C.COL_SCORE].append(score)
-            out[C.COL_REASON].append(reason_for(item_id, item_vector, history, hist_kinds, hist_labels, hist_items))
+            out[C.COL_REASON].append(reason_for(item_id, item_vector, history[row], hist_kinds, hist_labels, hist_items))
     return pa.RecordBatch.from_pydict(out, schema=_RANKED_ARROW_SCHEMA)

@@ -168,13 +168,18 @@ def _steer_partition(items_uri: str, meta_uri: str, settings: Settings):
     weights = dict(settings.interests.event_weights)
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from interestlake.pipeline.recommend import _RANKED_ARROW_SCHEMA, _item_blocks, _read_item_blocks
+        from interestlake.pipeline.recommend import (
+            _RANKED_ARROW_SCHEMA, _item_blocks, _read_item_blocks, history_vectors, item_finder,
+        )
 
         meta = _item_meta(meta_uri)
         blocks = _item_blocks(items_uri, recommend.item_block_size, recommend.item_cache_mb)
+        find = item_finder(items_uri, recommend.item_block_size, blocks)
         for batch in batches:
             for start in range(0, batch.num_rows, recommend.user_block_size):
-                users = [_UserQueries(row, steer, weights) for row in batch.slice(start, recommend.user_block_size).to_pylist()]
+                block = batch.slice(start, recommend.user_block_size)
+                rows = _user_rows(block, history_vectors(block, find))
+                users = [_UserQueries(row, steer, weights) for row in rows]
                 source = blocks if blocks is not None else _read_item_blocks(items_uri, recommend.item_block_size)
                 pools = _pool(users, source, meta, recommend.k * steer.pool_factor)
                 out = {name: [] for name in _RANKED_ARROW_SCHEMA.names}
@@ -202,6 +207,57 @@ def _item_meta(meta_uri: str) -> dict[str, tuple[float, str]]:
     return _META_CACHE[meta_uri]
 
 
+# Vector columns of the user side: read as numpy, because turning (m, 384) float lists into
+# Python floats and back cost more than the scoring itself.
+_VECTOR_COLUMNS = ("interest", "disliked_vec", "need_vec")
+
+
+def _user_rows(batch: pa.RecordBatch, history: list[np.ndarray]) -> list[dict]:
+    """The batch's users as dicts; vector columns as float32 arrays ((d,) or (m, d), None when null).
+
+    ``hist_vec`` is ``history`` (``recommend.history_vectors``: shipped or looked-up vectors).
+    """
+    rows = [{} for _ in range(batch.num_rows)]
+    for name in batch.schema.names:
+        column = batch.column(name)
+        if name == "hist_vec":
+            values = history
+        elif name in _VECTOR_COLUMNS:
+            values = _vector_values(column)
+        else:
+            values = column.to_pylist()
+        for row, value in zip(rows, values):
+            row[name] = value
+    return rows
+
+
+def _vector_values(column: pa.Array) -> list[np.ndarray | None]:
+    """Per row of a list<float> or list<list<float>> column: its float32 array, None when null."""
+    nested = pa.types.is_list(column.type.value_type)
+    flat = column.flatten().flatten() if nested else column.flatten()
+    values = flat.to_numpy(zero_copy_only=False).astype(np.float32)
+    # Offsets of a sliced array count from its parent's start; flatten() does not.
+    outer = column.offsets.to_numpy()
+    outer = outer - outer[0]
+    inner = column.flatten().offsets.to_numpy() if nested else None
+    if nested:
+        inner = inner - inner[0]
+    null = column.is_null().to_numpy(zero_copy_only=False)
+    out: list[np.ndarray | None] = []
+    for row in range(len(column)):
+        if null[row]:
+            out.append(None)
+            continue
+        first, last = outer[row], outer[row + 1]
+        if not nested:
+            out.append(values[first:last])
+            continue
+        start, stop = inner[first], inner[last]
+        width = (inner[first + 1] - start) if last > first else 0
+        out.append(values[start:stop].reshape(last - first, width) if width else np.zeros((last - first, 0), np.float32))
+    return out
+
+
 class _UserQueries:
     """One user's query vectors (interests, fresh needs) and what ranks their candidates."""
 
@@ -217,8 +273,9 @@ class _UserQueries:
         self.kinds = row.get("hist_kind") or []
         self.labels = row.get("hist_label") or []
         self.items = row.get("hist_item") or []
-        self.history = np.asarray(row.get("hist_vec") or np.zeros((0, len(interest))), dtype=np.float32)
-        self.disliked = np.asarray(row.get("disliked_vec") or np.zeros((0, len(interest))), dtype=np.float32)
+        empty = np.zeros((0, len(interest)), np.float32)
+        self.history = empty if row.get("hist_vec") is None or not len(row["hist_vec"]) else row["hist_vec"]
+        self.disliked = empty if row.get("disliked_vec") is None or not len(row["disliked_vec"]) else row["disliked_vec"]
         self.ratings = dict(zip(row.get("rated_items") or [], row.get("rated_values") or []))
         self.topics = row.get("topics") or []
         self.interests: list[tuple[np.ndarray, float]] = [(interest, 1.0)]
@@ -234,7 +291,7 @@ class _UserQueries:
                 self.interests = [(normalize((1 - blend) * interest + blend * c.centre), c.share) for c in found]
         self.needs = []
         ref = row.get("ref_ts")
-        for text, ts, vector in zip(row.get("need_text") or [], row.get("need_ts") or [], row.get("need_vec") or []):
+        for text, ts, vector in zip(row.get("need_text") or [], row.get("need_ts") or [], [] if row.get("need_vec") is None else row["need_vec"]):
             age_hours = max(0.0, (ref - ts).total_seconds() / _SECONDS_PER_HOUR) if ref is not None else 0.0
             freshness = 2.0 ** (-age_hours / steer.needs.half_life_hours)
             if freshness >= _MIN_FRESHNESS:
@@ -251,21 +308,24 @@ class _UserQueries:
 
     def rank(self, ids: list[str], vectors: np.ndarray, meta: dict, k: int, steer) -> list[tuple[str, float, str]]:
         """(item id, score, reason) of the user's top K from their pooled candidates."""
-        from interestlake.models.reasons import explain
+        from interestlake.models.reasons import ReasonWriter
         from interestlake.models.steering import assemble
 
-        texts = [meta.get(item, (np.nan, ""))[1] for item in ids]
-        prices = np.array([meta.get(item, (np.nan, ""))[0] for item in ids], dtype=np.float64)
+        # Only needs read the candidates' texts and prices; reasons read the picks'.
+        if self.needs:
+            texts = [meta.get(item, (np.nan, ""))[1] for item in ids]
+            prices = np.array([meta.get(item, (np.nan, ""))[0] for item in ids], dtype=np.float64)
+        else:
+            texts, prices = [], np.zeros(0)
         disliked = self.disliked if steer.negative.enabled else self.disliked[:0]
         picks = assemble(ids, vectors, prices, texts, self.interests, self.needs, disliked, k, steer)
-        position = {item: i for i, item in enumerate(ids)}
-        return [
-            (pick.item_id, pick.score,
-             explain(pick.item_id, pick.vector, texts[position[pick.item_id]], prices[position[pick.item_id]],
-                     None if pick.need is None else self.needs[pick.need].need,
-                     self.history, self.kinds, self.labels, self.items, self.ratings, self.topics))
-            for pick in picks
-        ]
+        reason = ReasonWriter(self.history, self.kinds, self.labels, self.items, self.ratings, self.topics)
+        facts = [meta.get(pick.item_id, (np.nan, "")) for pick in picks]
+        reasons = reason.many(
+            [pick.item_id for pick in picks], np.array([pick.vector for pick in picks]), [text for _, text in facts],
+            [price for price, _ in facts], [None if pick.need is None else self.needs[pick.need].need for pick in picks],
+        )
+        return [(pick.item_id, pick.score, line) for pick, line in zip(picks, reasons)]
 
 
 def _pool(users: list[_UserQueries], blocks, meta: dict, depth: int) -> list[tuple[list[str], np.ndarray]]:
@@ -273,7 +333,8 @@ def _pool(users: list[_UserQueries], blocks, meta: dict, depth: int) -> list[tup
 
     One pass over the item blocks for the whole user block: every query row is scored
     against each block (float32), the user's excluded items and a need's price bounds
-    masked, and the running best ``depth`` per row kept.
+    masked, and the running best ``depth`` per row kept. Masks and bookkeeping are
+    array operations over the whole user block, not loops per user.
     """
     rows = [(u, *query) for u, user in enumerate(users) for query in user.queries()]
     if not rows:
@@ -282,17 +343,24 @@ def _pool(users: list[_UserQueries], blocks, meta: dict, depth: int) -> list[tup
     owner = np.array([u for u, _, _, _ in rows])
     bounds = np.array([(low, high) for _, _, low, high in rows], dtype=np.float64)
     bounded = np.flatnonzero(~np.isnan(bounds).all(axis=1))
+    # (query row, item id) of every exclusion, so each block masks them with one assignment.
+    excluded_rows, excluded_items = [], []
+    for row, (u, _, _, _) in enumerate(rows):
+        excluded_rows += [row] * len(users[u].excluded)
+        excluded_items += list(users[u].excluded)
+    excluded_rows = np.array(excluded_rows, dtype=np.int64)
     best = np.full((len(rows), 0), -np.inf, dtype=np.float32)
     keys = np.zeros((len(rows), 0), dtype=np.int64)
-    store: dict[int, tuple[str, np.ndarray]] = {}
+    # Every candidate that entered some row's best: its key (position in the catalog), id and vector.
+    stored_keys, stored_ids, stored_vectors = [np.zeros(0, np.int64)], [], [np.zeros((0, queries.shape[1]), np.float32)]
     offset = 0
     for item_ids, item_vectors, _ in blocks:
         scores = queries @ np.asarray(item_vectors, dtype=np.float32).T
-        position = {item: column for column, item in enumerate(item_ids)}
-        for u, user in enumerate(users):
-            columns = [position[item] for item in user.excluded if item in position]
-            if columns:
-                scores[np.ix_(owner == u, columns)] = -np.inf
+        if len(excluded_items):
+            position = {item: column for column, item in enumerate(item_ids)}
+            columns = np.array([position.get(item, -1) for item in excluded_items], dtype=np.int64)
+            here = columns >= 0
+            scores[excluded_rows[here], columns[here]] = -np.inf
         if len(bounded):
             prices = np.array([meta.get(item, (np.nan, ""))[0] for item in item_ids], dtype=np.float64)
             for row in bounded:
@@ -306,15 +374,19 @@ def _pool(users: list[_UserQueries], blocks, meta: dict, depth: int) -> list[tup
         chosen = np.argpartition(-merged, keep - 1, axis=1)[:, :keep]
         best = np.take_along_axis(merged, chosen, axis=1)
         keys = np.take_along_axis(merged_keys, chosen, axis=1)
-        for key in np.unique(keys[np.isfinite(best)]):
-            if key >= offset:
-                store[int(key)] = (item_ids[key - offset], np.asarray(item_vectors[key - offset], dtype=np.float32))
+        fresh = np.unique(keys[np.isfinite(best) & (keys >= offset)])
+        stored_keys.append(fresh)
+        stored_ids += [item_ids[key] for key in (fresh - offset).tolist()]
+        stored_vectors.append(np.asarray(item_vectors, dtype=np.float32)[fresh - offset])
         offset += len(item_ids)
+    # Keys were stored block by block in increasing order, so searchsorted finds them.
+    all_keys, all_vectors = np.concatenate(stored_keys), np.concatenate(stored_vectors)
+    id_rank = np.argsort(np.argsort(np.array(stored_ids, dtype=object), kind="stable"), kind="stable")
+    # Query rows are grouped by user, in user order.
+    counts = np.bincount(owner, minlength=len(users))
     pools = []
-    for u in range(len(users)):
-        mine = keys[owner == u][np.isfinite(best[owner == u])]
-        picked = sorted({store[int(key)] [0]: store[int(key)][1] for key in mine}.items())
-        ids = [item for item, _ in picked]
-        vectors = np.stack([vector for _, vector in picked]) if picked else np.zeros((0, queries.shape[1]), np.float32)
-        pools.append((ids, vectors))
+    for user_keys, user_best in zip(np.split(keys, np.cumsum(counts)[:-1]), np.split(best, np.cumsum(counts)[:-1])):
+        slots = np.searchsorted(all_keys, np.unique(user_keys[np.isfinite(user_best)]))
+        slots = slots[np.argsort(id_rank[slots], kind="stable")]  # sorted by item id
+        pools.append(([stored_ids[slot] for slot in slots.tolist()], all_vectors[slots]))
     return pools
