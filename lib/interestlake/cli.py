@@ -116,6 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--users", type=int, default=20_000, help="score: users (default 20000)")
     bench.add_argument("--items", type=int, default=5_000, help="score: items (default 5000)")
     bench.add_argument("--k", type=int, default=10, help="score: K (default 10)")
+    bench.add_argument(
+        "--paths", default="steered,cosine,learned",
+        help="score: scorers to time, comma-separated: steered (the recommend stage's default), cosine "
+        "(steer.enabled: false), learned (with a learned interest model)",
+    )
+    bench.add_argument("--history", type=int, default=None,
+                       help="score: recent history entries per user (default interests.short_term_events)")
 
     imp = command("import-dataset", "write a public dataset (MovieLens, Amazon reviews) as landing files")
     imp.add_argument("--dataset", required=True, choices=["movielens", "amazon-reviews"], help="dataset layout")
@@ -350,7 +357,9 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     elif args.name == "encode":
         result = benchmarks.encode_benchmark(args.texts, conf=args.conf, onnx=not args.no_onnx, workdir=args.workdir)
     else:
-        result = benchmarks.score_benchmark(args.users, args.items, args.k, conf=args.conf, workdir=args.workdir)
+        paths = tuple(path.strip() for path in args.paths.split(",") if path.strip())
+        result = benchmarks.score_benchmark(args.users, args.items, args.k, conf=args.conf, workdir=args.workdir,
+                                            history=args.history, paths=paths)
     if args.json:
         print(json.dumps(result))
     elif args.name == "refresh":
@@ -409,7 +418,8 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
     columns = ["method", *table.columns]
     rows = [{"method": name, **{c: f"{v:.4f}" for c, v in row.items()}} for name, row in table.iterrows()]
     print(f"{result.dataset}, {result.protocol}, K={result.k}, {result.counts['test_users']} test users, "
-          f"encoder {result.params['encoder_model_uri']}, {result.seconds['total']:.0f}s")
+          f"encoder {result.params['encoder_model_uri']}, {result.seconds['total']:.0f}s"
+          + (f" (training the interest model {result.seconds['train']:.0f}s)" if "train" in result.seconds else ""))
     print(format_table(columns, rows))
     print(f"MLflow run {result.mlflow_run_id} at {registry.tracking_uri(settings)}")
     return 0

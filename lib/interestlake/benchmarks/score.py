@@ -24,83 +24,109 @@ def unit_vector(seed: int, index: int, dim: int) -> np.ndarray:
     return (vector / np.linalg.norm(vector)).astype(np.float32)
 
 
+# The recommend stage's three scorers: steered (the default), plain cosine (steer.enabled:
+# false) and the learned interest model (when a champion exists).
+PATHS = ("steered", "cosine", "learned")
+_TOPICS = ["guitar strings", "jazz", "camping"]
+_NEED = "guitar strings under $20"
+# Every this many users has a fresh search (a need) in the steered path.
+_NEED_EVERY = 10
+
+
 def score_benchmark(
     users: int = 20_000, items: int = 5_000, k: int = 10, dim: int = 384, conf: str | None = None,
-    check_users: int = 200, workdir: str | None = None, seed: int = 11, ann: bool = True,
+    check_users: int = 200, workdir: str | None = None, seed: int = 11, ann: bool = True, history: int | None = None,
+    paths: tuple[str, ...] = PATHS,
 ) -> dict[str, Any]:
-    """Seconds to top-K every user: our ``score_users`` vs ALS ``recommendForAllUsers`` (rank 64).
+    """Seconds to top-K every user: the recommend stage's scorers vs ALS ``recommendForAllUsers`` (rank 64).
 
-    Users and items are random unit vectors, written to Parquet before the
-    timing. Ours multiplies user blocks by the item matrix block by block (the
-    recommend stage's scoring, with its partitioning), after a warm-up call; ALS
-    is fitted on random implicit interactions of the same users and items first,
-    and only its recommend call is timed. Both write their full result (Spark's noop
-    sink for ALS, Parquet for ours, whose lists are checked against a brute-force
-    numpy top-K on ``check_users`` users). Peak memory is sampled during ours.
-    With ``ann`` (and faiss installed), the approximate FAISS path is timed too
-    and its recall@K against the exact lists reported.
+    Users and items are random unit vectors, written to Parquet before the timing,
+    with what the recommend stage gives its scorers: each user's recent history
+    (``history`` entries, default ``interests.short_term_events``; every fourth a
+    purchase, so excluded), topics, and a fresh search (a need with a price bound)
+    for every tenth user; each item a price and a text. Each path in ``paths`` is
+    timed after a warm-up call, with peak memory sampled:
+
+    - ``steered``: ``steer.score_steered``, what ``recommend`` runs by default;
+    - ``cosine``: ``recommend.score_users``, the plain cosine scan (``steer.enabled: false``);
+    - ``learned``: ``score_users`` with a learned interest model (random weights of
+      the configured shapes): ``[u, 1] . [v_j, b_j]`` plus the item-kNN term.
+
+    ALS is fitted on random implicit interactions of the same users and items
+    first, and only its recommend call is timed. All write their full result
+    (Spark's noop sink for ALS, Parquet for ours); each path's lists are checked
+    against a brute-force numpy top K on ``check_users`` users (for ``steered``,
+    users without a need, whose steered list is the plain cosine top K). With ``ann``
+    (and faiss installed), the approximate FAISS path is timed too and its recall@K
+    against the exact cosine lists reported.
 
     Returns:
-        ``{"benchmark": "score", "users", "items", "k", "ours_seconds",
-        "als_seconds", "ratio", "exact_top_k_equal", peak memory, ...}``.
+        ``{"benchmark": "score", "users", "items", "k", "path", "ours_seconds",
+        "als_seconds", "ratio", "exact_top_k_equal", peak memory, "paths", ...}``:
+        the top-level figures are the path the recommend stage runs with these
+        settings and no learned model (``steered`` unless steering is off);
+        ``paths`` has every timed path.
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
     from pyspark.ml.recommendation import ALS
     from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import from_arrow_schema
 
     from interestlake.benchmarks.memory import peak_memory
-    from interestlake.pipeline.recommend import score_users, scoring_tasks
+    from interestlake.pipeline.recommend import scoring_tasks
     from interestlake.settings import load_settings
     from interestlake.spark_session import spark_session
 
+    unknown = set(paths) - set(PATHS)
+    if unknown or not paths:
+        raise ValueError(f"bench score: unknown path(s) {sorted(unknown)}; choose from {', '.join(PATHS)}")
     base = Path(workdir or tempfile.mkdtemp(prefix="interestlake-bench-score-"))
     env = {"INTERESTLAKE__LAKE__ROOT": str(base / "lake"), "INTERESTLAKE__SPARK__LOG_LEVEL": "ERROR"}
     settings = load_settings(conf, env={**os.environ, **env})
-    recommend = settings.recommend.model_copy(update={"k": k})
+    settings = settings.model_copy(update={"recommend": settings.recommend.model_copy(update={"k": k})})
+    history = settings.interests.short_term_events if history is None else history
+    default_path = "steered" if settings.steer.enabled else "cosine"
 
     item_ids = [f"item-{n:07d}" for n in range(items)]
     item_matrix = np.stack([unit_vector(seed, users + n, dim) for n in range(items)])
-    items_uri = str(base / "items")
-    Path(items_uri).mkdir(parents=True, exist_ok=True)
-    pq.write_table(
-        pa.table({C.COL_ITEM_ID: item_ids, C.COL_EMBEDDING: list(item_matrix)}),
-        f"{items_uri}/items.parquet",
-    )
+    model = _random_model(item_ids, item_matrix, settings, seed) if "learned" in paths else None
+    uris = _write_items(base, item_ids, item_matrix, model, seed)
+    user_schema = _user_schema(model)
 
     def user_rows(batches):
         for batch in batches:
-            ids = batch.column("id").to_numpy()
-            yield pa.RecordBatch.from_pydict({
-                C.COL_USER_ID: [f"user-{n:07d}" for n in ids],
-                "interest": [unit_vector(seed, int(n), dim) for n in ids],
-            })
+            yield pa.RecordBatch.from_pylist(
+                [_user_row(int(n), seed, dim, history, item_ids, item_matrix, model) for n in batch.column("id").to_pylist()],
+                schema=user_schema,
+            )
 
+    results: dict[str, dict[str, Any]] = {}
     with spark_session(settings) as spark:
         slots = spark.sparkContext.defaultParallelism
         tasks = scoring_tasks(users, slots)
-        # The users' interest vectors exist before the timing, as ALS's factors do.
+        # The users' vectors and evidence exist before the timing, as ALS's factors do.
         users_uri = str(base / "users")
         (
             spark.range(users, numPartitions=tasks)
-            .mapInArrow(user_rows, f"{C.COL_USER_ID} string, interest array<float>")
-            .withColumn("excluded", F.lit(None).cast("array<string>"))
-            .withColumn("hist_kind", F.lit(None).cast("array<string>"))
-            .withColumn("hist_item", F.lit(None).cast("array<string>"))
-            .withColumn("hist_label", F.lit(None).cast("array<string>"))
-            .withColumn("hist_vec", F.lit(None).cast("array<array<float>>"))
+            .mapInArrow(user_rows, from_arrow_schema(user_schema))
             .write.mode("overwrite").parquet(users_uri)
         )
         user_side = spark.read.parquet(users_uri)
-        # Warm-up, as ALS is warm from its fit: start the Python workers, import the scoring code.
-        score_users(user_side.limit(slots), items_uri, recommend).write.format("noop").mode("overwrite").save()
-        ours_out = str(base / "ours")
-        with peak_memory() as peaks:
-            started = time.perf_counter()
-            score_users(user_side.repartition(tasks), items_uri, recommend).write.mode("overwrite").parquet(ours_out)
-            ours_seconds = time.perf_counter() - started
-        log.info("bench score: ours %.1fs", ours_seconds)
-        approximate = _approximate(spark, user_side, items_uri, recommend, ours_out, base) if ann else None
+        shared = spark.sparkContext.broadcast(model) if model is not None else None
+        for path in paths:
+            scorer = _scorer(path, uris, settings, shared)
+            # Warm-up, as ALS is warm from its fit: start the Python workers, import the scoring code.
+            scorer(user_side.limit(slots)).write.format("noop").mode("overwrite").save()
+            out = str(base / f"ours-{path}")
+            with peak_memory() as peaks:
+                started = time.perf_counter()
+                scorer(user_side.repartition(tasks)).write.mode("overwrite").parquet(out)
+                seconds = time.perf_counter() - started
+            log.info("bench score: %s %.1fs", path, seconds)
+            results[path] = {"seconds": round(seconds, 2), **peaks.as_dict(), "out": out}
+        approximate = None
+        if ann and "cosine" in paths:
+            approximate = _approximate(spark, user_side, uris["items"], settings.recommend, results["cosine"]["out"], base)
 
         interactions = (
             spark.range(users * _INTERACTIONS_PER_USER)
@@ -119,33 +145,171 @@ def score_benchmark(
         als_seconds = time.perf_counter() - started
         log.info("bench score: ALS %.1fs", als_seconds)
 
-        checked = np.random.default_rng(seed).choice(users, size=min(check_users, users), replace=False)
-        wanted = {f"user-{n:07d}" for n in checked}
-        got: dict[str, list[tuple[int, str]]] = {}
-        for row in spark.read.parquet(ours_out).filter(F.col(C.COL_USER_ID).isin(list(wanted))).collect():
-            got.setdefault(row[C.COL_USER_ID], []).append((row[C.COL_RANK], row[C.COL_ITEM_ID]))
-        exact = len(got) == len(wanted)
-        for n in checked:
-            scores = item_matrix @ unit_vector(seed, int(n), dim)
-            expected = sorted(range(items), key=lambda i: (-scores[i], item_ids[i]))[:k]
-            exact &= [item for _, item in sorted(got.get(f"user-{n:07d}", []))] == [item_ids[i] for i in expected]
+        rng = np.random.default_rng(seed)
+        checked = rng.choice(users, size=min(check_users, users), replace=False)
+        for path, result in results.items():
+            sample = [n for n in checked if path != "steered" or n % _NEED_EVERY]
+            exact = _expected_lists(sample, path, seed, dim, history, item_ids, item_matrix, model, k)
+            got: dict[str, list[tuple[int, str]]] = {}
+            for row in spark.read.parquet(result.pop("out")).filter(F.col(C.COL_USER_ID).isin(list(exact))).collect():
+                got.setdefault(row[C.COL_USER_ID], []).append((row[C.COL_RANK], row[C.COL_ITEM_ID]))
+            result.update(
+                ratio=round(result["seconds"] / als_seconds, 3),
+                exact_top_k_equal=all([item for _, item in sorted(got.get(user, []))] == want for user, want in exact.items()),
+                checked_users=len(exact),
+            )
+    top = results.get(default_path) or next(iter(results.values()))
     return {
         "benchmark": "score",
         "users": users,
         "items": items,
         "k": k,
         "dim": dim,
-        "ours_seconds": round(ours_seconds, 2),
+        "history_entries": history,
+        "path": default_path if default_path in results else next(iter(results)),
+        "ours_seconds": top["seconds"],
         "als_seconds": round(als_seconds, 2),
-        "ratio": round(ours_seconds / als_seconds, 3),
-        "exact_top_k_equal": bool(exact),
-        "checked_users": int(len(checked)),
-        "user_block_size": recommend.user_block_size,
-        "item_block_size": recommend.item_block_size,
-        **peaks.as_dict(),
+        "ratio": top["ratio"],
+        "exact_top_k_equal": top["exact_top_k_equal"],
+        "checked_users": top["checked_users"],
+        "user_block_size": settings.recommend.user_block_size,
+        "item_block_size": settings.recommend.item_block_size,
+        **{key: top[key] for key in ("driver_python_peak_mb", "driver_jvm_peak_mb", "python_worker_peak_mb")},
+        "paths": results,
         "approximate": approximate,
         "workdir": str(base),
     }
+
+
+def _scorer(path: str, uris: dict[str, str], settings, model):
+    """The DataFrame -> ranked rows function of one path, as the recommend stage calls it."""
+    from pyspark.sql import functions as F
+
+    from interestlake.pipeline import steer
+    from interestlake.pipeline.recommend import score_users
+
+    if path == "steered":
+        return lambda users: steer.score_steered(users, uris["items"], uris["meta"], settings)
+    if path == "cosine":
+        return lambda users: score_users(users, uris["items"], settings.recommend)
+    # The stage stores the model's user vector as the user's interest.
+    return lambda users: score_users(
+        users.withColumn("interest", F.col("learned_interest")), uris["learned_items"], settings.recommend, model=model
+    )
+
+
+def _random_model(item_ids: list[str], item_matrix: np.ndarray, settings, seed: int):
+    """An interest model of the configured shapes with random weights: scoring costs the same as a trained one."""
+    from interestlake.models.interest_model import AGE_BUCKETS, KINDS, InterestModel
+
+    rng = np.random.default_rng([seed, 1])
+    n, d, h, m = len(item_ids), item_matrix.shape[1], settings.model.dim, settings.model.neighbors
+    context = settings.interests.short_term_events
+    neighbors = np.stack([rng.choice(n, size=min(m, n), replace=False) for _ in range(n)]) if n else np.zeros((0, m), int)
+    arrays = {
+        "w_hist": rng.standard_normal((d, h)).astype(np.float32) / np.sqrt(d),
+        "w_item": rng.standard_normal((d, h)).astype(np.float32) / np.sqrt(d),
+        "attention": rng.standard_normal((h, h)).astype(np.float32) / np.sqrt(h),
+        "kind_emb": rng.standard_normal((len(KINDS), h)).astype(np.float32) * 0.1,
+        "kind_bias": np.zeros(len(KINDS), np.float32), "pos_bias": np.zeros(context, np.float32),
+        "age_bias": np.zeros(AGE_BUCKETS, np.float32),
+        "item_in": rng.standard_normal((n, h)).astype(np.float32) * 0.1,
+        "item_out": rng.standard_normal((n, h)).astype(np.float32) * 0.1,
+        "item_bias": rng.standard_normal(n).astype(np.float32) * 0.1,
+        "item_pop": np.log1p(rng.integers(0, 100, n)).astype(np.float32),
+        "neighbor_idx": neighbors.astype(np.int64),
+        "neighbor_sim": rng.uniform(0, 1, neighbors.shape).astype(np.float32),
+    }
+    meta = {"context": context, "knn_weight": 1.0, "knn_decay": 0.7, "pop_weight": 0.1, "cold_bias": 0.0}
+    return InterestModel(np.array(item_ids, dtype=object), arrays, meta)
+
+
+def _write_items(base: Path, item_ids: list[str], item_matrix: np.ndarray, model, seed: int) -> dict[str, str]:
+    """The item matrix (and the learned one, with score vectors) and the item metadata, as the stage stages them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng([seed, 2])
+    words = ["guitar strings", "jazz record", "camping tent", "drum sticks"]
+    tables = {
+        "items": {C.COL_ITEM_ID: item_ids, C.COL_EMBEDDING: list(item_matrix)},
+        "meta": {C.COL_ITEM_ID: item_ids, C.COL_PRICE: rng.uniform(5, 500, len(item_ids)),
+                 C.COL_TEXT: [f"item {n} {words[n % len(words)]}" for n in range(len(item_ids))]},
+    }
+    if model is not None:
+        tables["learned_items"] = {**tables["items"], "score_vector": list(model.item_vectors(item_ids, item_matrix))}
+    uris = {}
+    for name, columns in tables.items():
+        uris[name] = str(base / name)
+        Path(uris[name]).mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table(columns), f"{uris[name]}/{name}.parquet")
+    return uris
+
+
+def _user_schema(model):
+    """Arrow schema of the benchmark's user side: what the recommend stage hands its scorers."""
+    import pyarrow as pa
+
+    vector, strings = pa.list_(pa.float32()), pa.list_(pa.string())
+    fields = [
+        (C.COL_USER_ID, pa.string()), ("interest", vector), ("excluded", strings), ("hist_kind", strings),
+        ("hist_item", strings), ("hist_label", strings), ("hist_vec", pa.list_(vector)), ("ref_ts", pa.timestamp("us")),
+        ("need_text", strings), ("need_ts", pa.list_(pa.timestamp("us"))), ("need_vec", pa.list_(vector)),
+        ("disliked_items", strings), ("disliked_vec", pa.list_(vector)), ("rated_items", strings),
+        ("rated_values", pa.list_(pa.float64())), ("topics", strings),
+    ]
+    if model is not None:
+        fields.append(("learned_interest", vector))
+    return pa.schema(fields)
+
+
+def _history(n: int, seed: int, history: int, items: int) -> list[int]:
+    """Item numbers of user ``n``'s recent history, newest first."""
+    return np.random.default_rng([seed, n, 3]).choice(items, size=min(history, items), replace=False).tolist()
+
+
+def _user_row(n: int, seed: int, dim: int, history: int, item_ids, item_matrix, model) -> dict[str, Any]:
+    """User ``n`` of the benchmark, reproducible from (seed, n): vectors, recent history and evidence."""
+    import datetime
+
+    recent = _history(n, seed, history, len(item_ids))
+    kinds = [C.EVENT_PURCHASE if i % 4 == 0 else C.EVENT_VIEW for i in range(len(recent))]
+    now = datetime.datetime(2026, 11, 1)
+    need = n % _NEED_EVERY == 0
+    row = {
+        C.COL_USER_ID: f"user-{n:07d}", "interest": unit_vector(seed, n, dim),
+        "excluded": [item_ids[i] for i, kind in zip(recent, kinds) if kind == C.EVENT_PURCHASE],
+        "hist_kind": kinds, "hist_item": [item_ids[i] for i in recent],
+        "hist_label": [f"item {i}" for i in recent],
+        # Listed items' entries travel without a vector, as the stage ships them (reason_history).
+        "hist_vec": [None] * len(recent), "ref_ts": now,
+        "need_text": [_NEED] if need else None, "need_ts": [now] if need else None,
+        "need_vec": [unit_vector(seed + 1, n, dim)] if need else None,
+        "disliked_items": None, "disliked_vec": None, "rated_items": None, "rated_values": None, "topics": _TOPICS,
+    }
+    if model is not None:
+        seconds = np.array([now.timestamp() - 3600.0 * i for i in range(len(recent))])
+        vectors = item_matrix[recent] if recent else np.zeros((0, dim), np.float32)
+        row["learned_interest"] = model.user_vector(vectors, kinds, seconds, row["hist_item"]) if recent else None
+    return row
+
+
+def _expected_lists(sample, path: str, seed: int, dim: int, history: int, item_ids, item_matrix, model, k: int):
+    """user id -> brute-force top K item ids (numpy over the whole catalog; ties by item id)."""
+    expected = {}
+    for n in sample:
+        row = _user_row(int(n), seed, dim, history, item_ids, item_matrix, model)
+        if path == "learned":
+            vectors = model.item_vectors(item_ids, item_matrix)
+            scores = (vectors @ row["learned_interest"]).astype(np.float32)
+            for item, value in model.knn_bonus(row["hist_item"]).items():
+                scores[item_ids.index(item)] += value
+        else:
+            scores = item_matrix @ row["interest"]
+        excluded = set(row["excluded"])
+        ranked = sorted((i for i in range(len(item_ids)) if item_ids[i] not in excluded), key=lambda i: (-scores[i], item_ids[i]))
+        expected[row[C.COL_USER_ID]] = [item_ids[i] for i in ranked[:k]]
+    return expected
 
 
 def _approximate(spark, user_side, items_uri: str, recommend, exact_out: str, base: Path) -> dict[str, Any]:
