@@ -71,6 +71,7 @@ def test_evaluate_runs_every_method_and_logs_an_mlflow_run(spark, tmp_path):
     assert summary["methods"]["interestlake_zero_shot"]["hit_rate"] > 0.3
     # The learned model was trained on the training part and logged with the run.
     assert result.params["model_validation_users"] > 0 and "model_knn_weight" in result.params
+    assert 0 < summary["train_seconds"] <= summary["seconds"]  # the report says how long training took
     assert sorted(result.curves["k"].unique()) == list(range(1, 13))
 
     # Our method ran the real stages in the dataset's evaluation lake; the cold pass

@@ -67,6 +67,8 @@ class EvaluationResult:
             "encoder": self.params.get("encoder_model_uri"),
             "users": self.counts.get("test_users"),
             "seconds": round(self.seconds.get("total", 0.0), 1),
+            # Wall time of fitting the learned interest model (None when it was not evaluated).
+            "train_seconds": self.seconds.get("train"),
         }
 
     def table(self) -> pd.DataFrame:
