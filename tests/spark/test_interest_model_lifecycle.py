@@ -64,6 +64,14 @@ def test_promotion_refuses_a_worse_model_and_refresh_applies_the_new_champion(sp
     refused = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert refused["version"] == 2 and refused["promoted"] is False and refused["champion_version"] == 1
 
+    # Airflow runs each stage as its own job, resolving @champion as it starts: a recommend
+    # job that sees the new champion before the interests job applied it must not score the
+    # untrained vectors with the model; it leaves the lists as they are and says why.
+    assert main(["recommend", "--json", "--run-id", "r-early", "--conf", str(REPO / "conf" / "local.yaml")]) == 0
+    early = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert early["commits"] == [] and "computed with interest model none" in early["note"], early
+    assert "applies interestlake-interest-model" in early["note"]
+
     # The next refresh (no new data) applies the champion: every user recomputed with it.
     used, dims, recs = _refresh(settings, "r2")
     assert used == {"interests": 1, "recommend": 1}

@@ -120,6 +120,8 @@ def interests(
     metadata = {
         "stage": STAGE, "run_id": run.run_id, "inputs": inputs.fingerprint,
         "mode": "incremental" if incremental else "full",
+        # Which interest model made these vectors: recommend must score them with the same one.
+        "model": settings.model.version if model else None,
     }
     commit = lake.merge(C.USER_INTERESTS, rows, txn=run.txn(STAGE), metadata=metadata)
     report.counts["users_changed"] = commit.source_rows

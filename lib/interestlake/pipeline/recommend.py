@@ -9,6 +9,7 @@ to the driver or shuffled.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator, Sequence
 
@@ -29,6 +30,7 @@ from interestlake.pipeline.run import DerivedInputs, RunContext, StageReport, de
 from interestlake.settings import RecommendSettings, Settings
 
 STAGE = "recommend"
+log = logging.getLogger("interestlake")
 INPUT_TABLES = (C.USER_INTERESTS, C.ITEM_EMBEDDINGS, C.ITEMS, C.EVENTS, C.REVIEWS, C.TEXT_EMBEDDINGS)
 _RANKED_SCHEMA = T.StructType(
     [
@@ -68,6 +70,11 @@ def recommend(
     # The learned model scores with its own user and item vectors; steering works on the
     # encoder's space, so it applies to the untrained pooling only (README).
     steered = settings.steer.enabled and model is None
+    stale = _model_mismatch(lake, settings.model.version if model else None)
+    if stale:
+        report.note = stale
+        log.warning("recommend: %s", stale)
+        return report
     params = {"encoder": version, "model": settings.model.version if model else None, **settings.recommend.model_dump(),
               **({"steer": settings.steer.model_dump()} if steered else {})}
     inputs = derived_inputs(lake, report, C.RECOMMENDATIONS, INPUT_TABLES, params)
@@ -131,6 +138,25 @@ def recommend(
     users.unpersist()
     report.commits.append(commit)
     return report
+
+
+def _model_mismatch(lake: LakeTables, applied: str | None) -> str | None:
+    """Why the stored user vectors cannot be scored with the interest model this run applies, or None.
+
+    Each Airflow task resolves ``@champion`` when it starts: a promotion between the
+    interests task and this one would score vectors of one model against item vectors
+    of another. This run then leaves the lists as they are; the next interests run
+    recomputes every user with the new model (its parameters changed) and the next
+    recommend run scores them.
+    """
+    last = lake.last_metadata(C.USER_INTERESTS, stage="interests")
+    if last is None or "model" not in last or last["model"] == applied:
+        return None  # nothing computed yet, or written before models were recorded
+    return (
+        f"user_interests were computed with interest model {last['model'] or 'none (untrained pooling)'} and this run "
+        f"applies {applied or 'none (untrained pooling)'}: recommendations left unchanged until the interests "
+        "stage has applied the same model (run interests, or the whole refresh)"
+    )
 
 
 def _catalog_changed(lake: LakeTables, inputs: DerivedInputs) -> bool:
