@@ -164,3 +164,32 @@ def test_reasons_name_the_evidence_in_the_users_language():
     assert explain("x", item, "strings", 45.0, None, *searched) == "Matches your interests"
     assert explain("x", item, "light gauge strings", 9.0, None, history[:0], [], [], [], {}, ["guitar strings"]) == (
         'Matches your interest in "guitar strings"')
+
+
+def test_steered_lists_equal_one_argmax_per_slot(monkeypatch):
+    """The sorted shortcut of each pick equals a full argmax per slot (``mmr_pick`` with weight 0).
+
+    Lists with several needs and interests build and drop many relevance arrays: a freed
+    array's id may be reused by the next one, which must never inherit its sort order.
+    """
+    import interestlake.models.steering as steering
+    from interestlake.models.diversity import mmr_pick
+
+    rng = np.random.default_rng(4)
+    words = ["strings", "tent", "phone", "picks", "jazz"]
+    conf = SteerSettings(mmr_weight=0.0)
+    cases = []
+    for _ in range(150):
+        n = int(rng.integers(3, 30))
+        vectors = unit(*rng.normal(size=(n, 6)))
+        texts = [f"{words[i % 5]} {words[(i * 3) % 5]}" for i in range(n)]
+        prices = rng.uniform(1, 100, n)
+        needs = [NeedQuery(parse_need(f"{words[int(rng.integers(0, 5))]} under ${int(rng.integers(10, 90))}"),
+                         unit(rng.normal(size=6))[0], float(rng.uniform(0.3, 1))) for _ in range(int(rng.integers(0, 4)))]
+        interests = [(unit(rng.normal(size=6))[0], share) for share in ([1.0] if rng.random() < 0.5 else [0.6, 0.4])]
+        cases.append(([f"i{j:02d}" for j in range(n)], vectors, prices, texts, interests, needs))
+    fast = [[p.item_id for p in assemble(*case, np.zeros((0, 6)), 8, conf)] for case in cases]
+    monkeypatch.setattr(steering, "_most_relevant",
+                        lambda relevance, allowed, orders: mmr_pick(relevance, None, np.zeros((0, 6)), 0.0, allowed))
+    slow = [[p.item_id for p in assemble(*case, np.zeros((0, 6)), 8, conf)] for case in cases]
+    assert fast == slow

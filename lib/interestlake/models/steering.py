@@ -111,7 +111,7 @@ def assemble(
     free = np.ones(len(item_ids), dtype=bool)
     picks: list[Pick] = []
 
-    orders: dict[int, np.ndarray] = {}
+    orders: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def take(relevance: np.ndarray, allowed: np.ndarray, need: int | None) -> bool:
         if conf.mmr_weight == 0:
@@ -159,16 +159,17 @@ def assemble(
     return picks
 
 
-def _most_relevant(relevance: np.ndarray, allowed: np.ndarray, orders: dict[int, np.ndarray]) -> int:
+def _most_relevant(relevance: np.ndarray, allowed: np.ndarray, orders: dict[int, tuple[np.ndarray, np.ndarray]]) -> int:
     """What ``mmr_pick`` returns with weight 0 (highest allowed relevance, ties to the lower index), or -1.
 
     Each relevance array is sorted once per list, so the K picks of a user cost one sort
-    instead of K full scans: this is the per-user cost of every steered list.
+    instead of K full scans. ``orders`` keeps each sorted array alive with its order: a
+    freed array's ``id`` may be reused by the next one, which must not find a stale order.
     """
-    order = orders.get(id(relevance))
-    if order is None:
-        order = orders[id(relevance)] = np.argsort(-relevance, kind="stable")
-    for index in order:
+    kept = orders.get(id(relevance))
+    if kept is None or kept[0] is not relevance:
+        kept = orders[id(relevance)] = (relevance, np.argsort(-relevance, kind="stable"))
+    for index in kept[1]:
         if allowed[index]:
             return int(index)
     return -1
