@@ -312,10 +312,10 @@ def _score_partition(
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         on = scoring_device(device)
         learned = model.value if model is not None else None
-        index = _approximate_index(items_uri) if approximate else None
+        index, rows = _approximate_index(items_uri) if approximate else (None, None)
         with_scores = learned is not None
         blocks = None if approximate else _item_blocks(items_uri, item_block, cache_mb, with_scores)
-        find = item_finder(items_uri, item_block, index.rows if index is not None else blocks)
+        find = item_finder(items_uri, item_block, rows if rows is not None else blocks)
         for batch in batches:
             for start in range(0, batch.num_rows, user_block):
                 users = batch.slice(start, user_block)
@@ -445,8 +445,9 @@ def history_vectors(users: pa.RecordBatch, find) -> list[np.ndarray]:
     return np.split(matrix, np.cumsum(lengths)[:-1]) if len(lengths) else []
 
 
-def _approximate_index(items_uri: str) -> ApproximateTopK:
-    """The FAISS index of the item matrix, built once per worker: building costs far more than a search."""
+def _approximate_index(items_uri: str) -> tuple[ApproximateTopK, ItemRows]:
+    """The FAISS index of the item matrix (and its rows, for lookups), built once per worker:
+    building costs far more than a search."""
     key = (items_uri, "approximate")
     if key not in _ITEM_CACHE:
         ids, matrices = [], []
@@ -455,8 +456,7 @@ def _approximate_index(items_uri: str) -> ApproximateTopK:
             matrices.append(block_vectors)
         _ITEM_CACHE.clear()
         index = ApproximateTopK(ids, np.concatenate(matrices))
-        index.rows = ItemRows(index.item_ids, index.item_vectors)
-        _ITEM_CACHE[key] = index
+        _ITEM_CACHE[key] = (index, ItemRows(index.item_ids, index.item_vectors))
     return _ITEM_CACHE[key]
 
 
