@@ -259,7 +259,8 @@ def _forget(args: argparse.Namespace, settings: Settings) -> int:
 
     run = RunContext.create(args.run_id)
     with open_pipeline(settings, args.master, writer=run.run_id, wait_seconds=args.wait) as pipeline:
-        report = forget(pipeline.spark, pipeline.lake, settings, args.user_id, run)
+        # Recorded in pipeline_runs like every write (counts only: nothing names the user).
+        report = pipeline.recorded("forget", run, lambda: forget(pipeline.spark, pipeline.lake, settings, args.user_id, run))
     print(report.to_json() if args.json else report.summary())
     return 0
 

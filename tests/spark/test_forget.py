@@ -82,6 +82,11 @@ def test_forget_removes_the_user_from_every_table_and_file(spark, tmp_path, monk
     assert counts["events_deleted"] == 3 and counts["reviews_deleted"] == 2 and counts["quarantine_deleted"] == 2
     assert counts["user_interests_deleted"] == 1 and counts["recommendations_deleted"] == their_recommendations
     assert counts["text_embeddings_deleted"] == 2
+    # The forget is audited in pipeline_runs like every write: its counts, never the user.
+    [audit] = [r.asDict(recursive=True) for r in lake.read(C.PIPELINE_RUNS).filter("stage = 'forget'").collect()]
+    assert audit["status"] == "succeeded" and audit["run_id"] == report["run_id"]
+    assert audit["counts"]["events_deleted"] == 3 and audit["written_versions"][C.EVENTS] == lake.version(C.EVENTS)
+    assert not mentions(audit, needles)
 
     # No table's current version holds the user, their pseudonym or a text only they wrote...
     for table in TABLES:

@@ -184,11 +184,17 @@ def versions_in_use(lake: LakeTables) -> dict[str, set[int]]:
 
 
 def last_successful_runs(lake: LakeTables) -> list[dict]:
-    """The newest succeeded ``pipeline_runs`` row per stage and parameter digest."""
+    """The newest succeeded ``pipeline_runs`` row per pipeline stage and parameter digest.
+
+    Only the refresh stages continue from a previous run; other recorded commands
+    (``forget``) must not keep the versions they read from being vacuumed.
+    """
+    from interestlake.pipeline.refresh import STAGES
+
     newest = Window.partitionBy("stage", "params").orderBy(F.col("finished_at").desc())
     rows = (
         lake.read(C.PIPELINE_RUNS)
-        .filter(F.col("status") == "succeeded")
+        .filter((F.col("status") == "succeeded") & F.col("stage").isin(list(STAGES)))
         .withColumn("_n", F.row_number().over(newest))
         .filter("_n = 1")
         .select(C.COL_RUN_ID, "stage", "read_versions")

@@ -49,10 +49,20 @@ class Pipeline:
             stage = STAGES[name]
         except KeyError:
             raise ValueError(f"unknown stage {name!r}; stages are {list(STAGES)}") from None
+        return self.recorded(
+            name, run, lambda: stage(self.spark, self.lake, self.settings, run, **({"full": full} if name in FULL_RECOMPUTE else {}))
+        )
+
+    def recorded(self, name: str, run: RunContext, work: Callable[[], StageReport]) -> StageReport:
+        """Runs ``work`` (a stage, or a command such as ``forget``) and records it in ``pipeline_runs``.
+
+        Failed runs are recorded too, with the error as the note, so every write to the
+        lake leaves a row saying who wrote what from which versions.
+        """
         started = datetime.now(timezone.utc)
         log.info("%s: started (run %s)", name, run.run_id)
         try:
-            report = stage(self.spark, self.lake, self.settings, run, **({"full": full} if name in FULL_RECOMPUTE else {}))
+            report = work()
         except Exception as exc:
             self._record(StageReport(name, run.run_id, note=f"{type(exc).__name__}: {exc}"[:2000]), run, started, "failed")
             raise
