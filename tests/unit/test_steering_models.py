@@ -167,11 +167,8 @@ def test_reasons_name_the_evidence_in_the_users_language():
 
 
 def test_steered_lists_equal_one_argmax_per_slot(monkeypatch):
-    """The sorted shortcut of each pick equals a full argmax per slot (``mmr_pick`` with weight 0).
-
-    Lists with several needs and interests build and drop many relevance arrays: a freed
-    array's id may be reused by the next one, which must never inherit its sort order.
-    """
+    """The sorted shortcut of each pick equals a full argmax per slot (``mmr_pick`` with weight 0),
+    on lists with several needs and interests (ties and exhausted candidates included)."""
     import interestlake.models.steering as steering
     from interestlake.models.diversity import mmr_pick
 
@@ -193,3 +190,15 @@ def test_steered_lists_equal_one_argmax_per_slot(monkeypatch):
                         lambda relevance, allowed, orders: mmr_pick(relevance, None, np.zeros((0, 6)), 0.0, allowed))
     slow = [[p.item_id for p in assemble(*case, np.zeros((0, 6)), 8, conf)] for case in cases]
     assert fast == slow
+
+
+def test_a_relevance_array_never_takes_the_sort_order_of_another_with_its_id():
+    """A freed array's id can be reused by the next one: the cached order must belong to this array."""
+    from interestlake.models.steering import _most_relevant
+
+    old, new = np.array([0.9, 0.1, 0.5]), np.array([0.1, 0.9, 0.5])
+    everything = np.ones(3, dtype=bool)
+    # What the cache would hold had `old` been freed and `new` been given its id.
+    orders = {id(new): (old, np.argsort(-old, kind="stable"))}
+    assert _most_relevant(new, everything, orders) == 1
+    assert orders[id(new)][0] is new  # the stale entry was replaced, not reused

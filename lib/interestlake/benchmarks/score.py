@@ -296,14 +296,15 @@ def _user_row(n: int, seed: int, dim: int, history: int, item_ids, item_matrix, 
 
 def _expected_lists(sample, path: str, seed: int, dim: int, history: int, item_ids, item_matrix, model, k: int):
     """user id -> brute-force top K item ids (numpy over the whole catalog; ties by item id)."""
+    position = {item: i for i, item in enumerate(item_ids)}
+    learned_items = model.item_vectors(item_ids, item_matrix) if path == "learned" else None
     expected = {}
     for n in sample:
         row = _user_row(int(n), seed, dim, history, item_ids, item_matrix, model)
-        if path == "learned":
-            vectors = model.item_vectors(item_ids, item_matrix)
-            scores = (vectors @ row["learned_interest"]).astype(np.float32)
+        if learned_items is not None:
+            scores = (learned_items @ row["learned_interest"]).astype(np.float32)
             for item, value in model.knn_bonus(row["hist_item"]).items():
-                scores[item_ids.index(item)] += value
+                scores[position[item]] += value
         else:
             scores = item_matrix @ row["interest"]
         excluded = set(row["excluded"])
