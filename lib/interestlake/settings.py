@@ -288,6 +288,8 @@ class MaintenanceSettings(_Section):
     vacuum_retention_hours: int = Field(default=24, ge=1)
     quarantine_retention_days: int = Field(default=30, gt=0)
     pipeline_runs_retention_days: int = Field(default=90, gt=0)
+    # Rows of landing files recorded longer ago; a file still held keeps its rows.
+    landing_files_retention_days: int = Field(default=90, gt=0)
 
 
 class PrivacySettings(_Section):

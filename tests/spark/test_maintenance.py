@@ -99,10 +99,63 @@ def test_retention_deletes_old_rows_and_keeps_each_stages_last_success(lake, set
         stage_run("new-1", "ingest", "succeeded", new_r),
     ])
 
+    old_f = NOW - timedelta(days=policy.landing_files_retention_days, hours=1)
+    new_f = NOW - timedelta(days=1)
+
+    def landed(source, content_hash, status, recorded):
+        return {"source": source, "content_hash": content_hash, "kind": "events", "status": status,
+                "run_id": "r", "recorded_at": recorded}
+
+    lake.upsert_rows(C.LANDING_FILES, [
+        landed("old-ingested", "h1", "ingested", old_f),
+        landed("new-ingested", "h2", "ingested", new_f),
+        # Held long ago and never fixed: ingest still compares the file with this row.
+        landed("still-held", "h3", "held", old_f),
+        # Held, then ingested once fixed: the old held row goes, the newer record stays.
+        landed("fixed", "h4", "held", old_f),
+        landed("fixed", "h5", "ingested", new_f),
+    ])
+
     reports = apply_retention(lake, settings, NOW)
 
-    assert {r.table: r.counts["rows_deleted"] for r in reports} == {C.QUARANTINE: 1, C.PIPELINE_RUNS: 3}
+    assert {r.table: r.counts["rows_deleted"] for r in reports} == {C.QUARANTINE: 1, C.PIPELINE_RUNS: 3, C.LANDING_FILES: 2}
+    kept = sorted((r["source"], r["content_hash"]) for r in lake.read_rows(C.LANDING_FILES))
+    assert kept == [("fixed", "h5"), ("new-ingested", "h2"), ("still-held", "h3")]
     assert [r.source for r in lake.read(C.QUARANTINE).collect()] == ["f2"]
     assert sorted(r.run_id for r in lake.read(C.PIPELINE_RUNS).collect()) == ["new-1", "old-2"]
     # A retried run (same logical date) finds nothing more to delete.
     assert {r.counts["rows_deleted"] for r in apply_retention(lake, settings, NOW)} == {0}
+
+
+def test_a_run_whose_last_input_versions_left_the_delta_log_recomputes_in_full(pipeline, lake, settings):
+    landing = Path(settings.lake.landing_uri)
+    generate_sample(landing, seed=6, n_users=8, n_items=10, days=20)
+    pipeline.refresh(run(1))
+    read_before = DeltaTable(lake.uri(C.EVENTS)).version()
+    # A pipeline paused for longer than the log retention: the events versions its stages
+    # last read are cleaned out of the log (retention 0 here, 30 days by default).
+    events = DeltaTable(lake.uri(C.EVENTS))
+    events.alter.set_table_properties({"delta.logRetentionDuration": "interval 0 seconds"})
+    land_events(landing, "events-late.jsonl", [
+        {"event_id": "late-1", "user_id": "u-0003", "item_id": "i-0002", "event_type": "purchase", "ts": "2026-11-04T10:00:00Z"},
+        {"event_id": "late-2", "user_id": "u-0005", "item_id": "i-0004", "event_type": "search", "text": "soft pick",
+         "ts": "2026-11-04T11:00:00Z"},
+    ])
+    pipeline.run_stage("ingest", run(2))
+    events = DeltaTable(lake.uri(C.EVENTS))
+    events.create_checkpoint()
+    events.cleanup_metadata()
+    with pytest.raises(Exception):
+        DeltaTable(lake.uri(C.EVENTS), version=read_before)
+    # The daily maintenance of a paused pipeline still runs.
+    assert maintain(lake, settings, NOW, steps=("vacuum",))
+
+    reports = {r.stage: r for r in pipeline.refresh(run(3))}
+
+    assert "looked at every text" in reports["encode"].note
+    assert reports["encode"].counts["texts_to_encode"] == 1  # the new query; the rest is cached
+    assert "recomputed in full" in reports["interests"].note
+    assert reports["interests"].counts["users_changed"] == lake.read(C.USER_INTERESTS).count()
+    runs = lake.read_rows(C.PIPELINE_RUNS, filters=[(C.COL_RUN_ID, "=", run(3).run_id)])
+    assert {r["stage"]: r["status"] for r in runs} == {s: "succeeded" for s in ("ingest", "encode", "interests", "recommend")}
+    assert_same_as_full_recompute(pipeline, lake, 4)

@@ -76,6 +76,14 @@ class LakeConflictError(LakeError):
     """Another writer committed to the same table in between; the write was not applied."""
 
 
+class LakeHistoryGone(LakeError):
+    """A past version of a table is no longer in its Delta log (older than the log retention).
+
+    An incremental stage reads what changed since the versions its last run read;
+    when those were cleaned up, the stage must recompute in full instead.
+    """
+
+
 class LakeTables(ABC):
     """Reads and writes the lake tables of one lake root.
 
@@ -142,6 +150,14 @@ class LakeTables(ABC):
             return self.spark.createDataFrame([], spec.schema)
         return self.spark.read.schema(spec.schema).parquet(*files)
 
+    def has_version(self, table: str, version: int) -> bool:
+        """True when ``version`` of the table can still be read (it is in the Delta log)."""
+        try:
+            self._delta_rs_table(table, version)
+        except LakeHistoryGone:
+            return False
+        return True
+
     def committed(self, table: str, txn: Txn) -> bool:
         """True when a commit with this application transaction id is already in the table."""
         done = self._delta_rs_table(table).transaction_version(txn.app_id)
@@ -168,9 +184,11 @@ class LakeTables(ABC):
         """Rows of a small bookkeeping table (``pipeline_runs``), read on the driver.
 
         No Spark job: the counterpart of ``upsert_rows``. ``filters`` are
-        (column, op, value) tuples in pyarrow's DNF form. Not for data tables.
+        (column, op, value) tuples, all of which must hold (op: ``=``, ``!=``,
+        ``<``, ``<=``, ``>``, ``>=``, ``in``). Not for data tables.
         """
-        return self._delta_rs_table(table).to_pyarrow_table(columns=columns, filters=filters or None).to_pylist()
+        where = _row_filter(filters) if filters else None
+        return self._delta_rs_table(table).to_pyarrow_table(columns=columns, filters=where).to_pylist()
 
     @contextmanager
     def scratch(self, purpose: str) -> Iterator[str]:
@@ -287,13 +305,48 @@ class LakeTables(ABC):
         from deltalake import DeltaTable
         from deltalake.exceptions import TableNotFoundError
 
+        options = self.lake.storage_options or None
         try:
-            return DeltaTable(self.uri(table), version=version, storage_options=self.lake.storage_options or None)
+            return DeltaTable(self.uri(table), version=version, storage_options=options)
         except TableNotFoundError:
+            if version is not None and DeltaTable.is_deltatable(self.uri(table), storage_options=options):
+                raise LakeHistoryGone(
+                    f"table {table!r}: version {version} is no longer in its Delta log (older than the table's "
+                    "log retention, delta.logRetentionDuration, 30 days by default)"
+                ) from None
             raise LakeError(
                 f"table {table!r} does not exist at {self.uri(table)}; run `interestlake ingest` "
                 "(or any stage) first, which creates the lake tables"
             ) from None
+
+
+def _row_filter(filters: Sequence[tuple]):
+    """The pyarrow expression of (column, op, value) tuples, all of which must hold.
+
+    A column compared with text is cast to ``string`` first: delta-rs writes text as
+    ``string_view`` into tables declared ``string``, and pyarrow has no kernel
+    comparing the two, so a plain DNF filter fails on such files.
+    """
+    import operator
+    from functools import reduce
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    compare = {"=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+    terms = []
+    for column, op, value in filters:
+        texts = value if op == "in" else [value]
+        field = pc.field(column)
+        if all(isinstance(v, str) for v in texts):
+            field = field.cast(pa.string())
+        if op == "in":
+            terms.append(field.isin(list(value)))
+        elif op in compare:
+            terms.append(compare[op](field, value))
+        else:
+            raise ValueError(f"unsupported filter operator {op!r} on {column!r}; use one of {[*compare, 'in']}")
+    return reduce(operator.and_, terms)
 
 
 def conform(df: DataFrame, spec: TableSpec) -> DataFrame:

@@ -12,7 +12,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from interestlake import constants as C
-from interestlake.lake.tables import LakeTables
+from interestlake.lake.tables import LakeHistoryGone, LakeTables
 from interestlake.models.encoder import encoder_udf, prepare_backend
 from interestlake.pipeline.history import item_text, text_hash, texts_to_encode
 from interestlake.pipeline.run import RunContext, StageReport, last_progress, log, params_digest
@@ -47,7 +47,15 @@ def encode(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunCo
     cached = (
         lake.read(C.TEXT_EMBEDDINGS).filter(F.col(C.COL_ENCODER_VERSION) == version).select(C.COL_TEXT_HASH)
     )
-    todo = texts_to_encode(lake, now, since, catalog=catalog_changed).join(cached, C.COL_TEXT_HASH, "left_anti").persist()
+    try:
+        candidates = texts_to_encode(lake, now, since, catalog=catalog_changed)
+    except LakeHistoryGone as exc:
+        # Paused for longer than the log retention: every text is looked up in the cache again.
+        log.warning("encode: %s; looking at every text", exc)
+        report.note = f"looked at every text: {exc}"
+        since, catalog_changed = None, True
+        candidates = texts_to_encode(lake, now, since, catalog=catalog_changed)
+    todo = candidates.join(cached, C.COL_TEXT_HASH, "left_anti").persist()
     report.counts["texts_to_encode"] = pending = todo.count()
     if pending:
         log.info("encode: %d new text(s) with %s", pending, version)

@@ -219,10 +219,15 @@ def _millis(when: datetime | None) -> int | None:
 def held_files(lake: LakeTables) -> list[dict]:
     """The ``landing_files`` rows of files whose newest recorded version is held.
 
-    Read whole on the driver: a bookkeeping table of one small row per landing file.
+    Read on the driver, in two filtered reads: the sources with a held row, then
+    every row of those sources only. The table gains a row per landing file, so
+    a run must not read all of it (``maintain`` also ages out old rows).
     """
+    held = lake.read_rows(C.LANDING_FILES, filters=[("status", "=", HELD)], columns=["source"])
+    if not held:
+        return []
     newest: dict[str, dict] = {}
-    for row in lake.read_rows(C.LANDING_FILES):
+    for row in lake.read_rows(C.LANDING_FILES, filters=[("source", "in", sorted({r["source"] for r in held}))]):
         known = newest.get(row["source"])
         if known is None or row["recorded_at"] > known["recorded_at"]:
             newest[row["source"]] = row

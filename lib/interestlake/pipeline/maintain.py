@@ -86,14 +86,20 @@ def maintain(
 
 
 def apply_retention(lake: LakeTables, settings: Settings, now: datetime) -> list[MaintenanceReport]:
-    """Deletes ``quarantine`` rows and ``pipeline_runs`` rows older than their retention.
+    """Deletes ``quarantine``, ``pipeline_runs`` and ``landing_files`` rows older than their retention.
 
     The last successful run of each stage (per parameter digest) is kept in
-    ``pipeline_runs`` whatever its age: the encode stage continues from it.
+    ``pipeline_runs`` whatever its age: the encode stage continues from it. Every
+    ``landing_files`` row of a file whose newest record is held is kept: ingest
+    compares the file with it to retry it once it changed.
     """
+    from interestlake.pipeline.ingest import held_files
+
     policy = settings.maintenance
     quarantine_cutoff = now - timedelta(days=policy.quarantine_retention_days)
     runs_cutoff = now - timedelta(days=policy.pipeline_runs_retention_days)
+    files_cutoff = now - timedelta(days=policy.landing_files_retention_days)
+    held = ", ".join(_sql_string(row["source"]) for row in held_files(lake))
     keep = " OR ".join(
         f"(run_id = {_sql_string(row[C.COL_RUN_ID])} AND stage = {_sql_string(row['stage'])})"
         for row in last_successful_runs(lake)
@@ -101,6 +107,7 @@ def apply_retention(lake: LakeTables, settings: Settings, now: datetime) -> list
     predicates = {
         C.QUARANTINE: f"quarantined_at < {_sql_timestamp(quarantine_cutoff)}",
         C.PIPELINE_RUNS: f"finished_at < {_sql_timestamp(runs_cutoff)}" + (f" AND NOT ({keep})" if keep else ""),
+        C.LANDING_FILES: f"recorded_at < {_sql_timestamp(files_cutoff)}" + (f" AND source NOT IN ({held})" if held else ""),
     }
     reports = []
     for table, predicate in predicates.items():
@@ -128,12 +135,14 @@ def vacuum(lake: LakeTables, table: str, retention_hours: int, keep_versions: It
         table: Table name.
         retention_hours: Minimum age of a removal (the settings enforce >= 1).
         keep_versions: Versions whose files are kept whatever their age
-            (those the stages' next incremental runs read from).
+            (those the stages' next incremental runs read from). A version no longer
+            in the Delta log is left out: no run can read from it (the stage
+            recomputes in full instead), and delta-rs refuses to keep it.
     """
     import pyarrow.fs as pafs
 
     delta = _delta_table(lake, table)
-    keep = sorted(v for v in keep_versions if v <= delta.version())
+    keep = sorted(v for v in keep_versions if v <= delta.version() and lake.has_version(table, v))
     options = {
         "retention_hours": retention_hours,
         # Our own floor (>= 1 hour, settings) replaces the table's 7-day default.

@@ -11,7 +11,7 @@ from pyspark.sql import SparkSession
 
 from interestlake import constants as C
 from interestlake.lake.lock import writer_lock
-from interestlake.lake.tables import LakeTables, open_lake
+from interestlake.lake.tables import LakeHistoryGone, LakeTables, open_lake
 from interestlake.pipeline.encode import encode
 from interestlake.pipeline.ingest import ingest
 from interestlake.pipeline.interests import interests
@@ -44,14 +44,28 @@ class Pipeline:
             name: Stage name.
             run: Run identity.
             full: Recompute everything (interests and recommend) instead of only what changed.
+
+        An incremental run whose last run's input versions are gone from the Delta log
+        (a pipeline paused for longer than the log retention) is redone in full.
         """
         try:
             stage = STAGES[name]
         except KeyError:
             raise ValueError(f"unknown stage {name!r}; stages are {list(STAGES)}") from None
-        return self.recorded(
-            name, run, lambda: stage(self.spark, self.lake, self.settings, run, **({"full": full} if name in FULL_RECOMPUTE else {}))
-        )
+
+        def work(full: bool) -> StageReport:
+            return stage(self.spark, self.lake, self.settings, run, **({"full": full} if name in FULL_RECOMPUTE else {}))
+
+        try:
+            return self.recorded(name, run, lambda: work(full))
+        except LakeHistoryGone as exc:
+            if full or name not in FULL_RECOMPUTE:
+                raise
+            # Nothing was committed: the stage reads what changed before it writes.
+            log.warning("%s: %s; recomputing in full", name, exc)
+            report = self.recorded(name, run, lambda: work(True))
+            report.note = "; ".join(filter(None, [f"recomputed in full: {exc}", report.note]))
+            return report
 
     def recorded(self, name: str, run: RunContext, work: Callable[[], StageReport]) -> StageReport:
         """Runs ``work`` (a stage, or a command such as ``forget``) and records it in ``pipeline_runs``.
