@@ -99,3 +99,37 @@ def test_pipeline_runs_records_counts_and_versions(pipeline, lake, landing):
     assert all(r.status == "succeeded" and r.run_id == "run-1" for r in rows.values())
     assert rows["interests"].read_versions[C.EVENTS] == lake.version(C.EVENTS)
     assert rows["ingest"].counts["events_files"] == 0  # the second pass found nothing new
+
+
+def test_a_batch_without_text_records_topic_progress_and_the_next_text_still_counts(pipeline, lake, landing):
+    from deltalake import DeltaTable
+
+    generate_sample(landing, seed=4, n_users=10, n_items=12, days=20)
+    pipeline.refresh(run(1))
+    topics_before = sorted(map(repr, lake.read(C.USER_TOPICS).collect()))
+    items = [json.loads(line)["item_id"] for line in (landing / "items" / "items-0001.jsonl").read_text().splitlines()]
+
+    def land(name, rows):
+        (landing / "events" / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    land("events-views.jsonl", [{"event_id": f"v-{n}", "user_id": "u-0002", "item_id": items[n], "event_type": "view",
+                                 "ts": "2026-11-03T10:00:00Z"} for n in range(3)])
+    reports = {r.stage: r for r in pipeline.refresh(run(2))}
+
+    # No text: the topics commit carries no rows, only the events version it has read,
+    # so the next run does not read these events again.
+    assert reports["interests"].counts["topic_rows"] == 0
+    last = lake.last_metadata(C.USER_TOPICS, stage="topics")
+    assert last["inputs"]["tables"][C.EVENTS] == DeltaTable(lake.uri(C.EVENTS)).version()
+    assert DeltaTable(lake.uri(C.USER_TOPICS)).history(1)[0]["operationParameters"]["mode"] == "Append"
+    assert sorted(map(repr, lake.read(C.USER_TOPICS).collect())) == topics_before
+
+    land("events-search.jsonl", [{"event_id": "s-1", "user_id": "u-0002", "item_id": None, "event_type": "search",
+                                  "text": "walnut ukulele strings", "ts": "2026-11-03T11:00:00Z"}])
+    reports = {r.stage: r for r in pipeline.refresh(run(3))}
+
+    assert reports["interests"].counts["topic_rows"] > 0
+    incremental = sorted((r.user_id, r.topic, round(r.weight, 6)) for r in lake.read(C.USER_TOPICS).collect())
+    assert any(user == "u-0002" and "ukulele" in topic for user, topic, _ in incremental)
+    pipeline.run_stage("interests", run(4), full=True)
+    assert sorted((r.user_id, r.topic, round(r.weight, 6)) for r in lake.read(C.USER_TOPICS).collect()) == incremental

@@ -207,3 +207,27 @@ def test_upsert_rows_replaces_by_key_without_a_spark_job(lake):
     rows = {r.stage: r for r in lake.read(C.PIPELINE_RUNS).collect()}
     assert set(rows) == {"ingest", "encode"}
     assert rows["ingest"].status == "succeeded" and rows["ingest"].counts == {"files": 1}
+
+
+def test_record_progress_commits_metadata_and_no_rows_once_per_transaction(spark, lake):
+    lake.append(C.RECOMMENDATIONS, recs(spark, [1]))
+    before = content(lake)
+    first = lake.record_progress(C.RECOMMENDATIONS, txn=Txn("test.progress", 3), metadata={"stage": "t", "inputs": {"x": 1}})
+    again = lake.record_progress(C.RECOMMENDATIONS, txn=Txn("test.progress", 3), metadata={"stage": "t"})
+    assert first.committed and first.rows == 0 and again.skipped == "already committed"
+    assert content(lake) == before
+    assert lake.last_metadata(C.RECOMMENDATIONS, stage="t")["inputs"] == {"x": 1}
+
+
+def test_kept_scratch_is_reused_for_its_key_only_once_complete(spark, lake):
+    from pathlib import Path
+
+    uri, done = lake.kept_scratch("matrix", "versions-1")
+    assert not done
+    spark.createDataFrame([(1,)], "a int").write.mode("overwrite").parquet(uri)
+    assert lake.kept_scratch("matrix", "versions-1") == (uri, True)
+    # A folder a killed run left half-written (no _SUCCESS) is not taken as done.
+    (Path(uri.removeprefix("file://")) / "_SUCCESS").unlink()
+    assert lake.kept_scratch("matrix", "versions-1") == (uri, False)
+    other, done = lake.kept_scratch("matrix", "versions-2")
+    assert other != uri and not done and not Path(uri.removeprefix("file://")).exists()

@@ -215,6 +215,31 @@ class LakeTables(ABC):
             if fs.get_file_info(path).type != pafs.FileType.NotFound:
                 fs.delete_dir(path)
 
+    def kept_scratch(self, purpose: str, key: str) -> tuple[str, bool]:
+        """A folder under ``<lake.root>/_scratch`` for files that depend only on ``key``, kept between runs.
+
+        Returns its URI and whether an earlier run completed it (Spark's ``_SUCCESS``
+        marker, written last). Intermediate files that follow table versions, such as
+        the recommend stage's item matrix, are then written once per version instead
+        of once per run. Folders of the same purpose under another key are removed:
+        the lake has one writer, so nothing else can be using them.
+        """
+        import hashlib
+
+        import pyarrow.fs as pafs
+
+        from interestlake.datasets.landing import readable_uri
+
+        parent = f"{self.lake.root.rstrip('/')}/_scratch"
+        name = f"{purpose}-kept-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+        fs, base = pafs.FileSystem.from_uri(readable_uri(parent))
+        for info in fs.get_file_info(pafs.FileSelector(base, allow_not_found=True)):
+            if info.base_name.startswith(f"{purpose}-") and info.base_name != name:
+                fs.delete_dir(info.path)
+        uri = f"{parent}/{name}"
+        done = fs.get_file_info(f"{base.rstrip('/')}/{name}/_SUCCESS").type == pafs.FileType.File
+        return uri, done
+
     def register_views(self, tables: Iterable[str] | None = None) -> list[str]:
         """Registers each table's latest snapshot as a temporary view of the same name."""
         names = list(tables or TABLES)
@@ -299,6 +324,54 @@ class LakeTables(ABC):
     @abstractmethod
     def _commit(self, spec: TableSpec, df: DataFrame, mode: str, on, txn: Txn | None, user_metadata: str) -> CommitResult:
         """Writes ``df`` and commits it as one transaction."""
+
+    def record_progress(self, table: str, *, txn: Txn | None = None, metadata: Mapping | None = None) -> CommitResult:
+        """Commits no rows, only ``metadata`` (and ``txn``), through delta-rs for either backend.
+
+        For a stage that found nothing to write in what it read: its commit still
+        records the input versions it consumed, so its next run starts from there
+        instead of reading the same changes again (and again, until something is written).
+        """
+        spec = table_spec(table)
+        if txn is not None and self.committed(table, txn):
+            return CommitResult(table, None, skipped="already committed")
+        user_metadata = json.dumps({_METADATA_MARKER: True, **(metadata or {})}, sort_keys=True, default=str)
+        return self._commit_files(spec, self._delta_rs_table(table), _StagedFiles([], [], 0, []), [], "append", txn,
+                                  user_metadata, 0)
+
+    def _commit_files(self, spec, snapshot, staged, removed, mode, txn, user_metadata, source_rows) -> CommitResult:
+        """Commits staged files and removals as one transaction (discarding the files if it fails)."""
+        from deltalake import Schema
+        from deltalake.exceptions import CommitFailedError
+        from deltalake.transaction import CommitProperties, RemoveAction, Transaction
+
+        now_ms = int(time.time() * 1000)
+        actions = staged.add_actions + [
+            RemoveAction(path, True, now_ms, size) for path, size in removed
+        ]
+        properties = CommitProperties(
+            custom_metadata={"userMetadata": user_metadata},
+            app_transactions=[Transaction(txn.app_id, txn.version)] if txn else None,
+        )
+        try:
+            snapshot.create_write_transaction(
+                actions,
+                mode="overwrite" if mode == "overwrite" else "append",
+                schema=Schema.from_arrow(arrow_schema(spec.schema)),
+                commit_properties=properties,
+            )
+        except CommitFailedError as exc:
+            staged.discard()
+            if txn is not None and self.committed(spec.name, txn):
+                return CommitResult(spec.name, None, skipped="already committed")
+            raise LakeConflictError(
+                f"{spec.name}: commit conflicted with another writer ({exc}); nothing was written. "
+                "Each table has one writer: make sure no other refresh runs, then retry."
+            ) from exc
+        snapshot.update_incremental()
+        return CommitResult(
+            spec.name, snapshot.version(), staged.rows, len(staged.add_actions), len(removed), source_rows=source_rows
+        )
 
     def _delta_rs_table(self, table: str, version: int | None = None):
         # delta-rs reads any Delta table, whoever wrote it; both backends use it for metadata.
@@ -450,40 +523,6 @@ class DeltaRsTables(LakeTables):
         held = {r["path"]: r["num_records"] or 0 for r in records}
         deleted = sum(held.get(path, 0) for path, _ in removed) - staged.rows
         return self._commit_files(spec, snapshot, staged, removed, "delete", None, user_metadata, deleted)
-
-    def _commit_files(self, spec, snapshot, staged, removed, mode, txn, user_metadata, source_rows) -> CommitResult:
-        """Commits staged files and removals as one transaction (discarding the files if it fails)."""
-        from deltalake import Schema
-        from deltalake.exceptions import CommitFailedError
-        from deltalake.transaction import CommitProperties, RemoveAction, Transaction
-
-        now_ms = int(time.time() * 1000)
-        actions = staged.add_actions + [
-            RemoveAction(path, True, now_ms, size) for path, size in removed
-        ]
-        properties = CommitProperties(
-            custom_metadata={"userMetadata": user_metadata},
-            app_transactions=[Transaction(txn.app_id, txn.version)] if txn else None,
-        )
-        try:
-            snapshot.create_write_transaction(
-                actions,
-                mode="overwrite" if mode == "overwrite" else "append",
-                schema=Schema.from_arrow(arrow_schema(spec.schema)),
-                commit_properties=properties,
-            )
-        except CommitFailedError as exc:
-            staged.discard()
-            if txn is not None and self.committed(spec.name, txn):
-                return CommitResult(spec.name, None, skipped="already committed")
-            raise LakeConflictError(
-                f"{spec.name}: commit conflicted with another writer ({exc}); nothing was written. "
-                "Each table has one writer: make sure no other refresh runs, then retry."
-            ) from exc
-        snapshot.update_incremental()
-        return CommitResult(
-            spec.name, snapshot.version(), staged.rows, len(staged.add_actions), len(removed), source_rows=source_rows
-        )
 
     def _rewrite_touched_files(self, spec, snapshot, staged, on) -> tuple[_StagedFiles | None, list[tuple[str, int]]]:
         """Copy-on-write: rewrites the files holding rows to replace, without those rows.

@@ -9,6 +9,7 @@ to the driver or shuffled.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Iterator, Sequence
@@ -116,25 +117,27 @@ def recommend(
     if steered:  # each user's fresh needs, dislikes, ratings, topics (pipeline/steer.py)
         user_side = user_side.join(steer.user_evidence(lake, settings, now, users), C.COL_USER_ID, "left")
     shared = spark.sparkContext.broadcast(model) if model is not None else None
-    with lake.scratch("recommend-items") as items_uri, lake.scratch("recommend-meta") as meta_uri:
-        report.counts["items"] = n_items = stage_item_matrix(lake, version, now, items_uri, shared)
-        tasks = scoring_tasks(n_users, spark.sparkContext.defaultParallelism)
-        ann = model is None and settings.recommend.ann_min_items is not None and n_items >= settings.recommend.ann_min_items
-        report.counts["approximate"] = int(ann)
-        if steered:  # steered top K (exact scan; pipeline/steer.py)
+    items_uri, n_items = item_matrix(lake, version, now, shared, settings.model.version if model else None)
+    report.counts["items"] = n_items
+    tasks = scoring_tasks(n_users, spark.sparkContext.defaultParallelism)
+    ann = model is None and settings.recommend.ann_min_items is not None and n_items >= settings.recommend.ann_min_items
+    report.counts["approximate"] = int(ann)
+    if steered:  # steered top K (exact scan; pipeline/steer.py)
+        meta_uri, staged = lake.kept_scratch("recommend-meta", json.dumps({C.ITEMS: now[C.ITEMS]}))
+        if not staged:
             steer.stage_item_meta(lake, now, meta_uri)
-            ranked = steer.score_steered(user_side.repartition(tasks), items_uri, meta_uri, settings)
-        else:
-            ranked = score_users(user_side.repartition(tasks), items_uri, settings.recommend, approximate=ann, model=shared)
-        rows = ranked.withColumn(C.COL_RUN_ID, F.lit(run.run_id)).withColumn("generated_at", F.lit(run.timestamp))
-        metadata = {
-            "stage": STAGE, "run_id": run.run_id, "inputs": inputs.fingerprint,
-            "mode": "incremental" if incremental else "full",
-        }
-        if incremental:
-            commit = lake.merge(C.RECOMMENDATIONS, rows, on=[C.COL_USER_ID], txn=run.txn(STAGE), metadata=metadata)
-        else:
-            commit = lake.overwrite(C.RECOMMENDATIONS, rows, txn=run.txn(STAGE), metadata=metadata)
+        ranked = steer.score_steered(user_side.repartition(tasks), items_uri, meta_uri, settings)
+    else:
+        ranked = score_users(user_side.repartition(tasks), items_uri, settings.recommend, approximate=ann, model=shared)
+    rows = ranked.withColumn(C.COL_RUN_ID, F.lit(run.run_id)).withColumn("generated_at", F.lit(run.timestamp))
+    metadata = {
+        "stage": STAGE, "run_id": run.run_id, "inputs": inputs.fingerprint,
+        "mode": "incremental" if incremental else "full",
+    }
+    if incremental:
+        commit = lake.merge(C.RECOMMENDATIONS, rows, on=[C.COL_USER_ID], txn=run.txn(STAGE), metadata=metadata)
+    else:
+        commit = lake.overwrite(C.RECOMMENDATIONS, rows, txn=run.txn(STAGE), metadata=metadata)
     users.unpersist()
     report.commits.append(commit)
     return report
@@ -170,6 +173,31 @@ def _catalog_changed(lake: LakeTables, inputs: DerivedInputs) -> bool:
         if since is None or (since != until and not lake.changes(table, since, until).isEmpty()):
             return True
     return False
+
+
+def item_matrix(lake: LakeTables, version: str, versions: dict, model=None, model_version: str | None = None) -> tuple[str, int]:
+    """URI and number of items of the staged item matrix of these input versions.
+
+    Staged by the first run that needs it and kept under ``<lake.root>/_scratch``
+    until the catalog, the item vectors, the encoder or the model change: an
+    incremental run re-scores a few users against the same items, and staging the
+    whole catalog each time would cost more than scoring them. Python workers also
+    keep the matrix they read by its URI (``_item_blocks``), so a kept matrix is
+    read once per worker, not once per run. A model without a version label is
+    staged for each run.
+    """
+    import uuid
+
+    import pyarrow.dataset as ds
+
+    from interestlake.datasets.landing import readable_uri
+
+    label = model_version if model is None or model_version else f"unlabelled-{uuid.uuid4().hex}"
+    key = {"encoder": version, C.ITEMS: versions[C.ITEMS], C.ITEM_EMBEDDINGS: versions[C.ITEM_EMBEDDINGS], "model": label}
+    uri, staged = lake.kept_scratch("recommend-items", json.dumps(key, sort_keys=True))
+    if not staged:
+        stage_item_matrix(lake, version, versions, uri, model)
+    return uri, ds.dataset(readable_uri(uri), format="parquet").count_rows()
 
 
 def stage_item_matrix(lake: LakeTables, version: str, versions: dict, uri: str, model=None) -> int:

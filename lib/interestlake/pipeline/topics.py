@@ -53,6 +53,8 @@ def refresh_topics(
     if not full and previous == fingerprint:
         return []
     incremental = not full and previous is not None and previous.get("params") == fingerprint["params"]
+    metadata = {"stage": STAGE, "run_id": run.run_id, "inputs": fingerprint,
+                "mode": "incremental" if incremental else "full"}
     events, reviews = lake.read(C.EVENTS, tables[C.EVENTS]), lake.read(C.REVIEWS, tables[C.REVIEWS])
     texts = written_texts(events, reviews)
     if incremental:
@@ -61,14 +63,18 @@ def refresh_topics(
             lake.changes(C.EVENTS, since.get(C.EVENTS), tables[C.EVENTS]),
             lake.changes(C.REVIEWS, since.get(C.REVIEWS), tables[C.REVIEWS]),
         ).select(C.COL_USER_ID).distinct()
+        if changed.isEmpty():
+            # Nothing written (events without text): no user's topics change. Recording the
+            # versions read keeps the next run from reading these changes again, which it
+            # would do until the next text, however long that takes.
+            counts["topic_rows"] = 0
+            return [lake.record_progress(C.USER_TOPICS, txn=run.txn(STAGE), metadata=metadata)]
         texts = texts.join(F.broadcast(changed), C.COL_USER_ID, "left_semi")
     rows = (
         topic_rows(texts, conf)
         .withColumn(C.COL_RUN_ID, F.lit(run.run_id))
         .withColumn(C.COL_UPDATED_AT, F.lit(datetime.now(timezone.utc)))
     )
-    metadata = {"stage": STAGE, "run_id": run.run_id, "inputs": fingerprint,
-                "mode": "incremental" if incremental else "full"}
     if incremental:
         commit = lake.merge(C.USER_TOPICS, rows, on=[C.COL_USER_ID], txn=run.txn(STAGE), metadata=metadata)
     else:
