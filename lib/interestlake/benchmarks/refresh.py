@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import tempfile
 import time
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from interestlake import constants as C
 
 log = logging.getLogger("interestlake")
 _START = datetime(2026, 9, 1, tzinfo=timezone.utc)
+_EVENTS_PER_FILE = 200_000
 
 
 def refresh_benchmark(
@@ -61,7 +63,10 @@ def refresh_benchmark(
         with open_pipeline(settings, writer=f"bench-{size}") as pipeline:
             log.info("bench refresh: %d history events", size)
             history = _events(rng, size, history_users, catalog, _START, days=60, prefix="h")
-            pipeline.lake.append(C.EVENTS, pipeline.spark.createDataFrame(history), metadata={"stage": "bench"})
+            # Files of at most _EVENTS_PER_FILE events, as a compacted lake holds its history: Spark's
+            # pandas conversion alone makes one file per Arrow batch (1,024 rows), 1,958 files at 2M.
+            files = max(1, math.ceil(size / _EVENTS_PER_FILE))
+            pipeline.lake.append(C.EVENTS, pipeline.spark.createDataFrame(history).repartition(files), metadata={"stage": "bench"})
             pipeline.refresh(RunContext.create("bench-setup", "2026-11-10T00:00:00Z"))
 
             batch = _events(rng, new_events, new_users, catalog, _START + timedelta(days=61), days=1, prefix="n")

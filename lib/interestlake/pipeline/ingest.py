@@ -467,4 +467,8 @@ def _new_rows(lake: LakeTables, kind: str, accepted: DataFrame) -> DataFrame:
             F.col("_stored_at").isNull() | (F.col(C.COL_UPDATED_AT) > F.col("_stored_at"))
         )
         return new.drop("_stored_at")
-    return first.join(existing.select(*keys), keys, "left_anti")
+    # The stored keys are probed with the batch's keys (the small side, hashed), not the
+    # other way round: an anti join of the batch against the table would hash or
+    # shuffle every key ever stored, on every run.
+    present = existing.select(*keys).join(first.select(*keys), keys, "left_semi")
+    return first.join(present, keys, "left_anti")
