@@ -158,4 +158,5 @@ def test_a_run_whose_last_input_versions_left_the_delta_log_recomputes_in_full(p
     assert reports["interests"].counts["users_changed"] == lake.read(C.USER_INTERESTS).count()
     runs = lake.read_rows(C.PIPELINE_RUNS, filters=[(C.COL_RUN_ID, "=", run(3).run_id)])
     assert {r["stage"]: r["status"] for r in runs} == {s: "succeeded" for s in ("ingest", "encode", "interests", "recommend")}
+    assert "recomputed in full" in {r["stage"]: r["note"] for r in runs}["interests"]
     assert_same_as_full_recompute(pipeline, lake, 4)
