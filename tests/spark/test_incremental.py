@@ -66,6 +66,7 @@ def test_new_events_refresh_only_their_users_and_match_full_recompute(pipeline, 
     assert reports["interests"].counts["users_changed"] == 4
     assert reports["interests"].counts["users_rebuilt"] == 0
     assert reports["recommend"].counts["users_scored"] == 4
+    assert reports["recommend"].counts["catalog_staged"] == 0  # same catalog: the matrix of run 1 is reused
     recs_after = {(r.user_id, r.rank): r for r in lake.read(C.RECOMMENDATIONS).collect()}
     changed = {"u-0003", "u-0007", "u-0011", "newcomer"}
     assert {u for (u, _), r in recs_after.items() if r.run_id == "run-2"} == changed
@@ -86,6 +87,7 @@ def test_catalog_change_rebuilds_affected_users_and_rescores_everyone(pipeline, 
     assert reports["encode"].counts["item_vectors_written"] == 1
     assert reports["interests"].counts["users_rebuilt"] == len(touched) > 0
     assert reports["recommend"].counts["users_scored"] == 15
+    assert reports["recommend"].counts["catalog_staged"] == 1
     assert_same_as_full_recompute(pipeline, lake, 3)
 
 

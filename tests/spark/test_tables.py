@@ -219,15 +219,21 @@ def test_record_progress_commits_metadata_and_no_rows_once_per_transaction(spark
     assert lake.last_metadata(C.RECOMMENDATIONS, stage="t")["inputs"] == {"x": 1}
 
 
-def test_kept_scratch_is_reused_for_its_key_only_once_complete(spark, lake):
+def test_kept_scratch_is_written_once_per_key_and_again_when_half_written(spark, lake):
     from pathlib import Path
 
-    uri, done = lake.kept_scratch("matrix", "versions-1")
-    assert not done
-    spark.createDataFrame([(1,)], "a int").write.mode("overwrite").parquet(uri)
-    assert lake.kept_scratch("matrix", "versions-1") == (uri, True)
-    # A folder a killed run left half-written (no _SUCCESS) is not taken as done.
+    writes = []
+
+    def write(uri):
+        writes.append(uri)
+        spark.createDataFrame([(len(writes),)], "a int").write.mode("overwrite").parquet(uri)
+
+    uri, wrote = lake.kept_scratch("matrix", "versions-1", write)
+    assert wrote and writes == [uri]
+    assert lake.kept_scratch("matrix", "versions-1", write) == (uri, False) and len(writes) == 1
+    assert spark.read.parquet(uri).collect()[0].a == 1
+    # A folder a killed run left half-written (no _SUCCESS) is written again.
     (Path(uri.removeprefix("file://")) / "_SUCCESS").unlink()
-    assert lake.kept_scratch("matrix", "versions-1") == (uri, False)
-    other, done = lake.kept_scratch("matrix", "versions-2")
-    assert other != uri and not done and not Path(uri.removeprefix("file://")).exists()
+    assert lake.kept_scratch("matrix", "versions-1", write) == (uri, True) and len(writes) == 2
+    other, wrote = lake.kept_scratch("matrix", "versions-2", write)
+    assert other != uri and wrote and not Path(uri.removeprefix("file://")).exists()

@@ -18,7 +18,7 @@ import logging
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -200,45 +200,51 @@ class LakeTables(ABC):
         """
         import pyarrow.fs as pafs
 
-        from interestlake.datasets.landing import readable_uri
-
-        parent = f"{self.lake.root.rstrip('/')}/_scratch"
-        fs, base = pafs.FileSystem.from_uri(readable_uri(parent))
-        for info in fs.get_file_info(pafs.FileSelector(base, allow_not_found=True)):
-            if info.base_name.startswith(f"{purpose}-"):
-                fs.delete_dir(info.path)
-        uri = f"{parent}/{purpose}-{uuid.uuid4().hex}"
+        fs, path, uri = self._scratch_folder(purpose, f"{purpose}-{uuid.uuid4().hex}")
         try:
             yield uri
         finally:
-            _, path = pafs.FileSystem.from_uri(readable_uri(uri))
             if fs.get_file_info(path).type != pafs.FileType.NotFound:
                 fs.delete_dir(path)
 
-    def kept_scratch(self, purpose: str, key: str) -> tuple[str, bool]:
-        """A folder under ``<lake.root>/_scratch`` for files that depend only on ``key``, kept between runs.
+    def kept_scratch(self, purpose: str, key: str, write: Callable[[str], object]) -> tuple[str, bool]:
+        """A folder under ``<lake.root>/_scratch`` holding files that depend only on ``key``, kept between runs.
 
-        Returns its URI and whether an earlier run completed it (Spark's ``_SUCCESS``
-        marker, written last). Intermediate files that follow table versions, such as
-        the recommend stage's item matrix, are then written once per version instead
-        of once per run. Folders of the same purpose under another key are removed:
-        the lake has one writer, so nothing else can be using them.
+        ``write(uri)`` fills the folder (a Spark write, whose ``_SUCCESS`` marker comes
+        last) unless an earlier run completed it; a half-written folder is written
+        again. Intermediate files that follow table versions, such as the recommend
+        stage's item matrix, are so written once per version instead of once per run.
+        Folders of the same purpose under another key are removed.
+
+        Returns:
+            The folder's URI, and whether this call wrote it.
         """
         import hashlib
 
         import pyarrow.fs as pafs
 
+        fs, path, uri = self._scratch_folder(purpose, f"{purpose}-kept-{hashlib.sha256(key.encode()).hexdigest()[:16]}")
+        if fs.get_file_info(f"{path}/_SUCCESS").type == pafs.FileType.File:
+            return uri, False
+        write(uri)
+        return uri, True
+
+    def _scratch_folder(self, purpose: str, name: str):
+        """(filesystem, path, URI) of ``_scratch/<name>``, after removing the other folders of ``purpose``.
+
+        Only this lake's single writer uses its scratch folders, so any other folder of
+        the purpose is left over from an earlier run.
+        """
+        import pyarrow.fs as pafs
+
         from interestlake.datasets.landing import readable_uri
 
         parent = f"{self.lake.root.rstrip('/')}/_scratch"
-        name = f"{purpose}-kept-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
         fs, base = pafs.FileSystem.from_uri(readable_uri(parent))
         for info in fs.get_file_info(pafs.FileSelector(base, allow_not_found=True)):
             if info.base_name.startswith(f"{purpose}-") and info.base_name != name:
                 fs.delete_dir(info.path)
-        uri = f"{parent}/{name}"
-        done = fs.get_file_info(f"{base.rstrip('/')}/{name}/_SUCCESS").type == pafs.FileType.File
-        return uri, done
+        return fs, f"{base.rstrip('/')}/{name}", f"{parent}/{name}"
 
     def register_views(self, tables: Iterable[str] | None = None) -> list[str]:
         """Registers each table's latest snapshot as a temporary view of the same name."""
@@ -297,7 +303,7 @@ class LakeTables(ABC):
         unknown = [c for c in on if c not in spec.columns]
         if unknown:
             raise ValueError(f"delete on {unknown}: not columns of {table} ({spec.columns})")
-        user_metadata = json.dumps({_METADATA_MARKER: True, **(metadata or {})}, sort_keys=True, default=str)
+        user_metadata = _commit_metadata(metadata)
         return self._delete(spec, keys.select(*on).distinct(), on, user_metadata)
 
     @abstractmethod
@@ -314,11 +320,10 @@ class LakeTables(ABC):
 
     def _write(self, table, df, mode, on, txn, metadata) -> CommitResult:
         spec = table_spec(table)
-        if txn is not None and self.committed(table, txn):
-            log.info("%s: transaction %s/%s already committed; nothing to do", table, txn.app_id, txn.version)
+        if self._already_committed(table, txn):
             return CommitResult(table, None, skipped="already committed")
         rows = conform(df, spec)
-        user_metadata = json.dumps({_METADATA_MARKER: True, **(metadata or {})}, sort_keys=True, default=str)
+        user_metadata = _commit_metadata(metadata)
         return self._commit(spec, rows, mode, on, txn, user_metadata)
 
     @abstractmethod
@@ -332,12 +337,17 @@ class LakeTables(ABC):
         records the input versions it consumed, so its next run starts from there
         instead of reading the same changes again (and again, until something is written).
         """
-        spec = table_spec(table)
-        if txn is not None and self.committed(table, txn):
+        if self._already_committed(table, txn):
             return CommitResult(table, None, skipped="already committed")
-        user_metadata = json.dumps({_METADATA_MARKER: True, **(metadata or {})}, sort_keys=True, default=str)
-        return self._commit_files(spec, self._delta_rs_table(table), _StagedFiles([], [], 0, []), [], "append", txn,
-                                  user_metadata, 0)
+        return self._commit_files(table_spec(table), self._delta_rs_table(table), _StagedFiles([], [], 0, []), [], "append", txn,
+                                  _commit_metadata(metadata), 0)
+
+    def _already_committed(self, table: str, txn: Txn | None) -> bool:
+        """True (and logged) when ``txn`` is already in the table: a retried run writes nothing twice."""
+        if txn is None or not self.committed(table, txn):
+            return False
+        log.info("%s: transaction %s/%s already committed; nothing to do", table, txn.app_id, txn.version)
+        return True
 
     def _commit_files(self, spec, snapshot, staged, removed, mode, txn, user_metadata, source_rows) -> CommitResult:
         """Commits staged files and removals as one transaction (discarding the files if it fails)."""
@@ -391,6 +401,11 @@ class LakeTables(ABC):
                 f"table {table!r} does not exist at {self.uri(table)}; run `interestlake ingest` "
                 "(or any stage) first, which creates the lake tables"
             ) from None
+
+
+def _commit_metadata(metadata: Mapping | None) -> str:
+    """The ``userMetadata`` of a commit of ours: the caller's metadata, marked as this library's."""
+    return json.dumps({_METADATA_MARKER: True, **(metadata or {})}, sort_keys=True, default=str)
 
 
 def _row_filter(filters: Sequence[tuple]):
@@ -466,7 +481,7 @@ class DeltaRsTables(LakeTables):
 
         spec = table_spec(table)
         source = pa.Table.from_pylist([dict(r) for r in rows], schema=arrow_schema(spec.schema))
-        user_metadata = json.dumps({_METADATA_MARKER: True, **(metadata or {})}, sort_keys=True, default=str)
+        user_metadata = _commit_metadata(metadata)
         (
             self._delta_rs_table(table)
             .merge(

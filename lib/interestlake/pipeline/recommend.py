@@ -117,15 +117,17 @@ def recommend(
     if steered:  # each user's fresh needs, dislikes, ratings, topics (pipeline/steer.py)
         user_side = user_side.join(steer.user_evidence(lake, settings, now, users), C.COL_USER_ID, "left")
     shared = spark.sparkContext.broadcast(model) if model is not None else None
-    items_uri, n_items = item_matrix(lake, version, now, shared, settings.model.version if model else None)
+    items_uri, n_items, staged = item_matrix(lake, version, now, shared, settings.model.version if model else None)
     report.counts["items"] = n_items
     tasks = scoring_tasks(n_users, spark.sparkContext.defaultParallelism)
     ann = model is None and settings.recommend.ann_min_items is not None and n_items >= settings.recommend.ann_min_items
     report.counts["approximate"] = int(ann)
+    # 1 when this run wrote the item matrix (new catalog, item vectors, encoder or model), 0 when it reused it.
+    report.counts["catalog_staged"] = int(staged)
     if steered:  # steered top K (exact scan; pipeline/steer.py)
-        meta_uri, staged = lake.kept_scratch("recommend-meta", json.dumps({C.ITEMS: now[C.ITEMS]}))
-        if not staged:
-            steer.stage_item_meta(lake, now, meta_uri)
+        meta_uri, _ = lake.kept_scratch(
+            "recommend-meta", json.dumps({C.ITEMS: now[C.ITEMS]}), lambda uri: steer.stage_item_meta(lake, now, uri)
+        )
         ranked = steer.score_steered(user_side.repartition(tasks), items_uri, meta_uri, settings)
     else:
         ranked = score_users(user_side.repartition(tasks), items_uri, settings.recommend, approximate=ann, model=shared)
@@ -175,8 +177,10 @@ def _catalog_changed(lake: LakeTables, inputs: DerivedInputs) -> bool:
     return False
 
 
-def item_matrix(lake: LakeTables, version: str, versions: dict, model=None, model_version: str | None = None) -> tuple[str, int]:
-    """URI and number of items of the staged item matrix of these input versions.
+def item_matrix(
+    lake: LakeTables, version: str, versions: dict, model=None, model_version: str | None = None
+) -> tuple[str, int, bool]:
+    """URI and number of items of the staged item matrix of these input versions, and whether this call staged it.
 
     Staged by the first run that needs it and kept under ``<lake.root>/_scratch``
     until the catalog, the item vectors, the encoder or the model change: an
@@ -194,14 +198,14 @@ def item_matrix(lake: LakeTables, version: str, versions: dict, model=None, mode
 
     label = model_version if model is None or model_version else f"unlabelled-{uuid.uuid4().hex}"
     key = {"encoder": version, C.ITEMS: versions[C.ITEMS], C.ITEM_EMBEDDINGS: versions[C.ITEM_EMBEDDINGS], "model": label}
-    uri, staged = lake.kept_scratch("recommend-items", json.dumps(key, sort_keys=True))
-    if not staged:
-        stage_item_matrix(lake, version, versions, uri, model)
-    return uri, ds.dataset(readable_uri(uri), format="parquet").count_rows()
+    uri, staged = lake.kept_scratch(
+        "recommend-items", json.dumps(key, sort_keys=True), lambda uri: stage_item_matrix(lake, version, versions, uri, model)
+    )
+    return uri, ds.dataset(readable_uri(uri), format="parquet").count_rows(), staged
 
 
-def stage_item_matrix(lake: LakeTables, version: str, versions: dict, uri: str, model=None) -> int:
-    """Writes (item_id, embedding[, score_vector]) of every recommendable item to ``uri``; returns how many.
+def stage_item_matrix(lake: LakeTables, version: str, versions: dict, uri: str, model=None) -> None:
+    """Writes (item_id, embedding[, score_vector]) of every recommendable item to ``uri``.
 
     Only items still in the catalog, with a vector of this encoder version. The
     scoring tasks read this matrix block by block, so it is shipped to each
@@ -209,10 +213,6 @@ def stage_item_matrix(lake: LakeTables, version: str, versions: dict, uri: str, 
     (a broadcast ``InterestModel``), ``score_vector`` is the model's ``[v_j, b_j]``
     of each item, computed on the executors.
     """
-    import pyarrow.dataset as ds
-
-    from interestlake.datasets.landing import readable_uri
-
     items = (
         lake.read(C.ITEM_EMBEDDINGS, versions[C.ITEM_EMBEDDINGS])
         .filter(F.col(C.COL_ENCODER_VERSION) == version)
@@ -222,7 +222,8 @@ def stage_item_matrix(lake: LakeTables, version: str, versions: dict, uri: str, 
     if model is not None:
         items = items.mapInArrow(_with_score_vectors(model), _SCORED_ITEMS_SCHEMA)
     items.write.mode("overwrite").parquet(uri)
-    return ds.dataset(readable_uri(uri), format="parquet").count_rows()
+
+
 def _with_score_vectors(model):
     """Executor function adding the learned model's item vectors to (item_id, embedding) batches."""
 
