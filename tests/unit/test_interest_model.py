@@ -114,3 +114,23 @@ def test_blocked_scoring_with_the_knn_term_equals_the_brute_force_reference():
         assert [item for item, _, _ in got] == [item_ids[i] for i in expected]
         assert [score for _, score, _ in got] == pytest.approx([float(scores[i]) for i in expected], abs=1e-6)
     assert len(model.knn_bonus_block(recent).values) == sum(len(model.knn_bonus(r)) for r in recent) > 0
+
+
+def test_knn_term_is_decayed_neighbour_similarity_of_distinct_recent_items():
+    """weight * decay^rank * sim(recent item -> neighbour), summed over the user's distinct known items."""
+    data = generated_history(users=30, items=24, length=3)
+    model = train(data, context=5, params=TrainParams(dim=4, epochs=1, patience=1, batch_size=32, neighbors=2, seed=3)).model
+    model.meta["knn_weight"], model.meta["knn_decay"] = 2.0, 0.5
+    ids = list(model.item_ids)
+    idx = np.full((len(ids), 2), -1, dtype=np.int64)
+    sim = np.zeros((len(ids), 2), dtype=np.float32)
+    idx[0], sim[0] = [3, 4], [0.5, 0.25]  # item 0's neighbours
+    idx[1], sim[1] = [4, -1], [1.0, 0.0]  # item 1 has one neighbour
+    model.arrays["neighbor_idx"], model.arrays["neighbor_sim"] = idx, sim
+
+    # Newest first; the repeat of item 0, None and an unknown id add nothing.
+    bonus = model.knn_bonus([ids[0], ids[1], ids[0], None, "not-in-catalog"])
+
+    assert bonus == pytest.approx({ids[3]: 2.0 * 0.5, ids[4]: 2.0 * 0.25 + 2.0 * 0.5 * 1.0})
+    model.meta["knn_weight"] = 0.0
+    assert model.knn_bonus([ids[0]]) == {}
