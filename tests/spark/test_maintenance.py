@@ -158,4 +158,7 @@ def test_a_run_whose_last_input_versions_left_the_delta_log_recomputes_in_full(p
     runs = lake.read_rows(C.PIPELINE_RUNS, filters=[(C.COL_RUN_ID, "=", run(3).run_id)])
     assert {r["stage"]: r["status"] for r in runs} == {s: "succeeded" for s in ("ingest", "encode", "interests", "recommend")}
     assert "recomputed in full" in {r["stage"]: r["note"] for r in runs}["interests"]
+    # Recorded once, as one run of the stage: no interim "failed" row for the retried read.
+    recorded = [json.loads(c["userMetadata"]) for c in DeltaTable(lake.uri(C.PIPELINE_RUNS)).history() if c.get("userMetadata")]
+    assert sum(m.get("stage") == "interests" and m.get("run_id") == run(3).run_id for m in recorded) == 1
     assert_same_as_full_recompute(pipeline, lake, 4)

@@ -53,20 +53,23 @@ class Pipeline:
         except KeyError:
             raise ValueError(f"unknown stage {name!r}; stages are {list(STAGES)}") from None
 
-        def work(full: bool, why: str | None = None) -> StageReport:
-            report = stage(self.spark, self.lake, self.settings, run, **({"full": full} if name in FULL_RECOMPUTE else {}))
-            if why:
-                report.note = "; ".join(filter(None, [why, report.note]))
-            return report
+        def call(full: bool) -> StageReport:
+            return stage(self.spark, self.lake, self.settings, run, **({"full": full} if name in FULL_RECOMPUTE else {}))
 
-        try:
-            return self.recorded(name, run, lambda: work(full))
-        except LakeHistoryGone as exc:
-            if full or name not in FULL_RECOMPUTE:
-                raise
-            # Raised while reading what changed, before the stage wrote its table.
-            log.warning("%s: %s; recomputing in full", name, exc)
-            return self.recorded(name, run, lambda: work(True, f"recomputed in full: {exc}"))
+        def work() -> StageReport:
+            try:
+                return call(full)
+            except LakeHistoryGone as exc:
+                if full or name not in FULL_RECOMPUTE:
+                    raise
+                # Raised while reading what changed, before the stage wrote its table:
+                # the full recompute is the same run of the stage, recorded once.
+                log.warning("%s: %s; recomputing in full", name, exc)
+                report = call(True)
+                report.note = "; ".join(filter(None, [f"recomputed in full: {exc}", report.note]))
+                return report
+
+        return self.recorded(name, run, work)
 
     def recorded(self, name: str, run: RunContext, work: Callable[[], StageReport]) -> StageReport:
         """Runs ``work`` (a stage, or a command such as ``forget``) and records it in ``pipeline_runs``.
