@@ -376,6 +376,22 @@ class SteerSettings(_Section):
     multi_interest: SteerMultiInterestSettings = Field(default_factory=SteerMultiInterestSettings)
 
 
+class SmallBatchSettings(_Section):
+    """Small batches run on the driver (Arrow and delta-rs) instead of as Spark jobs.
+
+    A Spark job costs about 0.1 s on a small machine however few rows it touches, and a
+    near-line refresh of a few thousand events is dozens of them. Within these limits a
+    stage runs the same per-row functions (landing-file parsing, ...) on the driver and
+    commits through the same transactions; beyond them, it runs on Spark.
+    """
+
+    enabled: bool = True
+    # Ingest: the landing files of one micro-batch (events and reviews) in MiB, as stored.
+    max_landing_mb: float = Field(default=16.0, gt=0)
+    # Encode, interests, recommend: events and reviews written since the stage's last run.
+    max_new_rows: int = Field(default=50_000, gt=0)
+
+
 class Settings(_Section):
     """All settings of one deployment."""
 
@@ -393,6 +409,7 @@ class Settings(_Section):
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     steer: SteerSettings = Field(default_factory=SteerSettings)
+    small_batch: SmallBatchSettings = Field(default_factory=SmallBatchSettings)
     # Where the settings came from, for messages and for jobs started from this process.
     source: str = ""
 

@@ -38,7 +38,12 @@ def quarantined(lake):
     return sorted((r.kind, r.source.rsplit("/", 1)[1], r.row_no, r.reason) for r in lake.read(C.QUARANTINE).collect())
 
 
-def test_every_case_lands_once_or_is_quarantined_with_its_reason(pipeline, lake, landing, caplog):
+@pytest.mark.parametrize("on_driver", [True, False], ids=["small-batch-on-driver", "spark-jobs"])
+def test_every_case_lands_once_or_is_quarantined_with_its_reason(pipeline, lake, landing, caplog, on_driver):
+    from interestlake.settings import SmallBatchSettings
+
+    # Both ways of ingesting a batch must land and quarantine exactly the same rows.
+    pipeline.settings = pipeline.settings.model_copy(update={"small_batch": SmallBatchSettings(enabled=on_driver)})
     future = (datetime.now(timezone.utc) + timedelta(days=3)).isoformat()
     write_jsonl(landing / "items" / "catalog.jsonl", [
         *ITEMS,

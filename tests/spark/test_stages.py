@@ -164,6 +164,34 @@ def test_encode_caches_by_text_hash_and_rewrites_only_changed_items(pipeline, la
     assert item_vectors["g1"].run_id == "test-run-1"
 
 
+def test_small_batch_finds_the_same_new_texts_on_the_driver_as_spark(pipeline, lake, landing):
+    from interestlake.pipeline.history import new_texts_on_driver, texts_to_encode
+
+    write_jsonl(landing / "items" / "a.jsonl", ITEMS)
+    write_jsonl(landing / "events" / "old.jsonl", [event("s0", "u1", None, kind="search", text="old query")])
+    pipeline.run_stage("ingest", run(1))
+    since = lake.versions([C.EVENTS, C.REVIEWS])
+    write_jsonl(landing / "events" / "new.jsonl", [
+        event("s1", "u1", None, kind="search", text="  espresso beans "),   # Spark's trim: spaces only
+        event("s2", "u2", None, kind="search", text="espresso beans"),
+        event("s3", "u2", None, kind="search", text="\tespresso beans\n"),  # tabs and newlines are kept
+        event("s4", "u3", None, kind="search", text="   "),                  # blank: no text
+        event("s5", "u3", "g1", kind="view", text="not a query"),            # only searches are queries
+        event("s6", "u4", None, kind="search", text="咖啡 ☕"),
+    ])
+    write_jsonl(landing / "reviews" / "r.jsonl", [
+        {"review_id": "r1", "user_id": "u1", "item_id": "g1", "rating": 5, "text": " Great value. ", "ts": 1790000000},
+        {"review_id": "r2", "user_id": "u2", "item_id": "g1", "rating": 4, "text": "", "ts": 1790000000},
+    ])
+    pipeline.run_stage("ingest", run(2))
+    now = lake.versions([C.EVENTS, C.REVIEWS, C.ITEMS])
+
+    on_driver = new_texts_on_driver(lake, now, since)
+    by_spark = {r.text_hash: r.text for r in texts_to_encode(lake, now, since, catalog=False).collect()}
+    assert on_driver == by_spark
+    assert sorted(on_driver.values()) == sorted(["espresso beans", "\tespresso beans\n", "咖啡 ☕", "Great value."])
+
+
 def test_encoder_never_touches_the_network(monkeypatch, settings):
     from interestlake.models.encoder import encode_texts, load_encoder, resolve_model_path
 

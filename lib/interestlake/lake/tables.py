@@ -1,7 +1,8 @@
 """The Delta Lake table layer: one interface, two backends.
 
 Writes follow one rule whatever the backend: Spark executors write the data
-files, and the driver commits all files of one write as ONE Delta transaction,
+files (or, for the few rows of a small batch handed over as an Arrow table, the
+driver does; see ``SmallBatchSettings``), and the driver commits all files of one write as ONE Delta transaction,
 tagged with an application transaction id (``Txn``) so that a retried run never
 commits twice. Reads return a Spark DataFrame over one table version's file
 list, so a reader sees either the old or the new version of a table, never a mix.
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -131,19 +133,64 @@ class LakeTables(ABC):
         spec = table_spec(table)
         if since is None:
             return self.read(table, until)
-        if since > until:
-            raise ValueError(f"{table}: changes since version {since} asked up to an older version {until}")
-        if since == until:
-            return self.spark.createDataFrame([], spec.schema)
-        before = set(self._delta_rs_table(table, since).file_uris())
-        after = set(self._delta_rs_table(table, until).file_uris())
-        added = self._read_files(spec, sorted(after - before))
-        removed = sorted(before - after)
+        added, removed = self._changed_files(table, since, until)
+        added = self._read_files(spec, added)
         if not removed:
             return added
         identity = list(identity or [*spec.keys, C.COL_RUN_ID])
         copied = self._read_files(spec, removed).select(*identity)
         return added.join(copied, identity, "left_anti")
+
+    def change_rows(
+        self, table: str, since: int, until: int, columns: list[str], identity: Sequence[str] | None = None
+    ) -> pa.Table:
+        """``changes`` read on the driver (some columns), for the small-batch paths."""
+        import pyarrow.compute as pc
+        import pyarrow.dataset as ds
+        import pyarrow.fs as pafs
+
+        from interestlake.datasets.landing import readable_uri
+
+        spec = table_spec(table)
+        identity = list(identity or [*spec.keys, C.COL_RUN_ID])
+        added, removed = self._changed_files(table, since, until)
+        schema = arrow_schema(spec.schema)
+
+        def read(files: list[str], names: list[str]) -> pa.Table:
+            if not files:
+                return schema.empty_table().select(names)
+            fs = pafs.FileSystem.from_uri(readable_uri(files[0]))[0]
+            paths = [pafs.FileSystem.from_uri(readable_uri(f))[1] for f in files]
+            return ds.dataset(paths, schema=schema, format="parquet", filesystem=fs).to_table(columns=names)
+
+        wanted = list(dict.fromkeys([*columns, *identity]))
+        rows = read(added, wanted)
+        if removed:
+            copied = _key_of(read(removed, identity), identity)
+            rows = rows.filter(pc.invert(pc.is_in(_key_of(rows, identity), value_set=copied)))
+        return rows.select(columns)
+
+    def added_rows(self, table: str, since: int, until: int) -> int:
+        """How many rows the files added between two versions hold (their Delta statistics)."""
+        if since == until:
+            return 0
+
+        def records(version: int) -> dict[str, int]:
+            actions = pa.table(self._delta_rs_table(table, version).get_add_actions(flatten=True))
+            return dict(zip(actions.column("path").to_pylist(), actions.column("num_records").to_pylist()))
+
+        before, after = records(since), records(until)
+        return sum(count or 0 for path, count in after.items() if path not in before)
+
+    def _changed_files(self, table: str, since: int, until: int) -> tuple[list[str], list[str]]:
+        """URIs of the files added and removed between two versions."""
+        if since > until:
+            raise ValueError(f"{table}: changes since version {since} asked up to an older version {until}")
+        if since == until:
+            return [], []
+        before = set(self._delta_rs_table(table, since).file_uris())
+        after = set(self._delta_rs_table(table, until).file_uris())
+        return sorted(after - before), sorted(before - after)
 
     def _read_files(self, spec: TableSpec, files: Sequence[str]) -> DataFrame:
         if not files:
@@ -189,6 +236,16 @@ class LakeTables(ABC):
         """
         where = _row_filter(filters) if filters else None
         return self._delta_rs_table(table).to_pyarrow_table(columns=columns, filters=where).to_pylist()
+
+    def read_arrow(self, table: str, columns: list[str], where, version: int | None = None) -> pa.Table:
+        """Some columns of the rows matching ``where`` (a pyarrow dataset expression), read on the driver.
+
+        For the small-batch paths, which look up the batch's own keys: file statistics
+        skip files that cannot match, and only the matching rows are kept. Not for
+        reading a table whole.
+        """
+        dataset = self._delta_rs_table(table, version).to_pyarrow_dataset()
+        return dataset.to_table(columns=columns, filter=where)
 
     @contextmanager
     def scratch(self, purpose: str) -> Iterator[str]:
@@ -322,7 +379,7 @@ class LakeTables(ABC):
         spec = table_spec(table)
         if self._already_committed(table, txn):
             return CommitResult(table, None, skipped="already committed")
-        rows = conform(df, spec)
+        rows = conform_arrow(df, spec) if isinstance(df, pa.Table) else conform(df, spec)
         user_metadata = _commit_metadata(metadata)
         return self._commit(spec, rows, mode, on, txn, user_metadata)
 
@@ -437,18 +494,35 @@ def _row_filter(filters: Sequence[tuple]):
     return reduce(operator.and_, terms)
 
 
-def conform(df: DataFrame, spec: TableSpec) -> DataFrame:
-    """Selects and casts ``df`` to the table's declared schema, naming missing columns."""
-    missing = [f.name for f in spec.schema.fields if f.name not in df.columns]
+def _missing_columns(spec: TableSpec, columns: Sequence[str]) -> list[str]:
+    """Declared columns absent from ``columns``; raises when a required one is among them."""
+    missing = [f.name for f in spec.schema.fields if f.name not in columns]
     required_missing = [name for name in missing if not spec.schema[name].nullable]
     if required_missing:
         raise ValueError(f"cannot write {spec.name}: DataFrame lacks required column(s) {required_missing}")
+    return missing
+
+
+def conform(df: DataFrame, spec: TableSpec) -> DataFrame:
+    """Selects and casts ``df`` to the table's declared schema, naming missing columns."""
+    _missing_columns(spec, df.columns)
     return df.select(
         [
             (F.col(f.name) if f.name in df.columns else F.lit(None)).cast(f.dataType).alias(f.name)
             for f in spec.schema.fields
         ]
     )
+
+
+def conform_arrow(table: pa.Table, spec: TableSpec) -> pa.Table:
+    """``conform`` for an Arrow table: the declared columns, in order, cast to their types."""
+    schema = arrow_schema(spec.schema)
+    _missing_columns(spec, table.column_names)
+    columns = [
+        table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 class DeltaRsTables(LakeTables):
@@ -505,7 +579,7 @@ class DeltaRsTables(LakeTables):
         removed: list[tuple[str, int]] = []
         if mode == "merge" and staged.rows:
             try:
-                rewritten, removed = self._rewrite_touched_files(spec, snapshot, staged, on)
+                rewritten, removed = self._rewrite_touched_files(spec, snapshot, staged, on, local=isinstance(df, pa.Table))
                 if rewritten is not None:
                     staged = staged.plus(rewritten)
             except Exception:
@@ -539,7 +613,9 @@ class DeltaRsTables(LakeTables):
         deleted = sum(held.get(path, 0) for path, _ in removed) - staged.rows
         return self._commit_files(spec, snapshot, staged, removed, "delete", None, user_metadata, deleted)
 
-    def _rewrite_touched_files(self, spec, snapshot, staged, on) -> tuple[_StagedFiles | None, list[tuple[str, int]]]:
+    def _rewrite_touched_files(
+        self, spec, snapshot, staged, on, local: bool = False
+    ) -> tuple[_StagedFiles | None, list[tuple[str, int]]]:
         """Copy-on-write: rewrites the files holding rows to replace, without those rows.
 
         One executor task per live file reads the file's key columns with pyarrow; a
@@ -547,7 +623,9 @@ class DeltaRsTables(LakeTables):
         files) is left alone, any other is copied without those rows into a new
         staging folder. Arrow copies whole columns, which costs a fraction of a
         Spark row-by-row rewrite of the vector columns; nothing is collected to the
-        driver but the list of files rewritten.
+        driver but the list of files rewritten. With ``local`` (the few keys of a
+        small batch), the driver runs the same copy itself, file by file: a Spark
+        job would cost more than reading the key columns.
 
         Returns:
             The rewritten files (None when no file is touched) and the (path, size)
@@ -561,17 +639,16 @@ class DeltaRsTables(LakeTables):
         root = snapshot.table_uri.rstrip("/")
         relative_dir = _staging_dir()
         target = f"{self.uri(spec.name).rstrip('/')}/{relative_dir}"
-        files = self.spark.createDataFrame(
-            [(f"{root}/{unquote(a['path'])}", a["path"], a["size_bytes"]) for a in actions],
-            "uri string, path string, size long",
-        )
-        tasks = max(1, min(len(actions), self.spark.sparkContext.defaultParallelism * 4))
+        listed = [(f"{root}/{unquote(a['path'])}", a["path"], a["size_bytes"]) for a in actions]
+        copy = _copy_without_keys(list(on), staged.paths, target)
         try:
-            touched = (
-                files.repartition(tasks)
-                .mapInArrow(_copy_without_keys(list(on), staged.paths, target), "path string, size long")
-                .collect()
-            )
+            if local:
+                batch = pa.RecordBatch.from_pydict(dict(zip(("uri", "path", "size"), map(list, zip(*listed)))))
+                touched = [row for out in copy(iter([batch])) for row in zip(*(out.column(n).to_pylist() for n in ("path", "size")))]
+            else:
+                files = self.spark.createDataFrame(listed, "uri string, path string, size long")
+                tasks = max(1, min(len(actions), self.spark.sparkContext.defaultParallelism * 4))
+                touched = files.repartition(tasks).mapInArrow(copy, "path string, size long").collect()
             rewritten = _StagedFiles.collect(spec, target, relative_dir)
         except Exception:
             _StagedFiles([target], [], 0, []).discard()
@@ -579,19 +656,43 @@ class DeltaRsTables(LakeTables):
         if not touched:
             rewritten.discard()
             return None, []
-        return rewritten, [(row.path, row.size) for row in touched]
+        return rewritten, [(path, size) for path, size in touched]
 
-    def _stage_files(self, spec: TableSpec, df: DataFrame) -> _StagedFiles:
-        """Executors write Parquet under the table root; the driver reads only the footers."""
+    def _stage_files(self, spec: TableSpec, df: DataFrame | pa.Table) -> _StagedFiles:
+        """Executors write Parquet under the table root (the driver, for an Arrow table); the driver reads only the footers."""
         relative_dir = _staging_dir()
         target = f"{self.uri(spec.name).rstrip('/')}/{relative_dir}"
-        df.write.mode("errorifexists").parquet(target)
+        if isinstance(df, pa.Table):
+            _write_parquet(df, target)
+        else:
+            df.write.mode("errorifexists").parquet(target)
         return _StagedFiles.collect(spec, target, relative_dir)
 
 
 def _staging_dir() -> str:
     """A new folder (relative to the table root) for the files of one write."""
     return f"data/{time.strftime('%Y%m%d')}-{uuid.uuid4().hex}"
+
+
+def _write_parquet(table: pa.Table, target: str) -> None:
+    """Writes an Arrow table as one Parquet file into the new folder ``target`` (nothing when it is empty)."""
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    if not table.num_rows:
+        return
+    fs, folder = pafs.FileSystem.from_uri(target)
+    fs.create_dir(folder, recursive=True)
+    pq.write_table(table, f"{folder}/part-00000-{uuid.uuid4().hex}.parquet", filesystem=fs, compression="snappy")
+
+
+def _key_of(table: pa.Table, on: Sequence[str]) -> pa.Array:
+    """One string per row joining its ``on`` values, to match rows of two tables by several columns."""
+    import pyarrow.compute as pc
+
+    columns = [pc.cast(table.column(name), pa.string()) for name in on]
+    joined = columns[0] if len(columns) == 1 else pc.binary_join_element_wise(*columns, "\x1f")
+    return joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
 
 
 def _copy_without_keys(on: list[str], key_files: list[str], target: str):
@@ -603,11 +704,6 @@ def _copy_without_keys(on: list[str], key_files: list[str], target: str):
         import pyarrow.fs as pafs
         import pyarrow.parquet as pq
 
-        def key_of(table: pa.Table) -> pa.Array:
-            columns = [pc.cast(table.column(name), pa.string()) for name in on]
-            joined = columns[0] if len(columns) == 1 else pc.binary_join_element_wise(*columns, "\x1f")
-            return joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
-
         def read(uri: str, columns=None) -> pa.Table:
             fs, path = pafs.FileSystem.from_uri(uri)
             return pq.read_table(path, columns=columns, filesystem=fs)
@@ -617,16 +713,11 @@ def _copy_without_keys(on: list[str], key_files: list[str], target: str):
             touched = {"path": [], "size": []}
             for uri, path, size in zip(*(batch.column(name).to_pylist() for name in ("uri", "path", "size"))):
                 if replaced is None:
-                    replaced = pa.chunked_array([key_of(read(f, on)) for f in key_files]).combine_chunks().unique()
-                hit = pc.is_in(key_of(read(uri, on)), value_set=replaced)
+                    replaced = pa.chunked_array([_key_of(read(f, on), on) for f in key_files]).combine_chunks().unique()
+                hit = pc.is_in(_key_of(read(uri, on), on), value_set=replaced)
                 if not pc.any(hit).as_py():
                     continue
-                kept = read(uri).filter(pc.invert(hit))
-                if kept.num_rows:
-                    fs, folder = pafs.FileSystem.from_uri(target)
-                    fs.create_dir(folder, recursive=True)
-                    name = f"part-rewrite-{uuid.uuid4().hex}.parquet"
-                    pq.write_table(kept, f"{folder}/{name}", filesystem=fs, compression="snappy")
+                _write_parquet(read(uri).filter(pc.invert(hit)), target)
                 touched["path"].append(path)
                 touched["size"].append(size)
             yield pa.RecordBatch.from_pydict(touched, schema=pa.schema([("path", pa.string()), ("size", pa.int64())]))
@@ -773,6 +864,8 @@ class DeltaSparkTables(LakeTables):
         return self.spark.read.format("delta").option("versionAsOf", version).load(self.uri(table)).select(*spec.columns)
 
     def _commit(self, spec, df, mode, on, txn, user_metadata) -> CommitResult:
+        if isinstance(df, pa.Table):
+            df = self.spark.createDataFrame(df)
         before = self.version(spec.name)
         if mode == "merge":
             self._merge(spec, df, on, txn, user_metadata)

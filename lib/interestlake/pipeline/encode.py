@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 from interestlake import constants as C
 from interestlake.lake.tables import LakeHistoryGone, LakeTables
 from interestlake.models.encoder import encoder_udf, prepare_backend
-from interestlake.pipeline.history import item_text, text_hash, texts_to_encode
+from interestlake.pipeline.history import item_text, new_texts_on_driver, text_hash, texts_to_encode
 from interestlake.pipeline.run import RunContext, StageReport, last_progress, log, params_digest
 from interestlake.settings import Settings
 
@@ -44,19 +44,18 @@ def encode(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunCo
     since = last_progress(lake, STAGE, report.params)
     # The last successful run wrote a vector for every item of the catalog it read.
     catalog_changed = since is None or since.get(C.ITEMS) != now[C.ITEMS]
-    cached = (
-        lake.read(C.TEXT_EMBEDDINGS).filter(F.col(C.COL_ENCODER_VERSION) == version).select(C.COL_TEXT_HASH)
-    )
     try:
-        candidates = texts_to_encode(lake, now, since, catalog=catalog_changed)
+        if not catalog_changed and _small_changes(lake, settings, since, now):
+            todo, pending = _texts_to_encode_on_driver(spark, lake, version, now, since)
+        else:
+            todo, pending = _texts_to_encode(lake, version, now, since, catalog_changed)
     except LakeHistoryGone as exc:
         # Paused for longer than the log retention: every text is looked up in the cache again.
         log.warning("encode: %s; looking at every text", exc)
         report.note = f"looked at every text: {exc}"
         since, catalog_changed = None, True
-        candidates = texts_to_encode(lake, now, since, catalog=catalog_changed)
-    todo = candidates.join(cached, C.COL_TEXT_HASH, "left_anti").persist()
-    report.counts["texts_to_encode"] = pending = todo.count()
+        todo, pending = _texts_to_encode(lake, version, now, since, catalog_changed)
+    report.counts["texts_to_encode"] = pending
     if pending:
         log.info("encode: %d new text(s) with %s", pending, version)
         loads = spark.sparkContext.accumulator(0)
@@ -75,6 +74,43 @@ def encode(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunCo
     else:
         report.counts["item_vectors_written"] = 0
     return report
+
+
+def _texts_to_encode(lake: LakeTables, version: str, now: dict, since: dict | None, catalog: bool) -> tuple[DataFrame, int]:
+    """(text_hash, text) of the new texts not in the cache (Spark jobs), persisted, and how many."""
+    cached = lake.read(C.TEXT_EMBEDDINGS).filter(F.col(C.COL_ENCODER_VERSION) == version).select(C.COL_TEXT_HASH)
+    todo = texts_to_encode(lake, now, since, catalog=catalog).join(cached, C.COL_TEXT_HASH, "left_anti").persist()
+    return todo, todo.count()
+
+
+def _texts_to_encode_on_driver(
+    spark: SparkSession, lake: LakeTables, version: str, now: dict, since: dict
+) -> tuple[DataFrame, int]:
+    """``_texts_to_encode`` of a small batch without the catalog, found on the driver.
+
+    The cache is probed with the batch's own hashes; only texts still to encode
+    become a (local) DataFrame for the encoder, and usually there are none.
+    """
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    texts = new_texts_on_driver(lake, now, since)
+    cached = lake.read_arrow(
+        C.TEXT_EMBEDDINGS, [C.COL_TEXT_HASH],
+        (ds.field(C.COL_ENCODER_VERSION) == version) & ds.field(C.COL_TEXT_HASH).isin(pa.array(sorted(texts), pa.string())),
+    ).column(C.COL_TEXT_HASH).to_pylist()
+    todo = sorted(set(texts) - set(cached))
+    rows = spark.createDataFrame([(digest, texts[digest]) for digest in todo], f"{C.COL_TEXT_HASH} string, {C.COL_TEXT} string")
+    return rows, len(todo)
+
+
+def _small_changes(lake: LakeTables, settings: Settings, since: dict | None, now: dict) -> bool:
+    """True when the events and reviews written since ``since`` are few enough for the driver (``small_batch``)."""
+    conf = settings.small_batch
+    if not conf.enabled or since is None or any(since.get(t) is None for t in (C.EVENTS, C.REVIEWS)):
+        return False
+    new = sum(lake.added_rows(table, since[table], now[table]) for table in (C.EVENTS, C.REVIEWS))
+    return new <= conf.max_new_rows
 
 
 def embed_texts(spark: SparkSession, texts: DataFrame, settings: Settings, count: int, loads=None) -> DataFrame:

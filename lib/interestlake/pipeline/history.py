@@ -42,6 +42,32 @@ def _clean(column: str) -> Column:
     return F.when(F.length(trimmed) > 0, trimmed)
 
 
+def clean_text(text: str | None) -> str | None:
+    """``_clean`` of one text on the driver: Spark's ``trim`` strips spaces (U+0020) only."""
+    trimmed = text.strip(" ") if text is not None else None
+    return trimmed or None
+
+
+def text_digest(text: str) -> str:
+    """``text_hash`` of one text on the driver."""
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def new_texts_on_driver(lake: LakeTables, now: Mapping[str, int], since: Mapping[str, int]) -> dict[str, str]:
+    """``texts_to_encode`` without the catalog, computed on the driver: text_hash -> text.
+
+    For a small batch: only the review and event rows written after ``since`` are read.
+    """
+    reviews = lake.change_rows(C.REVIEWS, since[C.REVIEWS], now[C.REVIEWS], [C.COL_TEXT])
+    events = lake.change_rows(C.EVENTS, since[C.EVENTS], now[C.EVENTS], [C.COL_EVENT_TYPE, C.COL_TEXT])
+    queries = [text for kind, text in zip(events.column(C.COL_EVENT_TYPE).to_pylist(), events.column(C.COL_TEXT).to_pylist())
+               if kind == C.EVENT_SEARCH]
+    cleaned = (clean_text(text) for text in [*reviews.column(C.COL_TEXT).to_pylist(), *queries])
+    return {text_digest(text): text for text in cleaned if text}
+
+
 def query_texts(events: DataFrame) -> DataFrame:
     """Search queries: (user_id, ts, text) of search events with text."""
     return (

@@ -8,10 +8,13 @@ their source file, row number, reason and raw text.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -28,11 +31,11 @@ from interestlake.datasets.landing import (
     readable_uri,
     stat_file,
 )
-from interestlake.lake.schemas import table_spec
+from interestlake.lake.schemas import arrow_schema, table_spec
 from interestlake.lake.tables import LakeTables, Txn
 from interestlake.pipeline.run import RunContext, StageReport, log
 from interestlake.privacy import Pseudonymizer, pseudonymizer
-from interestlake.settings import Settings
+from interestlake.settings import Settings, SmallBatchSettings
 
 STAGE = "ingest"
 _PARSE_COLUMNS = [
@@ -106,7 +109,7 @@ def ingest(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunCo
         for kind in sorted(by_kind, key=_KIND_ORDER.index):
             txn = Txn(f"interestlake.ingest.{kind}.{ident}", batch_id)
             files_of_kind = sorted(by_kind[kind], key=lambda f: f.path)
-            recorded += _ingest_files(spark, lake, kind, files_of_kind, txn, run, report, pseudonym)
+            recorded += _ingest_files(spark, lake, kind, files_of_kind, txn, run, report, pseudonym, settings.small_batch)
         _record_files(lake, recorded, run)
 
     query = (
@@ -117,7 +120,7 @@ def ingest(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunCo
         .start()
     )
     query.awaitTermination()
-    retry_held_files(spark, lake, run, report, pseudonym)
+    retry_held_files(spark, lake, run, report, pseudonym, settings.small_batch)
     return report
 
 
@@ -166,7 +169,8 @@ HELD, INGESTED = "held", "ingested"
 
 
 def retry_held_files(
-    spark: SparkSession, lake: LakeTables, run: RunContext, report: StageReport, pseudonym: Pseudonymizer | None = None
+    spark: SparkSession, lake: LakeTables, run: RunContext, report: StageReport, pseudonym: Pseudonymizer | None = None,
+    small_batch: SmallBatchSettings | None = None,
 ) -> None:
     """Ingests again the held landing files whose content changed since they were held.
 
@@ -206,7 +210,8 @@ def retry_held_files(
         log.info("ingest: held file %s changed; ingesting it again", entry["source"])
         app = hashlib.sha256(f"{entry['source']}\x00{digest}".encode()).hexdigest()[:24]
         recorded += _ingest_files(
-            spark, lake, entry["kind"], [now], Txn(f"interestlake.ingest.retry.{app}", 1), run, report, pseudonym
+            spark, lake, entry["kind"], [now], Txn(f"interestlake.ingest.retry.{app}", 1), run, report, pseudonym,
+            small_batch,
         )
     _record_files(lake, recorded, run)
 
@@ -256,9 +261,13 @@ def landing_kind(landing: str, path: str) -> str:
 
 def _ingest_files(
     spark: SparkSession, lake: LakeTables, kind: str, files: list[LandingFile], txn: Txn, run: RunContext,
-    report: StageReport, pseudonym: Pseudonymizer | None,
+    report: StageReport, pseudonym: Pseudonymizer | None, small_batch: SmallBatchSettings | None = None,
 ) -> list[dict]:
     """One micro-batch: parse, validate, dedupe and commit a set of landing files.
+
+    A batch of event or review files within ``small_batch.max_landing_mb`` is parsed and
+    deduplicated on the driver (``_DriverBatch``), any other on the executors
+    (``_SparkBatch``); both parse with the same function and commit the same rows.
 
     Returns:
         The ``landing_files`` rows of the files (ingested or held), for the caller to record
@@ -267,30 +276,27 @@ def _ingest_files(
     log.info("ingest: %d new %s file(s) (batch %d)", len(files), kind, txn.version)
     counts = report.counts
     counts[f"{kind}_files"] += len(files)
-    parsed = parse_landing(spark, kind, files, pseudonym).persist()
+    on_driver = (
+        small_batch is not None and small_batch.enabled and kind != C.ITEMS
+        and sum(f.size for f in files) <= small_batch.max_landing_mb * 2**20
+    )
+    parsed = _DriverBatch(lake, kind, files, pseudonym) if on_driver else _SparkBatch(spark, lake, kind, files, pseudonym)
     accepted_count = rejected_count = 0
-    for row in parsed.groupBy("reason").count().collect():
-        if row["reason"] is None:
-            accepted_count = row["count"]
+    for reason, count in parsed.reason_counts().items():
+        if reason is None:
+            accepted_count = count
         else:
-            rejected_count += row["count"]
-        key = f"{kind}_accepted" if row["reason"] is None else f"{kind}_rejected_{row['reason']}"
-        counts[key] = counts.get(key, 0) + row["count"]
-    file_rows = _file_rows(kind, files, parsed)
+            rejected_count += count
+        key = f"{kind}_accepted" if reason is None else f"{kind}_rejected_{reason}"
+        counts[key] = counts.get(key, 0) + count
+    file_rows = _file_rows(kind, files, parsed.file_summary())
     held = sum(row["status"] == HELD for row in file_rows)
     if held:
         counts["files_held"] = counts.get("files_held", 0) + held
-    accepted = parsed.filter(F.col("reason").isNull()).drop("reason", "detail", "raw", "content_hash")
     if kind != C.ITEMS and accepted_count:
         # Kept (the item may arrive later), but counted: only catalog items are ever recommended.
-        catalog = lake.read(C.ITEMS).select(C.COL_ITEM_ID)
-        unknown = accepted.filter(F.col(C.COL_ITEM_ID).isNotNull()).join(catalog, C.COL_ITEM_ID, "left_anti").count()
-        counts[f"{kind}_unknown_item"] = counts.get(f"{kind}_unknown_item", 0) + unknown
-    rows = (
-        _new_rows(lake, kind, accepted)
-        .withColumn(C.COL_RUN_ID, F.lit(run.run_id))
-        .withColumn("ingested_at", F.lit(run.timestamp))
-    )
+        counts[f"{kind}_unknown_item"] = counts.get(f"{kind}_unknown_item", 0) + parsed.unknown_items()
+    rows = parsed.stamped(parsed.new_rows(), {C.COL_RUN_ID: run.run_id, "ingested_at": run.timestamp})
     metadata = {"stage": STAGE, "run_id": run.run_id, "batch": txn.version}
     write = lake.merge if kind == C.ITEMS else lake.append
     commit = write(kind, rows, txn=txn, metadata=metadata)
@@ -299,35 +305,145 @@ def _ingest_files(
         counts[f"{kind}_duplicates"] = counts.get(f"{kind}_duplicates", 0) + accepted_count - commit.source_rows
     report.commits.append(commit)
     if rejected_count:
-        rejected = (
-            parsed.filter(F.col("reason").isNotNull())
-            .select("source", "row_no", "reason", "detail", "raw", F.lit(kind).alias("kind"))
-            .withColumn(C.COL_RUN_ID, F.lit(run.run_id))
-            .withColumn("quarantined_at", F.lit(run.timestamp))
-        )
+        rejected = parsed.stamped(parsed.rejected(), {C.COL_RUN_ID: run.run_id, "quarantined_at": run.timestamp})
         # The quarantine table has its own transaction id per kind: a batch that died
         # between the two commits redoes only the missing one.
         quarantine_txn = Txn(f"{txn.app_id}.quarantine", txn.version)
         report.commits.append(lake.append(C.QUARANTINE, rejected, txn=quarantine_txn, metadata=metadata))
-    parsed.unpersist()
+    parsed.release()
     return file_rows
 
 
-def _file_rows(kind: str, files: list[LandingFile], parsed: DataFrame) -> list[dict]:
-    """One ``landing_files`` row per file: its hash (from the executors) and whether it was held."""
-    file_reasons = F.when(F.col("row_no") == 0, F.col("reason"))
-    summary = {
-        row["source"]: row
-        for row in parsed.groupBy("source")
-        .agg(F.max("content_hash").alias("content_hash"), F.max(file_reasons).alias("reason"))
-        .collect()
-    }
+_PARSE_ONLY = ["reason", "detail", "raw", "content_hash"]
+_QUARANTINED = ["source", "row_no", "reason", "detail", "raw", "kind"]
+
+
+class _SparkBatch:
+    """Parsed landing files as a DataFrame: parsed on the executors, deduplicated by Spark jobs."""
+
+    def __init__(self, spark: SparkSession, lake: LakeTables, kind: str, files: list[LandingFile], pseudonym):
+        self.lake, self.kind = lake, kind
+        self.parsed = parse_landing(spark, kind, files, pseudonym).persist()
+
+    def reason_counts(self) -> dict[str | None, int]:
+        return {row["reason"]: row["count"] for row in self.parsed.groupBy("reason").count().collect()}
+
+    def file_summary(self) -> dict[str, tuple[str | None, str | None]]:
+        """source -> (content hash, the file's own rejection reason or None)."""
+        file_reasons = F.when(F.col("row_no") == 0, F.col("reason"))
+        return {
+            row["source"]: (row["content_hash"], row["reason"])
+            for row in self.parsed.groupBy("source")
+            .agg(F.max("content_hash").alias("content_hash"), F.max(file_reasons).alias("reason"))
+            .collect()
+        }
+
+    def accepted(self) -> DataFrame:
+        return self.parsed.filter(F.col("reason").isNull()).drop(*_PARSE_ONLY)
+
+    def unknown_items(self) -> int:
+        catalog = self.lake.read(C.ITEMS).select(C.COL_ITEM_ID)
+        return self.accepted().filter(F.col(C.COL_ITEM_ID).isNotNull()).join(catalog, C.COL_ITEM_ID, "left_anti").count()
+
+    def new_rows(self) -> DataFrame:
+        return _new_rows(self.lake, self.kind, self.accepted())
+
+    def rejected(self) -> DataFrame:
+        return self.parsed.filter(F.col("reason").isNotNull()).withColumn("kind", F.lit(self.kind)).select(*_QUARANTINED)
+
+    @staticmethod
+    def stamped(rows: DataFrame, values: dict) -> DataFrame:
+        for name, value in values.items():
+            rows = rows.withColumn(name, F.lit(value))
+        return rows
+
+    def release(self) -> None:
+        self.parsed.unpersist()
+
+
+class _DriverBatch:
+    """Parsed landing files as an Arrow table: parsed and deduplicated on the driver, for small batches.
+
+    The rows are those ``_SparkBatch`` gives: the same parsing function
+    (``_parse_files``), the first row of each key (by file, then line) kept, keys
+    already stored dropped; stored keys and catalog items are read filtered to the
+    batch's own keys, so nothing but the batch is held on the driver.
+    """
+
+    def __init__(self, lake: LakeTables, kind: str, files: list[LandingFile], pseudonym):
+        self.lake, self.kind = lake, kind
+        out_schema = _parse_schema(kind)
+        paths = pd.DataFrame({
+            "path": [f.path for f in files],
+            # As mapInPandas hands them over: naive UTC.
+            "mtime": pd.to_datetime([f.mtime for f in files], utc=True).tz_localize(None),
+        })
+        schema = arrow_schema(out_schema)
+        self.parsed = pa.concat_tables([
+            pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+            for frame in _parse_files(kind, out_schema, pseudonym)(iter([paths]))
+        ])
+
+    def reason_counts(self) -> dict[str | None, int]:
+        return dict(Counter(self.parsed.column("reason").to_pylist()))
+
+    def file_summary(self) -> dict[str, tuple[str | None, str | None]]:
+        summary: dict[str, tuple[str | None, str | None]] = {}
+        columns = (self.parsed.column(n).to_pylist() for n in ("source", "row_no", "content_hash", "reason"))
+        for source, row_no, digest, reason in zip(*columns):
+            known_digest, known_reason = summary.get(source, (None, None))
+            file_reason = reason if row_no == 0 else None
+            summary[source] = (max(filter(None, [known_digest, digest]), default=None),
+                               max(filter(None, [known_reason, file_reason]), default=None))
+        return summary
+
+    def accepted(self) -> pa.Table:
+        return self.parsed.filter(pc.is_null(self.parsed.column("reason"))).drop_columns(_PARSE_ONLY)
+
+    def unknown_items(self) -> int:
+        items = pc.drop_null(self.accepted().column(C.COL_ITEM_ID)).unique()
+        listed = self.lake.read_arrow(C.ITEMS, [C.COL_ITEM_ID], pc.field(C.COL_ITEM_ID).isin(items))
+        return int(pc.sum(pc.invert(pc.is_in(pc.drop_null(self.accepted().column(C.COL_ITEM_ID)),
+                                             value_set=listed.column(C.COL_ITEM_ID).combine_chunks()))).as_py() or 0)
+
+    def new_rows(self) -> pa.Table:
+        (key,) = table_spec(self.kind).keys
+        ordered = self.accepted().sort_by([("source", "ascending"), ("row_no", "ascending")])
+        first = pc.equal(pa.array(range(ordered.num_rows)),
+                         pa.array(_first_index(ordered.column(key).to_pylist())))
+        ordered = ordered.filter(first)
+        stored = self.lake.read_arrow(self.kind, [key], pc.field(key).isin(ordered.column(key).combine_chunks()))
+        fresh = pc.invert(pc.is_in(ordered.column(key), value_set=stored.column(key).combine_chunks()))
+        return ordered.filter(fresh).drop_columns(["row_no"])
+
+    def rejected(self) -> pa.Table:
+        rejected = self.parsed.filter(pc.is_valid(self.parsed.column("reason")))
+        return rejected.append_column("kind", pa.array([self.kind] * rejected.num_rows, pa.string())).select(_QUARANTINED)
+
+    @staticmethod
+    def stamped(rows: pa.Table, values: dict) -> pa.Table:
+        for name, value in values.items():
+            rows = rows.append_column(name, pa.array([value] * rows.num_rows))
+        return rows
+
+    def release(self) -> None:
+        self.parsed = None
+
+
+def _first_index(keys: list) -> list[int]:
+    """For each position, the position of the first occurrence of its key."""
+    first: dict = {}
+    return [first.setdefault(key, position) for position, key in enumerate(keys)]
+
+
+def _file_rows(kind: str, files: list[LandingFile], summary: dict[str, tuple[str | None, str | None]]) -> list[dict]:
+    """One ``landing_files`` row per file: its hash and whether it was held (``file_summary``)."""
     rows = []
     for found in files:
-        info = summary[found.path]
+        content_hash, reason = summary[found.path]
         rows.append({
-            "source": found.path, "content_hash": info["content_hash"], "kind": kind, "size": found.size,
-            "modified_at": found.mtime, "status": HELD if info["reason"] else INGESTED, C.COL_REASON: info["reason"],
+            "source": found.path, "content_hash": content_hash, "kind": kind, "size": found.size,
+            "modified_at": found.mtime, "status": HELD if reason else INGESTED, C.COL_REASON: reason,
         })
     return rows
 
@@ -373,10 +489,7 @@ def parse_landing(
         (``reason`` is null for accepted rows) and the file's ``content_hash``.
         Every file gives at least one row (a file without rows is rejected on row 0).
     """
-    spec = table_spec(kind)
-    # Rejected rows have no typed values, so every parsed column is nullable.
-    columns = [T.StructField(f.name, f.dataType, True) for f in spec.schema.fields if f.name not in _PROVENANCE]
-    out_schema = T.StructType([*columns, T.StructField("source", T.StringType()), *_PARSE_COLUMNS])
+    out_schema = _parse_schema(kind)
     paths = spark.createDataFrame(
         [(f.path, f.mtime) for f in files],
         "path string, mtime timestamp",
@@ -384,6 +497,14 @@ def parse_landing(
     # One file per task: a large gzip cannot be split anyway, and a broken file fails alone.
     paths = paths.repartition(max(1, min(len(files), spark.sparkContext.defaultParallelism * 4)))
     return paths.mapInPandas(_parse_files(kind, out_schema, pseudonym), out_schema)
+
+
+def _parse_schema(kind: str) -> T.StructType:
+    """What parsing gives: the kind's table columns, all nullable (rejected rows have no typed values),
+    and the parse columns."""
+    spec = table_spec(kind)
+    columns = [T.StructField(f.name, f.dataType, True) for f in spec.schema.fields if f.name not in _PROVENANCE]
+    return T.StructType([*columns, T.StructField("source", T.StringType()), *_PARSE_COLUMNS])
 
 
 def _parse_files(
