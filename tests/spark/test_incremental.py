@@ -45,7 +45,12 @@ def landing(settings):
     return Path(settings.lake.landing_uri)
 
 
-def test_new_events_refresh_only_their_users_and_match_full_recompute(pipeline, lake, landing):
+@pytest.mark.parametrize("on_driver", [True, False], ids=["small-batch-on-driver", "spark-jobs"])
+def test_new_events_refresh_only_their_users_and_match_full_recompute(pipeline, lake, landing, on_driver):
+    from interestlake.settings import SmallBatchSettings
+
+    # Small batches are gathered on the driver; either way the tables must equal a full recompute.
+    pipeline.settings = pipeline.settings.model_copy(update={"small_batch": SmallBatchSettings(enabled=on_driver)})
     generate_sample(landing, seed=3, n_users=20, n_items=24, days=20)
     pipeline.refresh(run(1))
     recs_before = {(r.user_id, r.rank): r for r in lake.read(C.RECOMMENDATIONS).collect()}

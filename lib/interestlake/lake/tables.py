@@ -146,10 +146,6 @@ class LakeTables(ABC):
     ) -> pa.Table:
         """``changes`` read on the driver (some columns), for the small-batch paths."""
         import pyarrow.compute as pc
-        import pyarrow.dataset as ds
-        import pyarrow.fs as pafs
-
-        from interestlake.datasets.landing import readable_uri
 
         spec = table_spec(table)
         identity = list(identity or [*spec.keys, C.COL_RUN_ID])
@@ -157,11 +153,7 @@ class LakeTables(ABC):
         schema = arrow_schema(spec.schema)
 
         def read(files: list[str], names: list[str]) -> pa.Table:
-            if not files:
-                return schema.empty_table().select(names)
-            fs = pafs.FileSystem.from_uri(readable_uri(files[0]))[0]
-            paths = [pafs.FileSystem.from_uri(readable_uri(f))[1] for f in files]
-            return ds.dataset(paths, schema=schema, format="parquet", filesystem=fs).to_table(columns=names)
+            return _arrow_dataset(files, schema).to_table(columns=names)
 
         wanted = list(dict.fromkeys([*columns, *identity]))
         rows = read(added, wanted)
@@ -244,8 +236,10 @@ class LakeTables(ABC):
         skip files that cannot match, and only the matching rows are kept. Not for
         reading a table whole.
         """
-        dataset = self._delta_rs_table(table, version).to_pyarrow_dataset()
-        return dataset.to_table(columns=columns, filter=where)
+        # Over the file list, not delta-rs's dataset: that one turns a column without
+        # min/max statistics (long strings) into a guarantee that matches nothing.
+        files = self._delta_rs_table(table, version).file_uris()
+        return _arrow_dataset(files, arrow_schema(table_spec(table).schema)).to_table(columns=columns, filter=where)
 
     @contextmanager
     def scratch(self, purpose: str) -> Iterator[str]:
@@ -494,6 +488,16 @@ def _row_filter(filters: Sequence[tuple]):
     return reduce(operator.and_, terms)
 
 
+def with_values(rows: DataFrame | pa.Table, values: Mapping[str, Any]) -> DataFrame | pa.Table:
+    """``rows`` plus one column per entry of ``values``, the same value on every row (run id, times)."""
+    for name, value in values.items():
+        if isinstance(rows, pa.Table):
+            rows = rows.append_column(name, pa.array([value] * rows.num_rows))
+        else:
+            rows = rows.withColumn(name, F.lit(value))
+    return rows
+
+
 def _missing_columns(spec: TableSpec, columns: Sequence[str]) -> list[str]:
     """Declared columns absent from ``columns``; raises when a required one is among them."""
     missing = [f.name for f in spec.schema.fields if f.name not in columns]
@@ -684,6 +688,20 @@ def _write_parquet(table: pa.Table, target: str) -> None:
     fs, folder = pafs.FileSystem.from_uri(target)
     fs.create_dir(folder, recursive=True)
     pq.write_table(table, f"{folder}/part-00000-{uuid.uuid4().hex}.parquet", filesystem=fs, compression="snappy")
+
+
+def _arrow_dataset(files: Sequence[str], schema: pa.Schema):
+    """A pyarrow dataset of some data files of a table (URIs as delta-rs lists them)."""
+    import pyarrow.dataset as ds
+    import pyarrow.fs as pafs
+
+    from interestlake.datasets.landing import readable_uri
+
+    if not files:
+        return ds.dataset(schema.empty_table())
+    fs = pafs.FileSystem.from_uri(readable_uri(files[0]))[0]
+    paths = [pafs.FileSystem.from_uri(readable_uri(f))[1] for f in files]
+    return ds.dataset(paths, schema=schema, format="parquet", filesystem=fs)
 
 
 def _key_of(table: pa.Table, on: Sequence[str]) -> pa.Array:

@@ -15,7 +15,7 @@ from interestlake import constants as C
 from interestlake.lake.tables import LakeHistoryGone, LakeTables
 from interestlake.models.encoder import encoder_udf, prepare_backend
 from interestlake.pipeline.history import item_text, new_texts_on_driver, text_hash, texts_to_encode
-from interestlake.pipeline.run import RunContext, StageReport, last_progress, log, params_digest
+from interestlake.pipeline.run import RunContext, StageReport, few_new_rows, last_progress, log, params_digest
 from interestlake.settings import Settings
 
 STAGE = "encode"
@@ -45,7 +45,7 @@ def encode(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunCo
     # The last successful run wrote a vector for every item of the catalog it read.
     catalog_changed = since is None or since.get(C.ITEMS) != now[C.ITEMS]
     try:
-        if not catalog_changed and _small_changes(lake, settings, since, now):
+        if not catalog_changed and few_new_rows(lake, settings, since or {}, now):
             todo, pending = _texts_to_encode_on_driver(spark, lake, version, now, since)
         else:
             todo, pending = _texts_to_encode(lake, version, now, since, catalog_changed)
@@ -102,15 +102,6 @@ def _texts_to_encode_on_driver(
     todo = sorted(set(texts) - set(cached))
     rows = spark.createDataFrame([(digest, texts[digest]) for digest in todo], f"{C.COL_TEXT_HASH} string, {C.COL_TEXT} string")
     return rows, len(todo)
-
-
-def _small_changes(lake: LakeTables, settings: Settings, since: dict | None, now: dict) -> bool:
-    """True when the events and reviews written since ``since`` are few enough for the driver (``small_batch``)."""
-    conf = settings.small_batch
-    if not conf.enabled or since is None or any(since.get(t) is None for t in (C.EVENTS, C.REVIEWS)):
-        return False
-    new = sum(lake.added_rows(table, since[table], now[table]) for table in (C.EVENTS, C.REVIEWS))
-    return new <= conf.max_new_rows
 
 
 def embed_texts(spark: SparkSession, texts: DataFrame, settings: Settings, count: int, loads=None) -> DataFrame:

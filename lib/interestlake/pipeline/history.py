@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import pyarrow as pa
+import pyarrow.dataset as ds
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -24,6 +26,8 @@ REF_FIELDS = ", ".join(
     f"{name} {kind}" for name, kind in zip(REF_COLUMNS, ["timestamp", "string", "string", "string", "string"])
 )
 HISTORY_COLUMNS = [C.COL_USER_ID, *REF_COLUMNS, C.COL_EMBEDDING]
+_REF_SCHEMA = pa.schema([(C.COL_USER_ID, pa.string()), (C.COL_TS, pa.timestamp("us", tz="UTC")), ("kind", pa.string()),
+                         (C.COL_ITEM_ID, pa.string()), (C.COL_TEXT_HASH, pa.string()), ("label", pa.string())])
 
 
 def text_hash(column: Column) -> Column:
@@ -66,6 +70,71 @@ def new_texts_on_driver(lake: LakeTables, now: Mapping[str, int], since: Mapping
                if kind == C.EVENT_SEARCH]
     cleaned = (clean_text(text) for text in [*reviews.column(C.COL_TEXT).to_pylist(), *queries])
     return {text_digest(text): text for text in cleaned if text}
+
+
+def history_refs_on_driver(lake: LakeTables, versions: Mapping[str, int], events: pa.Table, reviews: pa.Table) -> pa.Table:
+    """``history_refs`` of a small batch, on the driver (without a dislike rule).
+
+    ``events`` and ``reviews`` need user_id, ts, item_id, text (and event_type).
+    """
+    refs: list[tuple] = []
+    event_rows = zip(*(events.column(n).to_pylist() for n in (C.COL_USER_ID, C.COL_TS, C.COL_EVENT_TYPE, C.COL_ITEM_ID, C.COL_TEXT)))
+    for user, ts, kind, item, text in event_rows:
+        if item is not None:
+            refs.append((user, ts, kind, item, None, None))
+        query = clean_text(text) if kind == C.EVENT_SEARCH else None
+        if query:
+            refs.append((user, ts, C.EVENT_SEARCH, None, text_digest(query), query))
+    for user, ts, item, text in zip(*(reviews.column(n).to_pylist() for n in (C.COL_USER_ID, C.COL_TS, C.COL_ITEM_ID, C.COL_TEXT))):
+        refs.append((user, ts, C.EVENT_REVIEW, item, None, None))
+        written = clean_text(text)
+        if written:
+            refs.append((user, ts, C.EVENT_REVIEW, item, text_digest(written), None))
+    items = sorted({ref[3] for ref in refs if ref[3] is not None})
+    titles = lake.read_arrow(C.ITEMS, [C.COL_ITEM_ID, C.COL_TITLE], ds.field(C.COL_ITEM_ID).isin(_strings(items)), versions[C.ITEMS])
+    title = dict(zip(titles.column(C.COL_ITEM_ID).to_pylist(), titles.column(C.COL_TITLE).to_pylist()))
+    # Entries about an item are labelled with its title; searches with their query.
+    labelled = [ref if ref[3] is None else (*ref[:5], title.get(ref[3])) for ref in refs]
+    return pa.Table.from_pylist([dict(zip([C.COL_USER_ID, *REF_COLUMNS], ref)) for ref in labelled], schema=_REF_SCHEMA)
+
+
+def resolve_vectors_on_driver(lake: LakeTables, encoder_version: str, versions: Mapping[str, int], refs: pa.Table) -> pa.Table:
+    """``resolve_vectors`` on the driver: ``refs`` with their ``embedding``; references without one are left out."""
+    import pyarrow.compute as pc
+
+    def vectors(table: str, key: str, wanted: pa.Array) -> tuple[dict, pa.Array]:
+        """Row of each key among the vectors found, and those vectors."""
+        found = lake.read_arrow(
+            table, [key, C.COL_EMBEDDING],
+            (ds.field(C.COL_ENCODER_VERSION) == encoder_version) & ds.field(key).isin(pc.unique(pc.drop_null(wanted))),
+            versions[table],
+        )
+        return {k: i for i, k in enumerate(found.column(key).to_pylist())}, found.column(C.COL_EMBEDDING).combine_chunks()
+
+    by_text = pc.is_valid(refs.column(C.COL_TEXT_HASH))
+    parts = []
+    for table, key, rows in ((C.ITEM_EMBEDDINGS, C.COL_ITEM_ID, refs.filter(pc.invert(by_text))),
+                             (C.TEXT_EMBEDDINGS, C.COL_TEXT_HASH, refs.filter(by_text))):
+        position, embeddings = vectors(table, key, rows.column(key).combine_chunks())
+        at = [position.get(k) for k in rows.column(key).to_pylist()]
+        rows = rows.filter(pa.array([i is not None for i in at], pa.bool_()))
+        parts.append(rows.append_column(C.COL_EMBEDDING, embeddings.take(pa.array([i for i in at if i is not None], pa.int64()))))
+    return pa.concat_tables(parts)
+
+
+def stored_refs_on_driver(interests: pa.Table) -> pa.Table:
+    """``stored_refs`` on the driver (without ``recency``): the references in ``user_interests.recent``."""
+    rows = [
+        {C.COL_USER_ID: user, **ref}
+        for user, recent in zip(interests.column(C.COL_USER_ID).to_pylist(), interests.column("recent").to_pylist())
+        for ref in recent or []
+    ]
+    return pa.Table.from_pylist(rows, schema=_REF_SCHEMA)
+
+
+def _strings(values) -> pa.Array:
+    """Values for ``isin``: typed even when empty."""
+    return pa.array(list(values), pa.string())
 
 
 def query_texts(events: DataFrame) -> DataFrame:

@@ -32,7 +32,7 @@ from interestlake.datasets.landing import (
     stat_file,
 )
 from interestlake.lake.schemas import arrow_schema, table_spec
-from interestlake.lake.tables import LakeTables, Txn
+from interestlake.lake.tables import LakeTables, Txn, with_values
 from interestlake.pipeline.run import RunContext, StageReport, log
 from interestlake.privacy import Pseudonymizer, pseudonymizer
 from interestlake.settings import Settings, SmallBatchSettings
@@ -296,7 +296,7 @@ def _ingest_files(
     if kind != C.ITEMS and accepted_count:
         # Kept (the item may arrive later), but counted: only catalog items are ever recommended.
         counts[f"{kind}_unknown_item"] = counts.get(f"{kind}_unknown_item", 0) + parsed.unknown_items()
-    rows = parsed.stamped(parsed.new_rows(), {C.COL_RUN_ID: run.run_id, "ingested_at": run.timestamp})
+    rows = with_values(parsed.new_rows(), {C.COL_RUN_ID: run.run_id, "ingested_at": run.timestamp})
     metadata = {"stage": STAGE, "run_id": run.run_id, "batch": txn.version}
     write = lake.merge if kind == C.ITEMS else lake.append
     commit = write(kind, rows, txn=txn, metadata=metadata)
@@ -305,7 +305,7 @@ def _ingest_files(
         counts[f"{kind}_duplicates"] = counts.get(f"{kind}_duplicates", 0) + accepted_count - commit.source_rows
     report.commits.append(commit)
     if rejected_count:
-        rejected = parsed.stamped(parsed.rejected(), {C.COL_RUN_ID: run.run_id, "quarantined_at": run.timestamp})
+        rejected = with_values(parsed.rejected(), {C.COL_RUN_ID: run.run_id, "quarantined_at": run.timestamp})
         # The quarantine table has its own transaction id per kind: a batch that died
         # between the two commits redoes only the missing one.
         quarantine_txn = Txn(f"{txn.app_id}.quarantine", txn.version)
@@ -350,12 +350,6 @@ class _SparkBatch:
 
     def rejected(self) -> DataFrame:
         return self.parsed.filter(F.col("reason").isNotNull()).withColumn("kind", F.lit(self.kind)).select(*_QUARANTINED)
-
-    @staticmethod
-    def stamped(rows: DataFrame, values: dict) -> DataFrame:
-        for name, value in values.items():
-            rows = rows.withColumn(name, F.lit(value))
-        return rows
 
     def release(self) -> None:
         self.parsed.unpersist()
@@ -419,12 +413,6 @@ class _DriverBatch:
     def rejected(self) -> pa.Table:
         rejected = self.parsed.filter(pc.is_valid(self.parsed.column("reason")))
         return rejected.append_column("kind", pa.array([self.kind] * rejected.num_rows, pa.string())).select(_QUARANTINED)
-
-    @staticmethod
-    def stamped(rows: pa.Table, values: dict) -> pa.Table:
-        for name, value in values.items():
-            rows = rows.append_column(name, pa.array([value] * rows.num_rows))
-        return rows
 
     def release(self) -> None:
         self.parsed = None

@@ -17,8 +17,10 @@ everyone, through the same per-user function.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timezone
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -28,13 +30,14 @@ from pyspark.sql import types as T
 
 from interestlake import constants as C
 from interestlake.lake.schemas import HISTORY_REF
-from interestlake.lake.tables import LakeTables
+from interestlake.lake.tables import LakeTables, with_values
 from interestlake.models.interest import DecayedStats, InterestParams, combine, decayed_stats, fold
 from interestlake.models.interest_model import InterestModel, load_model
 from interestlake.pipeline.history import (
-    REF_COLUMNS, entry_order, history_refs, resolve_vectors, stored_refs, user_history,
+    REF_COLUMNS, entry_order, history_refs, history_refs_on_driver, resolve_vectors, resolve_vectors_on_driver,
+    stored_refs, stored_refs_on_driver, user_history,
 )
-from interestlake.pipeline.run import DerivedInputs, RunContext, StageReport, derived_inputs
+from interestlake.pipeline.run import DerivedInputs, RunContext, StageReport, derived_inputs, few_new_rows
 from interestlake.pipeline.steer import dislike_rule, with_dislike_weight
 from interestlake.pipeline.topics import refresh_topics
 from interestlake.settings import Settings
@@ -59,6 +62,14 @@ _RESULT_SCHEMA = T.StructType(
 # State rows of the per-user function: the stored statistics (one row, for users
 # folded incrementally) and counts of events and reviews to add.
 _STATE_COLUMNS = [C.COL_USER_ID, "decayed_sum", "decayed_mass", "last_event_at", "event_count", "review_count"]
+_TIME = pa.timestamp("us", tz="UTC")
+# The rows of the per-user function: entries (with ``kind``) and state rows (without).
+_USER_ROWS = pa.schema([
+    (C.COL_USER_ID, pa.string()), (C.COL_TS, _TIME), ("kind", pa.string()), (C.COL_ITEM_ID, pa.string()),
+    (C.COL_TEXT_HASH, pa.string()), ("label", pa.string()), (C.COL_EMBEDDING, pa.list_(pa.float32())),
+    ("fold", pa.bool_()), ("decayed_sum", pa.list_(pa.float64())), ("decayed_mass", pa.float64()),
+    ("last_event_at", _TIME), ("event_count", pa.int64()), ("review_count", pa.int64()),
+])
 
 
 def interests(
@@ -92,31 +103,35 @@ def interests(
         return report
     now = inputs.tables
     incremental = not full and inputs.same_params
-    if incremental:
-        entries, state, rebuilt = _incremental_inputs(lake, version, inputs, dislike)
-        report.counts["users_rebuilt"] = rebuilt
-    else:
-        events, reviews = lake.read(C.EVENTS, now[C.EVENTS]), lake.read(C.REVIEWS, now[C.REVIEWS])
-        entries = user_history(lake, version, now, dislike=dislike).withColumn("fold", F.lit(True))
-        state = _counts(events, reviews)
-
     params = with_dislike_weight(InterestParams(**settings.interests.model_dump()), settings)
-    # Entries and state rows (no `kind`) together, each user's rows consecutive:
-    # one pass per partition instead of a pandas frame per user (Spark's grouped
-    # map costs milliseconds per group before any arithmetic).
-    vectors = (
-        entries.unionByName(state, allowMissingColumns=True)
-        .repartition(C.COL_USER_ID)
-        .sortWithinPartitions(C.COL_USER_ID)
-        .mapInArrow(_user_vectors(params, spark.sparkContext.broadcast(model) if model else None), _RESULT_SCHEMA)
-    )
-    rows = (
-        vectors.withColumn(C.COL_ENCODER_VERSION, F.lit(version))
-        .withColumn(C.COL_RUN_ID, F.lit(run.run_id))
+    stamp = {
+        C.COL_ENCODER_VERSION: version,
+        C.COL_RUN_ID: run.run_id,
         # Wall-clock time, unique per write (a retry shares the run id and logical
         # date): recommend tells rewritten rows from copied ones by it.
-        .withColumn(C.COL_UPDATED_AT, F.lit(datetime.now(timezone.utc)))
-    )
+        C.COL_UPDATED_AT: datetime.now(timezone.utc),
+    }
+    if incremental and dislike is None and _small_batch(lake, settings, inputs):
+        rows = _user_vectors_on_driver(lake, version, inputs, params, model)
+        report.counts["users_rebuilt"] = 0
+    else:
+        if incremental:
+            entries, state, rebuilt = _incremental_inputs(lake, version, inputs, dislike)
+            report.counts["users_rebuilt"] = rebuilt
+        else:
+            events, reviews = lake.read(C.EVENTS, now[C.EVENTS]), lake.read(C.REVIEWS, now[C.REVIEWS])
+            entries = user_history(lake, version, now, dislike=dislike).withColumn("fold", F.lit(True))
+            state = _counts(events, reviews)
+        # Entries and state rows (no `kind`) together, each user's rows consecutive:
+        # one pass per partition instead of a pandas frame per user (Spark's grouped
+        # map costs milliseconds per group before any arithmetic).
+        rows = (
+            entries.unionByName(state, allowMissingColumns=True)
+            .repartition(C.COL_USER_ID)
+            .sortWithinPartitions(C.COL_USER_ID)
+            .mapInArrow(_user_vectors(params, spark.sparkContext.broadcast(model) if model else None), _RESULT_SCHEMA)
+        )
+    rows = with_values(rows, stamp)
     metadata = {
         "stage": STAGE, "run_id": run.run_id, "inputs": inputs.fingerprint,
         "mode": "incremental" if incremental else "full",
@@ -174,6 +189,66 @@ def _incremental_inputs(
         whole = {t: lake.read(t, now[t]).join(F.broadcast(rebuild), C.COL_USER_ID, "left_semi") for t in (C.EVENTS, C.REVIEWS)}
         state = state.unionByName(_counts(whole[C.EVENTS], whole[C.REVIEWS]))
     return entries, state, rebuilt
+
+
+def _small_batch(lake: LakeTables, settings: Settings, inputs: DerivedInputs) -> bool:
+    """True when an incremental run can gather on the driver: few new rows and no item vector changed."""
+    # A changed item vector rebuilds whole histories: that is Spark's work.
+    if inputs.since(C.ITEM_EMBEDDINGS) != inputs.tables[C.ITEM_EMBEDDINGS]:
+        return False
+    return few_new_rows(lake, settings, {t: inputs.since(t) for t in INPUT_TABLES}, inputs.tables)
+
+
+def _user_vectors_on_driver(
+    lake: LakeTables, version: str, inputs: DerivedInputs, params: InterestParams, model: InterestModel | None
+) -> pa.Table:
+    """``_incremental_inputs`` and the per-user function of a small batch, on the driver.
+
+    The same rows as the Spark path (new entries to fold, stored recent entries,
+    stored statistics, counts to add) go through the same ``_user_vectors``, read
+    with filters on the batch's users, items and texts only.
+    """
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    now = inputs.tables
+    events = lake.change_rows(C.EVENTS, inputs.since(C.EVENTS), now[C.EVENTS],
+                              [C.COL_USER_ID, C.COL_TS, C.COL_EVENT_TYPE, C.COL_ITEM_ID, C.COL_TEXT])
+    reviews = lake.change_rows(C.REVIEWS, inputs.since(C.REVIEWS), now[C.REVIEWS],
+                               [C.COL_USER_ID, C.COL_TS, C.COL_ITEM_ID, C.COL_TEXT])
+    events_of = Counter(events.column(C.COL_USER_ID).to_pylist())
+    reviews_of = Counter(reviews.column(C.COL_USER_ID).to_pylist())
+    active = pa.array(sorted(set(events_of) | set(reviews_of)), pa.string())
+    stored = lake.read_arrow(
+        C.USER_INTERESTS, [*_STATE_COLUMNS, "recent"],
+        (ds.field(C.COL_ENCODER_VERSION) == version) & ds.field(C.COL_USER_ID).isin(active),
+    )
+    new_refs = history_refs_on_driver(lake, now, events, reviews)
+    stored_refs = stored_refs_on_driver(stored)
+    refs = pa.concat_tables([
+        new_refs.append_column("fold", pa.repeat(True, new_refs.num_rows)),
+        stored_refs.append_column("fold", pa.repeat(False, stored_refs.num_rows)),
+    ])
+    entries = resolve_vectors_on_driver(lake, version, now, refs)
+    users = active.to_pylist()
+    counts = pa.table({
+        C.COL_USER_ID: users,
+        "event_count": pa.array([events_of[u] for u in users], pa.int64()),
+        "review_count": pa.array([reviews_of[u] for u in users], pa.int64()),
+    })
+    rows = pa.concat_tables([_as_user_rows(part) for part in (entries, stored.drop_columns(["recent"]), counts)])
+    rows = rows.take(pc.sort_indices(rows, [(C.COL_USER_ID, "ascending")]))
+    shared = SimpleNamespace(value=model) if model is not None else None
+    return pa.Table.from_batches(list(_user_vectors(params, shared)(iter(rows.to_batches()))), schema=_arrow_result_schema())
+
+
+def _as_user_rows(part: pa.Table) -> pa.Table:
+    """Entry, stored-state or count rows in the one layout ``_user_vectors`` reads (absent columns null)."""
+    columns = [
+        part.column(f.name).cast(f.type) if f.name in part.column_names else pa.nulls(part.num_rows, f.type)
+        for f in _USER_ROWS
+    ]
+    return pa.Table.from_arrays(columns, schema=_USER_ROWS)
 
 
 def _users_of_changed_items(lake: LakeTables, version: str, inputs: DerivedInputs, now: dict) -> DataFrame | None:

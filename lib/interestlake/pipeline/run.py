@@ -132,6 +132,20 @@ def derived_inputs(lake, report: StageReport, output: str, inputs: Iterable[str]
     return DerivedInputs(tables, report.params, last.get("inputs") if last else None)
 
 
+def few_new_rows(lake, settings, since: dict[str, int | None], now: dict[str, int]) -> bool:
+    """True when ``small_batch`` is on and few enough events and reviews were written since ``since``.
+
+    A stage then gathers what changed on the driver instead of in Spark jobs.
+    """
+    from interestlake import constants as C
+
+    conf = settings.small_batch
+    tables = (C.EVENTS, C.REVIEWS)
+    if not conf.enabled or any(since.get(table) is None for table in tables):
+        return False
+    return sum(lake.added_rows(table, since[table], now[table]) for table in tables) <= conf.max_new_rows
+
+
 def params_digest(params: dict[str, Any]) -> str:
     """Short stable hash of a stage's parameters: a change means recomputing from scratch."""
     return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
