@@ -18,8 +18,10 @@ def run(n):
 
 def snapshot(lake):
     interests = {r.user_id: r for r in lake.read(C.USER_INTERESTS).collect()}
-    recs = sorted((r.user_id, r.rank, r.item_id) for r in lake.read(C.RECOMMENDATIONS).collect())
-    return interests, recs
+    recs = sorted((r.user_id, r.rank, r.item_id, r.reason) for r in lake.read(C.RECOMMENDATIONS).collect())
+    topics = sorted((r.user_id, r.topic, round(r.weight, 9), tuple(r.phrases), r.mentions, r.last_seen)
+                    for r in lake.read(C.USER_TOPICS).collect())
+    return interests, (recs, topics)
 
 
 def assert_same_as_full_recompute(pipeline, lake, n):
@@ -34,6 +36,8 @@ def assert_same_as_full_recompute(pipeline, lake, n):
             diff = np.abs(np.array(row[column]) - np.array(incremental_interests[user][column])).max()
             worst = max(worst, float(diff))
         assert row.event_count == incremental_interests[user].event_count
+        assert row.review_count == incremental_interests[user].review_count
+        assert row.recent == incremental_interests[user].recent
     assert worst <= 1e-5
     assert incremental_recs == full_recs
 
@@ -64,10 +68,17 @@ def test_new_events_refresh_only_their_users_and_match_full_recompute(pipeline, 
     ] + [{"event_id": "new-q", "user_id": "u-0011", "item_id": None, "event_type": "search",
           "text": "quiet practice pad for drums", "ts": "2026-11-03T11:00:00Z"}]
     (landing / "events" / "events-9001.jsonl").write_text("\n".join(json.dumps(e) for e in new) + "\n")
+    reviews = [
+        {"review_id": "new-r1", "user_id": "u-0007", "item_id": items[3], "rating": 5,
+         "text": "  Sturdy stand, holds my guitar well ", "ts": "2026-11-04T09:00:00Z"},
+        {"review_id": "new-r2", "user_id": "u-0003", "item_id": items[4], "rating": 2, "text": "", "ts": "2026-11-04T09:30:00Z"},
+    ]
+    (landing / "reviews" / "reviews-9001.jsonl").write_text("\n".join(json.dumps(r) for r in reviews) + "\n")
     reports = {r.stage: r for r in pipeline.refresh(run(2))}
 
-    assert reports["ingest"].counts["events_files"] == 1  # only the new file is read
-    assert reports["encode"].counts["texts_to_encode"] == 1  # only the new query
+    assert reports["ingest"].counts["events_files"] == 1  # only the new files are read
+    assert reports["ingest"].counts["reviews_files"] == 1
+    assert reports["encode"].counts["texts_to_encode"] == 2  # only the new query and review text
     assert reports["interests"].counts["users_changed"] == 4
     assert reports["interests"].counts["users_rebuilt"] == 0
     assert reports["recommend"].counts["users_scored"] == 4

@@ -18,9 +18,9 @@ from pyspark.sql import functions as F
 
 from interestlake import constants as C
 from interestlake.lake.schemas import arrow_schema, table_spec
-from interestlake.lake.tables import CommitResult, LakeTables
-from interestlake.pipeline.history import query_texts, review_texts
-from interestlake.pipeline.run import RunContext, params_digest
+from interestlake.lake.tables import CommitResult, LakeTables, with_values
+from interestlake.pipeline.history import clean_text, query_texts, review_texts
+from interestlake.pipeline.run import RunContext, few_new_rows, params_digest
 from interestlake.settings import Settings, SteerTopicsSettings
 
 STAGE = "topics"
@@ -55,32 +55,37 @@ def refresh_topics(
     incremental = not full and previous is not None and previous.get("params") == fingerprint["params"]
     metadata = {"stage": STAGE, "run_id": run.run_id, "inputs": fingerprint,
                 "mode": "incremental" if incremental else "full"}
-    events, reviews = lake.read(C.EVENTS, tables[C.EVENTS]), lake.read(C.REVIEWS, tables[C.REVIEWS])
-    texts = written_texts(events, reviews)
     if incremental:
         since = previous["tables"]
-        changed = written_texts(
-            lake.changes(C.EVENTS, since.get(C.EVENTS), tables[C.EVENTS]),
-            lake.changes(C.REVIEWS, since.get(C.REVIEWS), tables[C.REVIEWS]),
-        ).select(C.COL_USER_ID).distinct()
-        if changed.isEmpty():
+        if few_new_rows(lake, settings, since, tables):
+            writers = _writers_on_driver(lake, since, tables)
+            rows = _topic_rows_on_driver(lake, tables, writers, conf) if writers else None
+        else:
+            changed = written_texts(
+                lake.changes(C.EVENTS, since.get(C.EVENTS), tables[C.EVENTS]),
+                lake.changes(C.REVIEWS, since.get(C.REVIEWS), tables[C.REVIEWS]),
+            ).select(C.COL_USER_ID).distinct()
+            texts = _all_texts(lake, tables).join(F.broadcast(changed), C.COL_USER_ID, "left_semi")
+            rows = None if changed.isEmpty() else topic_rows(texts, conf)
+        if rows is None:
             # Nothing written (events without text): no user's topics change. Recording the
             # versions read keeps the next run from reading these changes again, which it
             # would do until the next text, however long that takes.
             counts["topic_rows"] = 0
             return [lake.record_progress(C.USER_TOPICS, txn=run.txn(STAGE), metadata=metadata)]
-        texts = texts.join(F.broadcast(changed), C.COL_USER_ID, "left_semi")
-    rows = (
-        topic_rows(texts, conf)
-        .withColumn(C.COL_RUN_ID, F.lit(run.run_id))
-        .withColumn(C.COL_UPDATED_AT, F.lit(datetime.now(timezone.utc)))
-    )
+    else:
+        rows = topic_rows(_all_texts(lake, tables), conf)
+    rows = with_values(rows, {C.COL_RUN_ID: run.run_id, C.COL_UPDATED_AT: datetime.now(timezone.utc)})
     if incremental:
         commit = lake.merge(C.USER_TOPICS, rows, on=[C.COL_USER_ID], txn=run.txn(STAGE), metadata=metadata)
     else:
         commit = lake.overwrite(C.USER_TOPICS, rows, txn=run.txn(STAGE), metadata=metadata)
     counts["topic_rows"] = commit.source_rows
     return [commit]
+
+
+def _all_texts(lake: LakeTables, tables: dict) -> DataFrame:
+    return written_texts(lake.read(C.EVENTS, tables[C.EVENTS]), lake.read(C.REVIEWS, tables[C.REVIEWS]))
 
 
 def written_texts(events: DataFrame, reviews: DataFrame) -> DataFrame:
@@ -94,11 +99,62 @@ def topic_rows(texts: DataFrame, conf: SteerTopicsSettings) -> DataFrame:
     per_user = texts.groupBy(C.COL_USER_ID).agg(
         F.slice(F.sort_array(F.collect_list(F.struct(C.COL_TS, C.COL_TEXT, "query")), asc=False), 1, conf.max_texts).alias("texts")
     )
-    spec = table_spec(C.USER_TOPICS)
+    schema = _result_schema()
+    return per_user.mapInArrow(_topics_of(conf.half_life_days, conf.max_topics, arrow_schema(schema)), schema)
+
+
+def _writers_on_driver(lake: LakeTables, since: dict, now: dict) -> list[str]:
+    """Users with a review text or search query among the rows written since ``since`` (a small batch)."""
+    events = lake.change_rows(C.EVENTS, since[C.EVENTS], now[C.EVENTS], [C.COL_USER_ID, C.COL_EVENT_TYPE, C.COL_TEXT])
+    reviews = lake.change_rows(C.REVIEWS, since[C.REVIEWS], now[C.REVIEWS], [C.COL_USER_ID, C.COL_TEXT])
+    return sorted({user for user, _, _, _ in _written_on_driver(events, reviews)})
+
+
+def _written_on_driver(events: pa.Table, reviews: pa.Table) -> list[tuple]:
+    """``written_texts`` on the driver: (user_id, ts or None, text, query)."""
+    def column(table: pa.Table, name: str) -> list:
+        return table.column(name).to_pylist() if name in table.column_names else [None] * table.num_rows
+
+    written = [
+        (user, ts, clean_text(text), False)
+        for user, ts, text in zip(column(reviews, C.COL_USER_ID), column(reviews, C.COL_TS), column(reviews, C.COL_TEXT))
+    ]
+    written += [
+        (user, ts, clean_text(text), True)
+        for user, ts, kind, text in zip(column(events, C.COL_USER_ID), column(events, C.COL_TS),
+                                        column(events, C.COL_EVENT_TYPE), column(events, C.COL_TEXT))
+        if kind == C.EVENT_SEARCH
+    ]
+    return [entry for entry in written if entry[2]]
+
+
+def _topic_rows_on_driver(lake: LakeTables, now: dict, users: list[str], conf: SteerTopicsSettings) -> pa.Table:
+    """``topic_rows`` of some users, from their whole history read on the driver with a filter on them."""
+    import pyarrow.dataset as ds
+
+    wanted = ds.field(C.COL_USER_ID).isin(pa.array(users, pa.string()))
+    events = lake.read_arrow(C.EVENTS, [C.COL_USER_ID, C.COL_TS, C.COL_EVENT_TYPE, C.COL_TEXT],
+                             wanted & (ds.field(C.COL_EVENT_TYPE) == C.EVENT_SEARCH), now[C.EVENTS])
+    reviews = lake.read_arrow(C.REVIEWS, [C.COL_USER_ID, C.COL_TS, C.COL_TEXT], wanted, now[C.REVIEWS])
+    per_user: dict[str, list[tuple]] = {}
+    for user, ts, text, query in _written_on_driver(events, reviews):
+        per_user.setdefault(user, []).append((ts, text, query))
+    # As sort_array(collect_list(struct(ts, text, query)), asc=False) then slice(1, max_texts).
+    texts = [sorted(entries, reverse=True)[: conf.max_texts] for entries in (per_user[u] for u in sorted(per_user))]
+    schema = _result_schema()
+    batch = pa.RecordBatch.from_pydict(
+        {C.COL_USER_ID: sorted(per_user),
+         "texts": [[{C.COL_TS: ts, C.COL_TEXT: text, "query": query} for ts, text, query in entries] for entries in texts]},
+    )
+    run = _topics_of(conf.half_life_days, conf.max_topics, arrow_schema(schema))
+    return pa.Table.from_batches(list(run(iter([batch]))), schema=arrow_schema(schema))
+
+
+def _result_schema():
     from pyspark.sql import types as T
 
-    schema = T.StructType([spec.schema[name] for name in _RESULT_COLUMNS])
-    return per_user.mapInArrow(_topics_of(conf.half_life_days, conf.max_topics, arrow_schema(schema)), schema)
+    spec = table_spec(C.USER_TOPICS)
+    return T.StructType([spec.schema[name] for name in _RESULT_COLUMNS])
 
 
 def _topics_of(half_life_days: float, max_topics: int, schema: pa.Schema):
