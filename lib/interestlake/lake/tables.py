@@ -488,16 +488,6 @@ def _row_filter(filters: Sequence[tuple]):
     return reduce(operator.and_, terms)
 
 
-def with_values(rows: DataFrame | pa.Table, values: Mapping[str, Any]) -> DataFrame | pa.Table:
-    """``rows`` plus one column per entry of ``values``, the same value on every row (run id, times)."""
-    for name, value in values.items():
-        if isinstance(rows, pa.Table):
-            rows = rows.append_column(name, pa.array([value] * rows.num_rows))
-        else:
-            rows = rows.withColumn(name, F.lit(value))
-    return rows
-
-
 def _missing_columns(spec: TableSpec, columns: Sequence[str]) -> list[str]:
     """Declared columns absent from ``columns``; raises when a required one is among them."""
     missing = [f.name for f in spec.schema.fields if f.name not in columns]

@@ -123,13 +123,30 @@ def resolve_vectors_on_driver(lake: LakeTables, encoder_version: str, versions: 
 
 
 def stored_refs_on_driver(interests: pa.Table) -> pa.Table:
-    """``stored_refs`` on the driver (without ``recency``): the references in ``user_interests.recent``."""
+    """``stored_refs`` on the driver: the references in ``user_interests.recent``, with ``recency`` (1 = newest)."""
     rows = [
-        {C.COL_USER_ID: user, **ref}
+        {C.COL_USER_ID: user, **ref, "recency": recency}
         for user, recent in zip(interests.column(C.COL_USER_ID).to_pylist(), interests.column("recent").to_pylist())
-        for ref in recent or []
+        for recency, ref in enumerate(recent or [], start=1)
     ]
-    return pa.Table.from_pylist(rows, schema=_REF_SCHEMA)
+    return pa.Table.from_pylist(rows, schema=_REF_SCHEMA.append(pa.field("recency", pa.int32())))
+
+
+def lists_per_user(users: list[str], rows: pa.Table, columns: list[str]) -> dict[str, pa.Array]:
+    """``collect_list`` per user on the driver: for each column, one list per user of ``users``.
+
+    Each list keeps the order the user's rows have in ``rows``; a user without rows
+    gets null, as a left join of Spark's grouped lists gives.
+    """
+    import numpy as np
+
+    position = {user: i for i, user in enumerate(users)}
+    owner = np.array([position[user] for user in rows.column(C.COL_USER_ID).to_pylist()], dtype=np.int64)
+    rows = rows.take(pa.array(np.argsort(owner, kind="stable")))
+    counts = np.bincount(owner, minlength=len(users))
+    offsets = pa.array(np.r_[0, np.cumsum(counts)].astype(np.int32))
+    empty = pa.array(counts == 0)
+    return {name: pa.ListArray.from_arrays(offsets, rows.column(name).combine_chunks(), mask=empty) for name in columns}
 
 
 def _strings(values) -> pa.Array:

@@ -32,7 +32,8 @@ from interestlake.datasets.landing import (
     stat_file,
 )
 from interestlake.lake.schemas import arrow_schema, table_spec
-from interestlake.lake.tables import LakeTables, Txn, with_values
+from interestlake.lake.tables import LakeTables, Txn
+from interestlake.pipeline.frames import with_values
 from interestlake.pipeline.run import RunContext, StageReport, log
 from interestlake.privacy import Pseudonymizer, pseudonymizer
 from interestlake.settings import Settings, SmallBatchSettings

@@ -30,7 +30,8 @@ from pyspark.sql import types as T
 
 from interestlake import constants as C
 from interestlake.lake.schemas import HISTORY_REF
-from interestlake.lake.tables import LakeTables, with_values
+from interestlake.lake.tables import LakeTables
+from interestlake.pipeline.frames import map_in_arrow, with_values
 from interestlake.models.interest import DecayedStats, InterestParams, combine, decayed_stats, fold
 from interestlake.models.interest_model import InterestModel, load_model
 from interestlake.pipeline.history import (
@@ -125,12 +126,8 @@ def interests(
         # Entries and state rows (no `kind`) together, each user's rows consecutive:
         # one pass per partition instead of a pandas frame per user (Spark's grouped
         # map costs milliseconds per group before any arithmetic).
-        rows = (
-            entries.unionByName(state, allowMissingColumns=True)
-            .repartition(C.COL_USER_ID)
-            .sortWithinPartitions(C.COL_USER_ID)
-            .mapInArrow(_user_vectors(params, spark.sparkContext.broadcast(model) if model else None), _RESULT_SCHEMA)
-        )
+        grouped = entries.unionByName(state, allowMissingColumns=True).repartition(C.COL_USER_ID).sortWithinPartitions(C.COL_USER_ID)
+        rows = map_in_arrow(grouped, _user_vectors(params, spark.sparkContext.broadcast(model) if model else None), _RESULT_SCHEMA)
     rows = with_values(rows, stamp)
     metadata = {
         "stage": STAGE, "run_id": run.run_id, "inputs": inputs.fingerprint,
@@ -227,7 +224,7 @@ def _user_vectors_on_driver(
     stored_refs = stored_refs_on_driver(stored)
     refs = pa.concat_tables([
         new_refs.append_column("fold", pa.repeat(True, new_refs.num_rows)),
-        stored_refs.append_column("fold", pa.repeat(False, stored_refs.num_rows)),
+        stored_refs.drop_columns(["recency"]).append_column("fold", pa.repeat(False, stored_refs.num_rows)),
     ])
     entries = resolve_vectors_on_driver(lake, version, now, refs)
     users = active.to_pylist()
@@ -239,7 +236,7 @@ def _user_vectors_on_driver(
     rows = pa.concat_tables([_as_user_rows(part) for part in (entries, stored.drop_columns(["recent"]), counts)])
     rows = rows.take(pc.sort_indices(rows, [(C.COL_USER_ID, "ascending")]))
     shared = SimpleNamespace(value=model) if model is not None else None
-    return pa.Table.from_batches(list(_user_vectors(params, shared)(iter(rows.to_batches()))), schema=_arrow_result_schema())
+    return map_in_arrow(rows, _user_vectors(params, shared), _RESULT_SCHEMA)
 
 
 def _as_user_rows(part: pa.Table) -> pa.Table:

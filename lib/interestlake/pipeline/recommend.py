@@ -16,6 +16,8 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -26,8 +28,11 @@ from interestlake.lake.tables import LakeTables
 from interestlake.models.interest_model import load_model
 from interestlake.models.scoring import ApproximateTopK, RunningTopK, reason_for, scoring_device
 from interestlake.pipeline import steer
-from interestlake.pipeline.history import resolve_vectors, stored_refs
-from interestlake.pipeline.run import DerivedInputs, RunContext, StageReport, derived_inputs
+from interestlake.pipeline.frames import Rows, map_in_arrow, with_values
+from interestlake.pipeline.history import (
+    lists_per_user, resolve_vectors, resolve_vectors_on_driver, stored_refs, stored_refs_on_driver,
+)
+from interestlake.pipeline.run import DerivedInputs, RunContext, StageReport, derived_inputs, few_new_rows
 from interestlake.settings import RecommendSettings, Settings
 
 STAGE = "recommend"
@@ -85,41 +90,33 @@ def recommend(
     now = inputs.tables
     incremental = not full and inputs.same_params and not _catalog_changed(lake, inputs)
 
-    of_version = F.col(C.COL_ENCODER_VERSION) == version
-    users = (
-        lake.read(C.USER_INTERESTS, now[C.USER_INTERESTS]).filter(of_version).select(C.COL_USER_ID, "interest", "recent")
+    on_driver = incremental and steer.dislike_rule(settings) is None and few_new_rows(
+        lake, settings, {t: inputs.since(t) for t in INPUT_TABLES}, now
     )
-    if incremental:
-        changed = (
-            lake.changes(
-                C.USER_INTERESTS, inputs.since(C.USER_INTERESTS), now[C.USER_INTERESTS],
-                identity=[C.COL_USER_ID, C.COL_ENCODER_VERSION, C.COL_UPDATED_AT],
-            )
-            .filter(of_version)
-            .select(C.COL_USER_ID)
-        )
-        users = users.join(changed, C.COL_USER_ID, "left_semi")
-    users = users.persist()
-    n_users = users.count()
+    users = _changed_users_on_driver(lake, version, inputs) if on_driver else _users(lake, version, inputs, incremental)
+    n_users = users.num_rows if on_driver else users.count()
     report.counts["users_scored"] = n_users
     if n_users == 0:
-        users.unpersist()
+        _release(users)
         report.note = "no user's interests changed"
         return report
-    scored = users.select(C.COL_USER_ID)
-    # The entries behind each user's short-term vector, stored by the interests stage.
-    recent = resolve_vectors(lake, version, now, stored_refs(users))
-    user_side = (
-        users.drop("recent")
-        .join(excluded_items(lake, now, scored, settings.recommend.exclude_event_types), C.COL_USER_ID, "left")
-        .join(reason_history(recent, lake.read(C.ITEMS, now[C.ITEMS]).select(C.COL_ITEM_ID)), C.COL_USER_ID, "left")
-    )
-    if steered:  # each user's fresh needs, dislikes, ratings, topics (pipeline/steer.py)
-        user_side = user_side.join(steer.user_evidence(lake, settings, now, users), C.COL_USER_ID, "left")
+    if on_driver:
+        user_side = _user_side_on_driver(lake, settings, now, users, steered)
+    else:
+        scored = users.select(C.COL_USER_ID)
+        # The entries behind each user's short-term vector, stored by the interests stage.
+        recent = resolve_vectors(lake, version, now, stored_refs(users))
+        user_side = (
+            users.drop("recent")
+            .join(excluded_items(lake, now, scored, settings.recommend.exclude_event_types), C.COL_USER_ID, "left")
+            .join(reason_history(recent, lake.read(C.ITEMS, now[C.ITEMS]).select(C.COL_ITEM_ID)), C.COL_USER_ID, "left")
+        )
+        if steered:  # each user's fresh needs, dislikes, ratings, topics (pipeline/steer.py)
+            user_side = user_side.join(steer.user_evidence(lake, settings, now, users), C.COL_USER_ID, "left")
+        user_side = user_side.repartition(scoring_tasks(n_users, spark.sparkContext.defaultParallelism))
     shared = spark.sparkContext.broadcast(model) if model is not None else None
     items_uri, n_items, staged = item_matrix(lake, version, now, shared, settings.model.version if model else None)
     report.counts["items"] = n_items
-    tasks = scoring_tasks(n_users, spark.sparkContext.defaultParallelism)
     ann = model is None and settings.recommend.ann_min_items is not None and n_items >= settings.recommend.ann_min_items
     report.counts["approximate"] = int(ann)
     # 1 when this run wrote the item matrix (new catalog, item vectors, encoder or model), 0 when it reused it.
@@ -128,10 +125,10 @@ def recommend(
         meta_uri, _ = lake.kept_scratch(
             "recommend-meta", json.dumps({C.ITEMS: now[C.ITEMS]}), lambda uri: steer.stage_item_meta(lake, now, uri)
         )
-        ranked = steer.score_steered(user_side.repartition(tasks), items_uri, meta_uri, settings)
+        ranked = steer.score_steered(user_side, items_uri, meta_uri, settings)
     else:
-        ranked = score_users(user_side.repartition(tasks), items_uri, settings.recommend, approximate=ann, model=shared)
-    rows = ranked.withColumn(C.COL_RUN_ID, F.lit(run.run_id)).withColumn("generated_at", F.lit(run.timestamp))
+        ranked = score_users(user_side, items_uri, settings.recommend, approximate=ann, model=shared)
+    rows = with_values(ranked, {C.COL_RUN_ID: run.run_id, "generated_at": run.timestamp})
     metadata = {
         "stage": STAGE, "run_id": run.run_id, "inputs": inputs.fingerprint,
         "mode": "incremental" if incremental else "full",
@@ -140,9 +137,91 @@ def recommend(
         commit = lake.merge(C.RECOMMENDATIONS, rows, on=[C.COL_USER_ID], txn=run.txn(STAGE), metadata=metadata)
     else:
         commit = lake.overwrite(C.RECOMMENDATIONS, rows, txn=run.txn(STAGE), metadata=metadata)
-    users.unpersist()
+    _release(users)
     report.commits.append(commit)
     return report
+
+
+def _users(lake: LakeTables, version: str, inputs: DerivedInputs, incremental: bool) -> DataFrame:
+    """(user_id, interest, recent) of the users to score: all, or those whose interests changed (persisted)."""
+    now = inputs.tables
+    of_version = F.col(C.COL_ENCODER_VERSION) == version
+    users = (
+        lake.read(C.USER_INTERESTS, now[C.USER_INTERESTS]).filter(of_version).select(C.COL_USER_ID, "interest", "recent")
+    )
+    if incremental:
+        changed = (
+            lake.changes(C.USER_INTERESTS, inputs.since(C.USER_INTERESTS), now[C.USER_INTERESTS], identity=_CHANGED_BY)
+            .filter(of_version)
+            .select(C.COL_USER_ID)
+        )
+        users = users.join(changed, C.COL_USER_ID, "left_semi")
+    return users.persist()
+
+
+# A rewritten user_interests row has a new updated_at; a row a merge only copied keeps its own.
+_CHANGED_BY = [C.COL_USER_ID, C.COL_ENCODER_VERSION, C.COL_UPDATED_AT]
+
+
+def _changed_users_on_driver(lake: LakeTables, version: str, inputs: DerivedInputs) -> pa.Table:
+    """``_users`` of an incremental run, read on the driver (a small batch changes few users)."""
+    now = inputs.tables
+    changed = lake.change_rows(
+        C.USER_INTERESTS, inputs.since(C.USER_INTERESTS), now[C.USER_INTERESTS], [C.COL_USER_ID, C.COL_ENCODER_VERSION],
+        identity=_CHANGED_BY,
+    )
+    ids = pc.unique(changed.filter(pc.equal(changed.column(C.COL_ENCODER_VERSION), version)).column(C.COL_USER_ID))
+    users = lake.read_arrow(
+        C.USER_INTERESTS, [C.COL_USER_ID, "interest", "recent"],
+        (ds.field(C.COL_ENCODER_VERSION) == version) & ds.field(C.COL_USER_ID).isin(ids), now[C.USER_INTERESTS],
+    )
+    return users.take(pc.sort_indices(users, [(C.COL_USER_ID, "ascending")]))
+
+
+def _user_side_on_driver(lake: LakeTables, settings: Settings, now: dict, users: pa.Table, steered: bool) -> pa.Table:
+    """The ``user_side`` of the Spark path for a few users, gathered on the driver.
+
+    Their events and reviews are read once, filtered to them; the excluded items,
+    the reason history and (steered) the evidence are the same columns the Spark
+    joins give, null where those give null.
+    """
+    ids = users.column(C.COL_USER_ID).to_pylist()
+    of_users = ds.field(C.COL_USER_ID).isin(pa.array(ids, pa.string()))
+    events = lake.read_arrow(
+        C.EVENTS, [C.COL_USER_ID, C.COL_TS, C.COL_EVENT_TYPE, C.COL_ITEM_ID, C.COL_TEXT, C.COL_RATING], of_users, now[C.EVENTS]
+    )
+    reviews = lake.read_arrow(C.REVIEWS, [C.COL_USER_ID, C.COL_TS, C.COL_ITEM_ID, C.COL_RATING], of_users, now[C.REVIEWS])
+    columns = {C.COL_USER_ID: users.column(C.COL_USER_ID), "interest": users.column("interest")}
+    # excluded_items: distinct (user, item) of the excluded event types and of reviews.
+    excluded_types = set(settings.recommend.exclude_event_types)
+    pairs = {
+        (user, item)
+        for user, kind, item in zip(*(events.column(n).to_pylist() for n in (C.COL_USER_ID, C.COL_EVENT_TYPE, C.COL_ITEM_ID)))
+        if kind in excluded_types and item is not None
+    } | {(user, item) for user, item in zip(*(reviews.column(n).to_pylist() for n in (C.COL_USER_ID, C.COL_ITEM_ID)))}
+    pairs_table = pa.table({C.COL_USER_ID: pa.array([u for u, _ in sorted(pairs)], pa.string()),
+                            "excluded": pa.array([i for _, i in sorted(pairs)], pa.string())})
+    columns.update(lists_per_user(ids, pairs_table, ["excluded"]))
+    # reason_history: resolved recent entries by recency; a listed item's vector is looked up by the scorer.
+    recent = resolve_vectors_on_driver(lake, settings.encoder.version, now, stored_refs_on_driver(users))
+    recent = recent.take(pc.sort_indices(recent, [("recency", "ascending")]))
+    listed = lake.read_arrow(C.ITEMS, [C.COL_ITEM_ID], ds.field(C.COL_ITEM_ID).isin(pc.unique(pc.drop_null(recent.column(C.COL_ITEM_ID).combine_chunks()))), now[C.ITEMS])
+    shipped = pc.or_(pc.is_valid(recent.column(C.COL_TEXT_HASH)),
+                     pc.invert(pc.is_in(recent.column(C.COL_ITEM_ID), value_set=listed.column(C.COL_ITEM_ID).combine_chunks())))
+    embedding = recent.column(C.COL_EMBEDDING).combine_chunks()
+    recent = recent.set_column(recent.schema.get_field_index(C.COL_EMBEDDING), C.COL_EMBEDDING,
+                               pc.if_else(pc.fill_null(shipped, True), embedding, pa.scalar(None, embedding.type)))
+    history = lists_per_user(ids, recent, ["kind", C.COL_ITEM_ID, "label", C.COL_EMBEDDING])
+    columns.update({"hist_kind": history["kind"], "hist_item": history[C.COL_ITEM_ID], "hist_label": history["label"],
+                    "hist_vec": history[C.COL_EMBEDDING]})
+    if steered:
+        columns.update(steer.user_evidence_on_driver(lake, settings, now, users, events, reviews))
+    return pa.table(columns)
+
+
+def _release(users: DataFrame | pa.Table) -> None:
+    if isinstance(users, DataFrame):
+        users.unpersist()
 
 
 def _model_mismatch(lake: LakeTables, applied: str | None) -> str | None:
@@ -283,8 +362,8 @@ def reason_history(recent: DataFrame, listed: DataFrame) -> DataFrame:
 
 
 def score_users(
-    user_side: DataFrame, items_uri: str, settings: RecommendSettings, approximate: bool = False, model=None
-) -> DataFrame:
+    user_side: Rows, items_uri: str, settings: RecommendSettings, approximate: bool = False, model=None
+) -> Rows:
     """Top-K rows (user_id, rank, item_id, score, reason) of every user of ``user_side``.
 
     Each task takes its users in blocks of ``user_block_size`` and multiplies
@@ -299,7 +378,8 @@ def score_users(
 
     Args:
         user_side: user_id, interest, excluded (item ids), and the reason history
-            (hist_kind, hist_item, hist_label, hist_vec; newest first).
+            (hist_kind, hist_item, hist_label, hist_vec; newest first): a DataFrame, or for
+            a small batch an Arrow table, scored here on the driver.
         items_uri: Parquet files of (item_id, embedding).
         settings: ``k``, the block sizes, ``item_cache_mb`` and the device.
         approximate: Use the FAISS index instead of the exact scan.
@@ -311,7 +391,7 @@ def score_users(
         items_uri, settings.k, settings.user_block_size, settings.item_block_size, settings.device, approximate,
         settings.item_cache_mb, model,
     )
-    return user_side.mapInArrow(scorer, _RANKED_SCHEMA)
+    return map_in_arrow(user_side, scorer, _RANKED_SCHEMA)
 
 
 # Per Python worker: the item matrix of the last items_uri (its blocks, or the

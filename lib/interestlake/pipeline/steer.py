@@ -19,6 +19,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as ds
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -26,6 +27,7 @@ from interestlake import constants as C
 from interestlake.lake.tables import LakeTables
 from interestlake.models.feedback import DislikeRule
 from interestlake.models.interest import InterestParams
+from interestlake.pipeline.frames import Rows, map_in_arrow
 from interestlake.pipeline.history import entry_kind, item_text, text_hash
 from interestlake.settings import Settings
 
@@ -140,6 +142,82 @@ def user_evidence(lake: LakeTables, settings: Settings, versions: dict, users: D
     return evidence
 
 
+def user_evidence_on_driver(
+    lake: LakeTables, settings: Settings, versions: dict, users: pa.Table, events: pa.Table, reviews: pa.Table
+) -> dict[str, pa.Array]:
+    """``user_evidence`` of a small batch on the driver (without a dislike rule): its columns, one row per user.
+
+    Args:
+        users: user_id and ``recent`` of the users to score.
+        events: Their events (user_id, ts, event_type, item_id, text, rating), whole history.
+        reviews: Their reviews (user_id, ts, item_id, rating), whole history.
+    """
+    from datetime import timedelta
+
+    from interestlake.pipeline.history import clean_text, lists_per_user, text_digest
+
+    conf = settings.steer
+    ids = users.column(C.COL_USER_ID).to_pylist()
+    ref_ts = [recent[0][C.COL_TS] if recent else None for recent in users.column("recent").to_pylist()]
+    evidence = {"ref_ts": pa.array(ref_ts, pa.timestamp("us", tz="UTC"))}
+    event_rows = list(zip(*(events.column(n).to_pylist() for n in
+                            (C.COL_USER_ID, C.COL_TS, C.COL_EVENT_TYPE, C.COL_ITEM_ID, C.COL_TEXT, C.COL_RATING))))
+    if conf.needs.enabled:
+        oldest = {user: ts - timedelta(seconds=int(conf.needs.max_age_days * 86400))
+                  for user, ts in zip(ids, ref_ts) if ts is not None}
+        fresh: dict[str, list[tuple]] = {}
+        for user, ts, kind, _, text, _ in event_rows:
+            query = clean_text(text) if kind == C.EVENT_SEARCH else None
+            if query and user in oldest and ts >= oldest[user]:
+                fresh.setdefault(user, []).append((ts, query))
+        # row_number() over (ts desc, text asc) <= max_queries, then only queries with a vector.
+        chosen = [(user, ts, query) for user, queries in fresh.items()
+                  for ts, query in sorted(sorted(queries, key=lambda q: q[1]), key=lambda q: q[0], reverse=True)
+                  [: conf.needs.max_queries]]
+        digests = sorted({text_digest(query) for _, _, query in chosen})
+        found = lake.read_arrow(
+            C.TEXT_EMBEDDINGS, [C.COL_TEXT_HASH, C.COL_EMBEDDING],
+            (ds.field(C.COL_ENCODER_VERSION) == settings.encoder.version)
+            & ds.field(C.COL_TEXT_HASH).isin(pa.array(digests, pa.string())),
+            versions[C.TEXT_EMBEDDINGS],
+        )
+        row_of = {digest: i for i, digest in enumerate(found.column(C.COL_TEXT_HASH).to_pylist())}
+        # sort_array(struct(ts, text, embedding), asc=False).
+        kept = sorted(((user, ts, query, row_of[text_digest(query)]) for user, ts, query in chosen
+                       if text_digest(query) in row_of), key=lambda q: (q[1], q[2]), reverse=True)
+        needs = pa.table({
+            C.COL_USER_ID: pa.array([q[0] for q in kept], pa.string()),
+            "need_ts": pa.array([q[1] for q in kept], pa.timestamp("us", tz="UTC")),
+            "need_text": pa.array([q[2] for q in kept], pa.string()),
+            "need_vec": found.column(C.COL_EMBEDDING).combine_chunks().take(pa.array([q[3] for q in kept], pa.int64())),
+        })
+        evidence.update(lists_per_user(ids, needs, ["need_text", "need_ts", "need_vec"]))
+    # max_by(rating, ts) per (user, item), then sort_array(struct(item_id, rating)) per user.
+    latest: dict[tuple, tuple] = {}
+    rated = [(user, item, ts, rating) for user, ts, kind, item, _, rating in event_rows
+             if kind == C.EVENT_RATE and rating is not None]
+    rated += zip(*(reviews.column(n).to_pylist() for n in (C.COL_USER_ID, C.COL_ITEM_ID, C.COL_TS, C.COL_RATING)))
+    for user, item, ts, rating in rated:
+        if (user, item) not in latest or ts > latest[(user, item)][0]:
+            latest[(user, item)] = (ts, rating)
+    ordered = sorted(latest.items(), key=lambda e: (e[0][0], e[0][1] is not None, e[0][1] or "",
+                                                   e[1][1] is not None, e[1][1] or 0.0))
+    ratings = pa.table({
+        C.COL_USER_ID: pa.array([user for (user, _), _ in ordered], pa.string()),
+        "rated_items": pa.array([item for (_, item), _ in ordered], pa.string()),
+        "rated_values": pa.array([rating for _, (_, rating) in ordered], pa.float64()),
+    })
+    evidence.update(lists_per_user(ids, ratings, ["rated_items", "rated_values"]))
+    if conf.topics.enabled:
+        topics = lake.read_arrow(C.USER_TOPICS, [C.COL_USER_ID, C.COL_WEIGHT, C.COL_TOPIC],
+                                 ds.field(C.COL_USER_ID).isin(pa.array(ids, pa.string())))
+        order = sorted(range(topics.num_rows), key=lambda i: (-topics.column(C.COL_WEIGHT)[i].as_py(),
+                                                              topics.column(C.COL_TOPIC)[i].as_py()))
+        topics = topics.take(pa.array(order, pa.int64())).rename_columns([C.COL_USER_ID, C.COL_WEIGHT, "topics"])
+        evidence.update(lists_per_user(ids, topics, ["topics"]))
+    return evidence
+
+
 def stage_item_meta(lake: LakeTables, versions: dict, uri: str) -> None:
     """Writes (item_id, price, text) of the catalog to ``uri`` for the executors' constraint checks."""
     lake.read(C.ITEMS, versions[C.ITEMS]).select(
@@ -147,19 +225,19 @@ def stage_item_meta(lake: LakeTables, versions: dict, uri: str) -> None:
     ).write.mode("overwrite").parquet(uri)
 
 
-def score_steered(user_side: DataFrame, items_uri: str, meta_uri: str, settings: Settings) -> DataFrame:
+def score_steered(user_side: Rows, items_uri: str, meta_uri: str, settings: Settings) -> Rows:
     """Top-K rows (user_id, rank, item_id, score, reason) of every user of ``user_side``, steered.
 
     Args:
-        user_side: What ``recommend.score_users`` takes, plus the ``user_evidence`` columns.
+        user_side: What ``recommend.score_users`` takes, plus the ``user_evidence`` columns (a
+            DataFrame, or for a small batch an Arrow table, scored here on the driver).
         items_uri: Parquet files of (item_id, embedding).
         meta_uri: Parquet files of (item_id, price, text) from ``stage_item_meta``.
         settings: ``recommend`` (K, blocks) and ``steer``; the interests' event weights.
     """
     from interestlake.pipeline.recommend import _RANKED_SCHEMA
 
-    scorer = _steer_partition(items_uri, meta_uri, settings)
-    return user_side.mapInArrow(scorer, _RANKED_SCHEMA)
+    return map_in_arrow(user_side, _steer_partition(items_uri, meta_uri, settings), _RANKED_SCHEMA)
 
 
 def _steer_partition(items_uri: str, meta_uri: str, settings: Settings):

@@ -18,7 +18,8 @@ from pyspark.sql import functions as F
 
 from interestlake import constants as C
 from interestlake.lake.schemas import arrow_schema, table_spec
-from interestlake.lake.tables import CommitResult, LakeTables, with_values
+from interestlake.lake.tables import CommitResult, LakeTables
+from interestlake.pipeline.frames import map_in_arrow, with_values
 from interestlake.pipeline.history import clean_text, query_texts, review_texts
 from interestlake.pipeline.run import RunContext, few_new_rows, params_digest
 from interestlake.settings import Settings, SteerTopicsSettings
@@ -100,7 +101,7 @@ def topic_rows(texts: DataFrame, conf: SteerTopicsSettings) -> DataFrame:
         F.slice(F.sort_array(F.collect_list(F.struct(C.COL_TS, C.COL_TEXT, "query")), asc=False), 1, conf.max_texts).alias("texts")
     )
     schema = _result_schema()
-    return per_user.mapInArrow(_topics_of(conf.half_life_days, conf.max_topics, arrow_schema(schema)), schema)
+    return map_in_arrow(per_user, _topics_of(conf.half_life_days, conf.max_topics, arrow_schema(schema)), schema)
 
 
 def _writers_on_driver(lake: LakeTables, since: dict, now: dict) -> list[str]:
@@ -142,12 +143,11 @@ def _topic_rows_on_driver(lake: LakeTables, now: dict, users: list[str], conf: S
     # As sort_array(collect_list(struct(ts, text, query)), asc=False) then slice(1, max_texts).
     texts = [sorted(entries, reverse=True)[: conf.max_texts] for entries in (per_user[u] for u in sorted(per_user))]
     schema = _result_schema()
-    batch = pa.RecordBatch.from_pydict(
+    users = pa.table(
         {C.COL_USER_ID: sorted(per_user),
          "texts": [[{C.COL_TS: ts, C.COL_TEXT: text, "query": query} for ts, text, query in entries] for entries in texts]},
     )
-    run = _topics_of(conf.half_life_days, conf.max_topics, arrow_schema(schema))
-    return pa.Table.from_batches(list(run(iter([batch]))), schema=arrow_schema(schema))
+    return map_in_arrow(users, _topics_of(conf.half_life_days, conf.max_topics, arrow_schema(schema)), schema)
 
 
 def _result_schema():
