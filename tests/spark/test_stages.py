@@ -260,3 +260,27 @@ def test_interests_and_recommend_follow_taste_and_exclude_purchases(pipeline, la
     assert barista_top.item_id in {"c2", "c3"}
     kettle = [r for r in recs["barista"] if r.item_id == "c3"]
     assert kettle and "pour over kettle" in kettle[0].reason
+
+
+def test_small_batch_limit_counts_the_new_event_and_review_rows(pipeline, lake, landing, settings):
+    from interestlake.pipeline.run import few_new_rows
+    from interestlake.settings import SmallBatchSettings
+
+    write_jsonl(landing / "items" / "a.jsonl", ITEMS)
+    write_jsonl(landing / "events" / "old.jsonl", [event("o1", "u1", "g1")])
+    pipeline.run_stage("ingest", run(1))
+    since = lake.versions([C.EVENTS, C.REVIEWS])
+    write_jsonl(landing / "events" / "new.jsonl", [event(f"n{n}", "u1", "g2") for n in range(4)])
+    write_jsonl(landing / "reviews" / "r.jsonl", [
+        {"review_id": "r1", "user_id": "u1", "item_id": "g1", "rating": 5, "text": "fine", "ts": 1790000000},
+    ])
+    pipeline.run_stage("ingest", run(2))
+    now = lake.versions([C.EVENTS, C.REVIEWS])
+
+    def limited(rows, enabled=True):
+        return settings.model_copy(update={"small_batch": SmallBatchSettings(enabled=enabled, max_new_rows=rows)})
+
+    assert few_new_rows(lake, limited(5), since, now)          # 4 events + 1 review
+    assert not few_new_rows(lake, limited(4), since, now)
+    assert not few_new_rows(lake, limited(5, enabled=False), since, now)
+    assert not few_new_rows(lake, limited(5), {**since, C.REVIEWS: None}, now)  # no previous run: Spark

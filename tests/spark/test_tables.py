@@ -237,3 +237,43 @@ def test_kept_scratch_is_written_once_per_key_and_again_when_half_written(spark,
     assert lake.kept_scratch("matrix", "versions-1", write) == (uri, True) and len(writes) == 2
     other, wrote = lake.kept_scratch("matrix", "versions-2", write)
     assert other != uri and wrote and not Path(uri.removeprefix("file://")).exists()
+
+
+def test_an_arrow_table_merges_like_a_dataframe_and_its_driver_reads_match_spark(spark, lake):
+    """The small-batch forms: Arrow rows written by the driver, changes and lookups read there."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    for user in range(4):
+        lake.append(C.RECOMMENDATIONS, recs(spark, [user]).coalesce(1))
+    since = lake.version(C.RECOMMENDATIONS)
+    # Keys longer than 32 characters have no min/max statistics in the Delta log.
+    long_user = "u" * 40
+    update = recs(spark, [1, 9], items_per_user=2, tag="b").toArrow()
+    update = pa.concat_tables([update, pa.Table.from_pylist(
+        [{"user_id": long_user, "rank": 1, "item_id": "x", "score": 0.5, "reason": "r", "run_id": "run-b", "generated_at": NOW}],
+        schema=update.schema,
+    )])
+    arrow_result = lake.merge(C.RECOMMENDATIONS, update, on=[C.COL_USER_ID])
+    assert arrow_result.files_removed == 1 and arrow_result.source_rows == 5
+    by_user = {}
+    for row in lake.read(C.RECOMMENDATIONS).collect():
+        by_user.setdefault(row.user_id, []).append(row.item_id)
+    assert sorted(by_user["u1"]) == ["b1-1", "b1-2"] and sorted(by_user["u0"]) == ["a0-1", "a0-2", "a0-3"]
+    assert by_user[long_user] == ["x"]
+
+    now = lake.version(C.RECOMMENDATIONS)
+    columns = [C.COL_USER_ID, C.COL_RANK, C.COL_ITEM_ID]
+    on_driver = sorted(tuple(r.values()) for r in lake.change_rows(C.RECOMMENDATIONS, since, now, columns).to_pylist())
+    by_spark = sorted(tuple(r) for r in lake.changes(C.RECOMMENDATIONS, since, now).select(*columns).collect())
+    assert on_driver == by_spark and len(on_driver) == 5  # rows a merge only copied are not changes
+    assert lake.added_rows(C.RECOMMENDATIONS, since, now) == 5  # from the Delta log's statistics
+    found = lake.read_arrow(C.RECOMMENDATIONS, [C.COL_ITEM_ID], ds.field(C.COL_USER_ID).isin([long_user, "u0"]))
+    assert sorted(found.column(C.COL_ITEM_ID).to_pylist()) == ["a0-1", "a0-2", "a0-3", "x"]
+
+
+def test_an_arrow_table_missing_a_required_column_is_named(lake):
+    import pyarrow as pa
+
+    with pytest.raises(ValueError, match="item_id"):
+        lake.append(C.RECOMMENDATIONS, pa.table({"user_id": ["u1"], "rank": [1]}))
