@@ -381,8 +381,10 @@ class SmallBatchSettings(_Section):
 
     A Spark job costs about 0.1 s on a small machine however few rows it touches, and a
     near-line refresh of a few thousand events is dozens of them. Within these limits a
-    stage runs the same per-row functions (landing-file parsing, ...) on the driver and
-    commits through the same transactions; beyond them, it runs on Spark.
+    stage reads what the batch touches with filtered delta-rs/pyarrow reads, runs the same
+    per-row functions (landing-file parsing, the per-user interest fold, topics, scoring)
+    on the driver and commits through the same transactions; beyond them, or with the
+    delta-spark backend, it runs on Spark.
     """
 
     enabled: bool = True

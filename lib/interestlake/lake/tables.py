@@ -162,17 +162,21 @@ class LakeTables(ABC):
             rows = rows.filter(pc.invert(pc.is_in(_key_of(rows, identity), value_set=copied)))
         return rows.select(columns)
 
-    def added_rows(self, table: str, since: int, until: int) -> int:
-        """How many rows the files added between two versions hold (their Delta statistics)."""
+    def added_rows(self, table: str, since: int, until: int) -> int | None:
+        """How many rows the files added between two versions hold (their Delta statistics).
+
+        None when a file added in between has no row count in the log (written without statistics).
+        """
         if since == until:
             return 0
 
-        def records(version: int) -> dict[str, int]:
+        def records(version: int) -> dict[str, int | None]:
             actions = pa.table(self._delta_rs_table(table, version).get_add_actions(flatten=True))
             return dict(zip(actions.column("path").to_pylist(), actions.column("num_records").to_pylist()))
 
         before, after = records(since), records(until)
-        return sum(count or 0 for path, count in after.items() if path not in before)
+        added = [count for path, count in after.items() if path not in before]
+        return None if any(count is None for count in added) else sum(added)
 
     def _changed_files(self, table: str, since: int, until: int) -> tuple[list[str], list[str]]:
         """URIs of the files added and removed between two versions."""

@@ -278,7 +278,7 @@ def _ingest_files(
     counts = report.counts
     counts[f"{kind}_files"] += len(files)
     on_driver = (
-        small_batch is not None and small_batch.enabled and kind != C.ITEMS
+        small_batch is not None and small_batch.enabled and kind != C.ITEMS and lake.lake.backend == "delta-rs"
         and sum(f.size for f in files) <= small_batch.max_landing_mb * 2**20
     )
     parsed = _DriverBatch(lake, kind, files, pseudonym) if on_driver else _SparkBatch(spark, lake, kind, files, pseudonym)

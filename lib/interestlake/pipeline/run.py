@@ -135,15 +135,19 @@ def derived_inputs(lake, report: StageReport, output: str, inputs: Iterable[str]
 def few_new_rows(lake, settings, since: dict[str, int | None], now: dict[str, int]) -> bool:
     """True when ``small_batch`` is on and few enough events and reviews were written since ``since``.
 
-    A stage then gathers what changed on the driver instead of in Spark jobs.
+    A stage then gathers what changed on the driver instead of in Spark jobs. Only with the
+    delta-rs backend: the driver reads table files as Parquet, which would not apply the
+    deletion vectors a delta-spark writer may add. Rows are counted from the Delta log's
+    statistics; files without a row count make the batch go to Spark.
     """
     from interestlake import constants as C
 
     conf = settings.small_batch
     tables = (C.EVENTS, C.REVIEWS)
-    if not conf.enabled or any(since.get(table) is None for table in tables):
+    if not conf.enabled or settings.lake.backend != "delta-rs" or any(since.get(table) is None for table in tables):
         return False
-    return sum(lake.added_rows(table, since[table], now[table]) for table in tables) <= conf.max_new_rows
+    counts = [lake.added_rows(table, since[table], now[table]) for table in tables]
+    return None not in counts and sum(counts) <= conf.max_new_rows
 
 
 def params_digest(params: dict[str, Any]) -> str:
