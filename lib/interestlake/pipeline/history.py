@@ -46,7 +46,7 @@ def _clean(column: str) -> Column:
     return F.when(F.length(trimmed) > 0, trimmed)
 
 
-def clean_text(text: str | None) -> str | None:
+def _clean_text(text: str | None) -> str | None:
     """``_clean`` of one text on the driver: Spark's ``trim`` strips spaces (U+0020) only."""
     trimmed = text.strip(" ") if text is not None else None
     return trimmed or None
@@ -59,17 +59,35 @@ def text_digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def query_texts_on_driver(events: pa.Table) -> list[tuple]:
+    """``query_texts`` on the driver: (user_id, ts, text) of search events with text.
+
+    ``events`` needs user_id, ts, event_type and text.
+    """
+    rows = zip(*(events.column(n).to_pylist() for n in (C.COL_USER_ID, C.COL_TS, C.COL_EVENT_TYPE, C.COL_TEXT)))
+    queries = ((user, ts, _clean_text(text)) for user, ts, kind, text in rows if kind == C.EVENT_SEARCH)
+    return [query for query in queries if query[2]]
+
+
+def review_texts_on_driver(reviews: pa.Table) -> list[tuple]:
+    """``review_texts`` on the driver: (user_id, item_id, ts, text) of reviews with text.
+
+    ``reviews`` needs user_id, item_id, ts and text.
+    """
+    rows = zip(*(reviews.column(n).to_pylist() for n in (C.COL_USER_ID, C.COL_ITEM_ID, C.COL_TS, C.COL_TEXT)))
+    written = ((user, item, ts, _clean_text(text)) for user, item, ts, text in rows)
+    return [review for review in written if review[3]]
+
+
 def new_texts_on_driver(lake: LakeTables, now: Mapping[str, int], since: Mapping[str, int]) -> dict[str, str]:
     """``texts_to_encode`` without the catalog, computed on the driver: text_hash -> text.
 
     For a small batch: only the review and event rows written after ``since`` are read.
     """
-    reviews = lake.change_rows(C.REVIEWS, since[C.REVIEWS], now[C.REVIEWS], [C.COL_TEXT])
-    events = lake.change_rows(C.EVENTS, since[C.EVENTS], now[C.EVENTS], [C.COL_EVENT_TYPE, C.COL_TEXT])
-    queries = [text for kind, text in zip(events.column(C.COL_EVENT_TYPE).to_pylist(), events.column(C.COL_TEXT).to_pylist())
-               if kind == C.EVENT_SEARCH]
-    cleaned = (clean_text(text) for text in [*reviews.column(C.COL_TEXT).to_pylist(), *queries])
-    return {text_digest(text): text for text in cleaned if text}
+    reviews = lake.change_rows(C.REVIEWS, since[C.REVIEWS], now[C.REVIEWS], [C.COL_USER_ID, C.COL_ITEM_ID, C.COL_TS, C.COL_TEXT])
+    events = lake.change_rows(C.EVENTS, since[C.EVENTS], now[C.EVENTS], [C.COL_USER_ID, C.COL_TS, C.COL_EVENT_TYPE, C.COL_TEXT])
+    texts = [text for *_, text in review_texts_on_driver(reviews)] + [text for *_, text in query_texts_on_driver(events)]
+    return {text_digest(text): text for text in texts}
 
 
 def history_refs_on_driver(lake: LakeTables, versions: Mapping[str, int], events: pa.Table, reviews: pa.Table) -> pa.Table:
@@ -77,19 +95,12 @@ def history_refs_on_driver(lake: LakeTables, versions: Mapping[str, int], events
 
     ``events`` and ``reviews`` need user_id, ts, item_id, text (and event_type).
     """
-    refs: list[tuple] = []
-    event_rows = zip(*(events.column(n).to_pylist() for n in (C.COL_USER_ID, C.COL_TS, C.COL_EVENT_TYPE, C.COL_ITEM_ID, C.COL_TEXT)))
-    for user, ts, kind, item, text in event_rows:
-        if item is not None:
-            refs.append((user, ts, kind, item, None, None))
-        query = clean_text(text) if kind == C.EVENT_SEARCH else None
-        if query:
-            refs.append((user, ts, C.EVENT_SEARCH, None, text_digest(query), query))
-    for user, ts, item, text in zip(*(reviews.column(n).to_pylist() for n in (C.COL_USER_ID, C.COL_TS, C.COL_ITEM_ID, C.COL_TEXT))):
-        refs.append((user, ts, C.EVENT_REVIEW, item, None, None))
-        written = clean_text(text)
-        if written:
-            refs.append((user, ts, C.EVENT_REVIEW, item, text_digest(written), None))
+    event_rows = zip(*(events.column(n).to_pylist() for n in (C.COL_USER_ID, C.COL_TS, C.COL_EVENT_TYPE, C.COL_ITEM_ID)))
+    refs = [(user, ts, kind, item, None, None) for user, ts, kind, item in event_rows if item is not None]
+    refs += [(user, ts, C.EVENT_SEARCH, None, text_digest(text), text) for user, ts, text in query_texts_on_driver(events)]
+    review_rows = zip(*(reviews.column(n).to_pylist() for n in (C.COL_USER_ID, C.COL_TS, C.COL_ITEM_ID)))
+    refs += [(user, ts, C.EVENT_REVIEW, item, None, None) for user, ts, item in review_rows]
+    refs += [(user, ts, C.EVENT_REVIEW, item, text_digest(text), None) for user, item, ts, text in review_texts_on_driver(reviews)]
     items = sorted({ref[3] for ref in refs if ref[3] is not None})
     titles = lake.read_arrow(C.ITEMS, [C.COL_ITEM_ID, C.COL_TITLE], ds.field(C.COL_ITEM_ID).isin(_strings(items)), versions[C.ITEMS])
     title = dict(zip(titles.column(C.COL_ITEM_ID).to_pylist(), titles.column(C.COL_TITLE).to_pylist()))

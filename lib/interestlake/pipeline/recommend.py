@@ -205,7 +205,8 @@ def _user_side_on_driver(lake: LakeTables, settings: Settings, now: dict, users:
     # reason_history: resolved recent entries by recency; a listed item's vector is looked up by the scorer.
     recent = resolve_vectors_on_driver(lake, settings.encoder.version, now, stored_refs_on_driver(users))
     recent = recent.take(pc.sort_indices(recent, [("recency", "ascending")]))
-    listed = lake.read_arrow(C.ITEMS, [C.COL_ITEM_ID], ds.field(C.COL_ITEM_ID).isin(pc.unique(pc.drop_null(recent.column(C.COL_ITEM_ID).combine_chunks()))), now[C.ITEMS])
+    recent_items = pc.unique(pc.drop_null(recent.column(C.COL_ITEM_ID).combine_chunks()))
+    listed = lake.read_arrow(C.ITEMS, [C.COL_ITEM_ID], ds.field(C.COL_ITEM_ID).isin(recent_items), now[C.ITEMS])
     shipped = pc.or_(pc.is_valid(recent.column(C.COL_TEXT_HASH)),
                      pc.invert(pc.is_in(recent.column(C.COL_ITEM_ID), value_set=listed.column(C.COL_ITEM_ID).combine_chunks())))
     embedding = recent.column(C.COL_EMBEDDING).combine_chunks()

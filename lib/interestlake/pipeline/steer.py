@@ -154,7 +154,7 @@ def user_evidence_on_driver(
     """
     from datetime import timedelta
 
-    from interestlake.pipeline.history import clean_text, lists_per_user, text_digest
+    from interestlake.pipeline.history import lists_per_user, query_texts_on_driver, text_digest
 
     conf = settings.steer
     ids = users.column(C.COL_USER_ID).to_pylist()
@@ -166,9 +166,8 @@ def user_evidence_on_driver(
         oldest = {user: ts - timedelta(seconds=int(conf.needs.max_age_days * 86400))
                   for user, ts in zip(ids, ref_ts) if ts is not None}
         fresh: dict[str, list[tuple]] = {}
-        for user, ts, kind, _, text, _ in event_rows:
-            query = clean_text(text) if kind == C.EVENT_SEARCH else None
-            if query and user in oldest and ts >= oldest[user]:
+        for user, ts, query in query_texts_on_driver(events):
+            if user in oldest and ts >= oldest[user]:
                 fresh.setdefault(user, []).append((ts, query))
         # row_number() over (ts desc, text asc) <= max_queries, then only queries with a vector.
         chosen = [(user, ts, query) for user, queries in fresh.items()

@@ -20,7 +20,7 @@ from interestlake import constants as C
 from interestlake.lake.schemas import arrow_schema, table_spec
 from interestlake.lake.tables import CommitResult, LakeTables
 from interestlake.pipeline.frames import map_in_arrow, with_values
-from interestlake.pipeline.history import clean_text, query_texts, review_texts
+from interestlake.pipeline.history import query_texts, query_texts_on_driver, review_texts, review_texts_on_driver
 from interestlake.pipeline.run import RunContext, few_new_rows, params_digest
 from interestlake.settings import Settings, SteerTopicsSettings
 
@@ -106,27 +106,16 @@ def topic_rows(texts: DataFrame, conf: SteerTopicsSettings) -> DataFrame:
 
 def _writers_on_driver(lake: LakeTables, since: dict, now: dict) -> list[str]:
     """Users with a review text or search query among the rows written since ``since`` (a small batch)."""
-    events = lake.change_rows(C.EVENTS, since[C.EVENTS], now[C.EVENTS], [C.COL_USER_ID, C.COL_EVENT_TYPE, C.COL_TEXT])
-    reviews = lake.change_rows(C.REVIEWS, since[C.REVIEWS], now[C.REVIEWS], [C.COL_USER_ID, C.COL_TEXT])
+    events = lake.change_rows(C.EVENTS, since[C.EVENTS], now[C.EVENTS], [C.COL_USER_ID, C.COL_TS, C.COL_EVENT_TYPE, C.COL_TEXT])
+    reviews = lake.change_rows(C.REVIEWS, since[C.REVIEWS], now[C.REVIEWS], [C.COL_USER_ID, C.COL_ITEM_ID, C.COL_TS, C.COL_TEXT])
     return sorted({user for user, _, _, _ in _written_on_driver(events, reviews)})
 
 
 def _written_on_driver(events: pa.Table, reviews: pa.Table) -> list[tuple]:
-    """``written_texts`` on the driver: (user_id, ts or None, text, query)."""
-    def column(table: pa.Table, name: str) -> list:
-        return table.column(name).to_pylist() if name in table.column_names else [None] * table.num_rows
-
-    written = [
-        (user, ts, clean_text(text), False)
-        for user, ts, text in zip(column(reviews, C.COL_USER_ID), column(reviews, C.COL_TS), column(reviews, C.COL_TEXT))
+    """``written_texts`` on the driver: (user_id, ts, text, query)."""
+    return [(user, ts, text, False) for user, _, ts, text in review_texts_on_driver(reviews)] + [
+        (user, ts, text, True) for user, ts, text in query_texts_on_driver(events)
     ]
-    written += [
-        (user, ts, clean_text(text), True)
-        for user, ts, kind, text in zip(column(events, C.COL_USER_ID), column(events, C.COL_TS),
-                                        column(events, C.COL_EVENT_TYPE), column(events, C.COL_TEXT))
-        if kind == C.EVENT_SEARCH
-    ]
-    return [entry for entry in written if entry[2]]
 
 
 def _topic_rows_on_driver(lake: LakeTables, now: dict, users: list[str], conf: SteerTopicsSettings) -> pa.Table:
@@ -136,7 +125,7 @@ def _topic_rows_on_driver(lake: LakeTables, now: dict, users: list[str], conf: S
     wanted = ds.field(C.COL_USER_ID).isin(pa.array(users, pa.string()))
     events = lake.read_arrow(C.EVENTS, [C.COL_USER_ID, C.COL_TS, C.COL_EVENT_TYPE, C.COL_TEXT],
                              wanted & (ds.field(C.COL_EVENT_TYPE) == C.EVENT_SEARCH), now[C.EVENTS])
-    reviews = lake.read_arrow(C.REVIEWS, [C.COL_USER_ID, C.COL_TS, C.COL_TEXT], wanted, now[C.REVIEWS])
+    reviews = lake.read_arrow(C.REVIEWS, [C.COL_USER_ID, C.COL_ITEM_ID, C.COL_TS, C.COL_TEXT], wanted, now[C.REVIEWS])
     per_user: dict[str, list[tuple]] = {}
     for user, ts, text, query in _written_on_driver(events, reviews):
         per_user.setdefault(user, []).append((ts, text, query))
