@@ -74,7 +74,17 @@ def test_new_events_refresh_only_their_users_and_match_full_recompute(pipeline, 
         {"review_id": "new-r2", "user_id": "u-0003", "item_id": items[4], "rating": 2, "text": "", "ts": "2026-11-04T09:30:00Z"},
     ]
     (landing / "reviews" / "reviews-9001.jsonl").write_text("\n".join(json.dumps(r) for r in reviews) + "\n")
-    reports = {r.stage: r for r in pipeline.refresh(run(2))}
+    reports, jobs = {}, {}
+    tracker = pipeline.spark.sparkContext
+    for stage in ("ingest", "encode", "interests", "recommend"):
+        tracker.setJobGroup(f"{stage}-{on_driver}", stage)
+        reports[stage] = pipeline.run_stage(stage, run(2))
+        jobs[stage] = len(tracker.statusTracker().getJobIdsForGroup(f"{stage}-{on_driver}"))
+    # The path taken: a small batch's interests and recommend stages start no Spark job at all.
+    if on_driver:
+        assert jobs["interests"] == 0 and jobs["recommend"] == 0, jobs
+    else:
+        assert jobs["interests"] > 0 and jobs["recommend"] > 0, jobs
 
     assert reports["ingest"].counts["events_files"] == 1  # only the new files are read
     assert reports["ingest"].counts["reviews_files"] == 1

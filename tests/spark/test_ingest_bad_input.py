@@ -39,11 +39,21 @@ def quarantined(lake):
 
 
 @pytest.mark.parametrize("on_driver", [True, False], ids=["small-batch-on-driver", "spark-jobs"])
-def test_every_case_lands_once_or_is_quarantined_with_its_reason(pipeline, lake, landing, caplog, on_driver):
+def test_every_case_lands_once_or_is_quarantined_with_its_reason(pipeline, lake, landing, caplog, monkeypatch, on_driver):
     from interestlake.settings import SmallBatchSettings
+
+    import interestlake.pipeline.ingest as ingest_module
 
     # Both ways of ingesting a batch must land and quarantine exactly the same rows.
     pipeline.settings = pipeline.settings.model_copy(update={"small_batch": SmallBatchSettings(enabled=on_driver)})
+    parsed_by_spark = []
+    spark_parse = ingest_module.parse_landing
+
+    def recording_parse(spark, kind, files, pseudonym=None):
+        parsed_by_spark.append(kind)
+        return spark_parse(spark, kind, files, pseudonym)
+
+    monkeypatch.setattr(ingest_module, "parse_landing", recording_parse)
     future = (datetime.now(timezone.utc) + timedelta(days=3)).isoformat()
     write_jsonl(landing / "items" / "catalog.jsonl", [
         *ITEMS,
@@ -98,6 +108,8 @@ def test_every_case_lands_once_or_is_quarantined_with_its_reason(pipeline, lake,
 
     caplog.set_level(logging.INFO)
     report = pipeline.run_stage("ingest", run(1))
+    # The catalog always lands through Spark; events and reviews only without the small-batch path.
+    assert sorted(set(parsed_by_spark)) == (["items"] if on_driver else ["events", "items", "reviews"])
 
     events = {r.event_id: r for r in lake.read(C.EVENTS).collect()}
     assert sorted(events) == sorted(["e1", "e2", "e-ctl", "e-long", "e-html", "e-intl", "e-ghost", "e-secret"])

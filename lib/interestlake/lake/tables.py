@@ -1,8 +1,9 @@
 """The Delta Lake table layer: one interface, two backends.
 
 Writes follow one rule whatever the backend: Spark executors write the data
-files (or, for the few rows of a small batch handed over as an Arrow table, the
-driver does; see ``SmallBatchSettings``), and the driver commits all files of one write as ONE Delta transaction,
+files (for the few rows of a small batch, handed over as an Arrow table, the
+driver does; see ``SmallBatchSettings``), and the driver commits all files of
+one write as ONE Delta transaction,
 tagged with an application transaction id (``Txn``) so that a retried run never
 commits twice. Reads return a Spark DataFrame over one table version's file
 list, so a reader sees either the old or the new version of a table, never a mix.
@@ -641,12 +642,12 @@ class DeltaRsTables(LakeTables):
         copy = _copy_without_keys(list(on), staged.paths, target)
         try:
             if local:
-                batch = pa.RecordBatch.from_pydict(dict(zip(("uri", "path", "size"), map(list, zip(*listed)))))
-                touched = [row for out in copy(iter([batch])) for row in zip(*(out.column(n).to_pylist() for n in ("path", "size")))]
+                files = pa.RecordBatch.from_pylist([dict(zip(("uri", "path", "size"), row)) for row in listed])
+                touched = [(row["path"], row["size"]) for out in copy(iter([files])) for row in out.to_pylist()]
             else:
                 files = self.spark.createDataFrame(listed, "uri string, path string, size long")
                 tasks = max(1, min(len(actions), self.spark.sparkContext.defaultParallelism * 4))
-                touched = files.repartition(tasks).mapInArrow(copy, "path string, size long").collect()
+                touched = [(row.path, row.size) for row in files.repartition(tasks).mapInArrow(copy, "path string, size long").collect()]
             rewritten = _StagedFiles.collect(spec, target, relative_dir)
         except Exception:
             _StagedFiles([target], [], 0, []).discard()
@@ -654,10 +655,10 @@ class DeltaRsTables(LakeTables):
         if not touched:
             rewritten.discard()
             return None, []
-        return rewritten, [(path, size) for path, size in touched]
+        return rewritten, touched
 
     def _stage_files(self, spec: TableSpec, df: DataFrame | pa.Table) -> _StagedFiles:
-        """Executors write Parquet under the table root (the driver, for an Arrow table); the driver reads only the footers."""
+        """Executors (the driver, for an Arrow table) write Parquet under the table root; the driver reads the footers."""
         relative_dir = _staging_dir()
         target = f"{self.uri(spec.name).rstrip('/')}/{relative_dir}"
         if isinstance(df, pa.Table):

@@ -396,10 +396,9 @@ class _DriverBatch:
         return self.parsed.filter(pc.is_null(self.parsed.column("reason"))).drop_columns(_PARSE_ONLY)
 
     def unknown_items(self) -> int:
-        items = pc.drop_null(self.accepted().column(C.COL_ITEM_ID)).unique()
-        listed = self.lake.read_arrow(C.ITEMS, [C.COL_ITEM_ID], pc.field(C.COL_ITEM_ID).isin(items))
-        return int(pc.sum(pc.invert(pc.is_in(pc.drop_null(self.accepted().column(C.COL_ITEM_ID)),
-                                             value_set=listed.column(C.COL_ITEM_ID).combine_chunks()))).as_py() or 0)
+        items = pc.drop_null(self.accepted().column(C.COL_ITEM_ID)).combine_chunks()
+        listed = self.lake.read_arrow(C.ITEMS, [C.COL_ITEM_ID], pc.field(C.COL_ITEM_ID).isin(items.unique()))
+        return int(pc.sum(pc.invert(pc.is_in(items, value_set=listed.column(C.COL_ITEM_ID).combine_chunks()))).as_py() or 0)
 
     def new_rows(self) -> pa.Table:
         (key,) = table_spec(self.kind).keys

@@ -31,9 +31,9 @@ from pyspark.sql import types as T
 from interestlake import constants as C
 from interestlake.lake.schemas import HISTORY_REF
 from interestlake.lake.tables import LakeTables
-from interestlake.pipeline.frames import map_in_arrow, with_values
 from interestlake.models.interest import DecayedStats, InterestParams, combine, decayed_stats, fold
 from interestlake.models.interest_model import InterestModel, load_model
+from interestlake.pipeline.frames import map_in_arrow, with_values
 from interestlake.pipeline.history import (
     REF_COLUMNS, entry_order, history_refs, history_refs_on_driver, resolve_vectors, resolve_vectors_on_driver,
     stored_refs, stored_refs_on_driver, user_history,
@@ -126,8 +126,13 @@ def interests(
         # Entries and state rows (no `kind`) together, each user's rows consecutive:
         # one pass per partition instead of a pandas frame per user (Spark's grouped
         # map costs milliseconds per group before any arithmetic).
-        grouped = entries.unionByName(state, allowMissingColumns=True).repartition(C.COL_USER_ID).sortWithinPartitions(C.COL_USER_ID)
-        rows = map_in_arrow(grouped, _user_vectors(params, spark.sparkContext.broadcast(model) if model else None), _RESULT_SCHEMA)
+        grouped = (
+            entries.unionByName(state, allowMissingColumns=True)
+            .repartition(C.COL_USER_ID)
+            .sortWithinPartitions(C.COL_USER_ID)
+        )
+        shared = spark.sparkContext.broadcast(model) if model else None
+        rows = map_in_arrow(grouped, _user_vectors(params, shared), _RESULT_SCHEMA)
     rows = with_values(rows, stamp)
     metadata = {
         "stage": STAGE, "run_id": run.run_id, "inputs": inputs.fingerprint,

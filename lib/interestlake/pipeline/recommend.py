@@ -194,13 +194,13 @@ def _user_side_on_driver(lake: LakeTables, settings: Settings, now: dict, users:
     columns = {C.COL_USER_ID: users.column(C.COL_USER_ID), "interest": users.column("interest")}
     # excluded_items: distinct (user, item) of the excluded event types and of reviews.
     excluded_types = set(settings.recommend.exclude_event_types)
-    pairs = {
+    pairs = sorted({
         (user, item)
         for user, kind, item in zip(*(events.column(n).to_pylist() for n in (C.COL_USER_ID, C.COL_EVENT_TYPE, C.COL_ITEM_ID)))
         if kind in excluded_types and item is not None
-    } | {(user, item) for user, item in zip(*(reviews.column(n).to_pylist() for n in (C.COL_USER_ID, C.COL_ITEM_ID)))}
-    pairs_table = pa.table({C.COL_USER_ID: pa.array([u for u, _ in sorted(pairs)], pa.string()),
-                            "excluded": pa.array([i for _, i in sorted(pairs)], pa.string())})
+    } | {(user, item) for user, item in zip(*(reviews.column(n).to_pylist() for n in (C.COL_USER_ID, C.COL_ITEM_ID)))})
+    pairs_table = pa.table({C.COL_USER_ID: pa.array([u for u, _ in pairs], pa.string()),
+                            "excluded": pa.array([i for _, i in pairs], pa.string())})
     columns.update(lists_per_user(ids, pairs_table, ["excluded"]))
     # reason_history: resolved recent entries by recency; a listed item's vector is looked up by the scorer.
     recent = resolve_vectors_on_driver(lake, settings.encoder.version, now, stored_refs_on_driver(users))

@@ -210,9 +210,9 @@ def user_evidence_on_driver(
     if conf.topics.enabled:
         topics = lake.read_arrow(C.USER_TOPICS, [C.COL_USER_ID, C.COL_WEIGHT, C.COL_TOPIC],
                                  ds.field(C.COL_USER_ID).isin(pa.array(ids, pa.string())))
-        order = sorted(range(topics.num_rows), key=lambda i: (-topics.column(C.COL_WEIGHT)[i].as_py(),
-                                                              topics.column(C.COL_TOPIC)[i].as_py()))
-        topics = topics.take(pa.array(order, pa.int64())).rename_columns([C.COL_USER_ID, C.COL_WEIGHT, "topics"])
+        # sort_array(struct(-weight, topic)): heaviest first, then by name.
+        topics = topics.sort_by([(C.COL_WEIGHT, "descending"), (C.COL_TOPIC, "ascending")])
+        topics = topics.rename_columns([C.COL_USER_ID, C.COL_WEIGHT, "topics"])
         evidence.update(lists_per_user(ids, topics, ["topics"]))
     return evidence
 
