@@ -99,45 +99,20 @@ class LakeSnapshot:
             connection.execute("SET enable_external_access = false")
             connection.execute("SET TimeZone = 'UTC'")
             for name in self.available:
-                self._register(connection, name)
+                register(connection, name, self.table(name))
             self._connection = connection
         return self._connection
 
-    def _register(self, connection, name: str) -> None:
-        from interestlake.datasets.landing import readable_uri
+    def register_version(self, name: str, version: int, view: str) -> bool:
+        """Registers an older version of a table as the view ``view``; False when the version is gone."""
+        from deltalake import DeltaTable
 
-        table = self.table(name)
-        files = [readable_uri(uri) for uri in table.file_uris()]
-        fields = json.loads(table.schema().to_json())["fields"]
-        view = f"CREATE VIEW {_identifier(name)} AS SELECT "
-        if _needs_delta_reader(table) or any("://" in path for path in files):
-            connection.register(name, self._arrow(table, files))
-        elif not files:
-            typed = (f"CAST(NULL AS {_duckdb_type(field['type'])}) AS {_identifier(field['name'])}" for field in fields)
-            connection.execute(view + ", ".join(typed) + " WHERE false")
-        else:
-            # DuckDB's own Parquet reader over the snapshot's file list: it prunes row groups
-            # by their statistics and needs neither pyarrow nor pandas (start-up time).
-            columns = ", ".join(_identifier(field["name"]) for field in fields)
-            paths = ", ".join(_literal(path) for path in files)
-            connection.execute(view + f"{columns} FROM read_parquet([{paths}], union_by_name = true)")
-
-    @staticmethod
-    def _arrow(table, files: list[str]):
-        """An object store's files, or a snapshot that plain Parquet reads would get wrong, as Arrow."""
-        import pyarrow as pa
-        import pyarrow.dataset as ds
-        import pyarrow.fs as pafs
-
-        if _needs_delta_reader(table):
-            # Deletion vectors or column mapping (options of a delta-spark writer): delta-rs's
-            # own engine applies them.
-            return pa.table(table.scan())
-        # Over the file list, not delta-rs's to_pyarrow_dataset(): that one turns a column
-        # without min/max statistics (user ids, texts) into a filter that matches nothing.
-        filesystem = pafs.FileSystem.from_uri(files[0])[0]
-        paths = [pafs.FileSystem.from_uri(uri)[1] for uri in files]
-        return ds.dataset(paths, schema=pa.schema(table.schema().to_arrow()), format="parquet", filesystem=filesystem)
+        try:
+            table = DeltaTable(self.lake.table_uri(name), version=version, storage_options=self.lake.storage_options or None)
+        except Exception:  # delta-rs has several errors for a version cleaned up from the log
+            return False
+        register(self.connection(), view, table)
+        return True
 
     def query(self, sql: str, limit: int | None = None) -> QueryResult:
         """Runs one SQL statement with DuckDB over the lake tables it names.
@@ -208,6 +183,43 @@ def _spark_query(settings: Settings, sql: str, limit: int, master: str | None) -
             raise QueryError(_first_line(str(exc))) from None
     rows = [{column: _plain(row[column]) for column in columns} for row in fetched[:limit]]
     return QueryResult(columns, rows, len(fetched) > limit)
+
+
+def register(connection, name: str, table) -> None:
+    """Registers one version of a Delta table (a ``deltalake.DeltaTable``) as the DuckDB view ``name``."""
+    from interestlake.datasets.landing import readable_uri
+
+    files = [readable_uri(uri) for uri in table.file_uris()]
+    fields = json.loads(table.schema().to_json())["fields"]
+    view = f"CREATE VIEW {_identifier(name)} AS SELECT "
+    if _needs_delta_reader(table) or any("://" in path for path in files):
+        connection.register(name, _arrow(table, files))
+    elif not files:
+        typed = (f"CAST(NULL AS {_duckdb_type(field['type'])}) AS {_identifier(field['name'])}" for field in fields)
+        connection.execute(view + ", ".join(typed) + " WHERE false")
+    else:
+        # DuckDB's own Parquet reader over the snapshot's file list: it prunes row groups
+        # by their statistics and needs neither pyarrow nor pandas (start-up time).
+        columns = ", ".join(_identifier(field["name"]) for field in fields)
+        paths = ", ".join(_literal(path) for path in files)
+        connection.execute(view + f"{columns} FROM read_parquet([{paths}], union_by_name = true)")
+
+
+def _arrow(table, files: list[str]):
+    """An object store's files, or a snapshot that plain Parquet reads would get wrong, as Arrow."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    import pyarrow.fs as pafs
+
+    if _needs_delta_reader(table):
+        # Deletion vectors or column mapping (options of a delta-spark writer): delta-rs's
+        # own engine applies them.
+        return pa.table(table.scan())
+    # Over the file list, not delta-rs's to_pyarrow_dataset(): that one turns a column
+    # without min/max statistics (user ids, texts) into a filter that matches nothing.
+    filesystem = pafs.FileSystem.from_uri(files[0])[0]
+    paths = [pafs.FileSystem.from_uri(uri)[1] for uri in files]
+    return ds.dataset(paths, schema=pa.schema(table.schema().to_arrow()), format="parquet", filesystem=filesystem)
 
 
 def _needs_delta_reader(table) -> bool:
