@@ -181,7 +181,8 @@ def _spark_query(settings: Settings, sql: str, limit: int, master: str | None) -
                 name = (exc.getMessageParameters() or {}).get("relationName", "?").replace("`", "")
                 raise QueryError(unknown_table_message(name, names)) from None
             raise QueryError(_first_line(str(exc))) from None
-    rows = [{column: _plain(row[column]) for column in columns} for row in fetched[:limit]]
+    # PySpark gives timestamps as naive datetimes in this process's local time zone.
+    rows = [{column: _plain(row[column], naive_is_local=True) for column in columns} for row in fetched[:limit]]
     return QueryResult(columns, rows, len(fetched) > limit)
 
 
@@ -260,12 +261,13 @@ def _first_line(message: str) -> str:
     return next((line.strip() for line in message.splitlines() if line.strip()), message.strip() or "query failed")
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: Any, naive_is_local: bool = False) -> Any:
     """Engine values as the CLI prints them: timestamps as naive UTC, nested values recursively."""
-    if isinstance(value, datetime) and value.tzinfo is not None:
+    if isinstance(value, datetime) and (value.tzinfo is not None or naive_is_local):
+        # astimezone() reads a naive datetime as local time.
         return value.astimezone(timezone.utc).replace(tzinfo=None)
     if isinstance(value, list):
-        return [_plain(v) for v in value]
+        return [_plain(v, naive_is_local) for v in value]
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: _plain(v, naive_is_local) for k, v in value.items()}
     return value
