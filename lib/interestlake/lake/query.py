@@ -115,7 +115,7 @@ class LakeSnapshot:
         return True
 
     def query(self, sql: str, limit: int | None = None) -> QueryResult:
-        """Runs one SQL statement with DuckDB over the lake tables it names.
+        """Runs one SQL statement with DuckDB over the lake's tables.
 
         Args:
             sql: The statement (DuckDB's SQL dialect).
@@ -123,7 +123,7 @@ class LakeSnapshot:
 
         Raises:
             QueryError: The statement cannot run as written; the message is one line.
-            LakeError: A table's files cannot be read (the lake, not the query, is the problem).
+            LakeReadError: A table's files cannot be read (the lake, not the query, is the problem).
         """
         import duckdb
 
