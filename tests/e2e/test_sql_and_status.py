@@ -165,21 +165,6 @@ def test_an_empty_lake_has_typed_empty_tables_and_says_which_exist(spark, demo, 
     assert json.loads(_cli(capsys, empty, "sql", "--json", "SELECT count(*) AS n FROM events")[1]) == [{"n": 0}]
 
 
-def test_the_arrow_path_of_object_stores_reads_the_same_rows(demo):
-    import duckdb
-
-    from interestlake.datasets.landing import readable_uri
-    from interestlake.lake.query import LakeSnapshot, _arrow
-
-    settings, _ = demo
-    table = LakeSnapshot(settings.lake).table(C.RECOMMENDATIONS)
-    db = duckdb.connect()
-    # What tables on s3:// etc. are read through (pyarrow's filesystems); a filter on user_id,
-    # which has no statistics in the Delta log, must still find the user's rows.
-    db.register("recs", _arrow(table, [readable_uri(uri) for uri in table.file_uris()]))
-    assert db.execute(f"SELECT count(*) FROM recs WHERE user_id = '{USER}'").fetchone()[0] == settings.recommend.k
-
-
 # -- status ------------------------------------------------------------------------------
 
 
