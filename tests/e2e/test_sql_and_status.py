@@ -187,7 +187,8 @@ def test_status_of_a_refreshed_lake(demo, capsys):
                                                                    "SELECT ts FROM reviews)")[1])[0]["t"]
     assert fresh["newest_event_landed"] == fresh["newest_event_in_lists"] == newest and fresh["lag_seconds"] == 0
     assert fresh["lists_confirmed_at"] and 0 <= fresh["list_age_seconds"] < 3600
-    assert status["models"] == {"encoder_versions": [settings.encoder.version], "registered": {}}
+    assert status["models"] == {"encoder_versions": [settings.encoder.version], "registered": {},
+                                "interest_model": "none (untrained pooling)"}
     assert status["quarantine"] == [{"run_id": "demo-1", "started_at": stages["ingest"]["started_at"], "reasons": {}}]
     assert status["held_files"] == []
     screen = _cli(capsys, settings, "status")[1]

@@ -10,6 +10,7 @@ run of any stage failed, or when no recommend run has succeeded within
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -79,6 +80,7 @@ class LakeStatus:
         lines.append(f"  encoder versions in user_interests: {', '.join(m.get('encoder_versions') or []) or 'none yet'}")
         registered = ", ".join(f"{name} v{version}" for name, version in (m.get("registered") or {}).items())
         lines.append(f"  registered versions the last recommend run used: {registered or 'none (configured encoder, untrained pooling)'}")
+        lines.append(f"  interest model of the newest user vectors: {m.get('interest_model') or 'not recorded'}")
         lines.append("\nQuarantine by reason, last ingest runs")
         if not self.quarantine:
             lines.append("  no ingest run recorded yet")
@@ -191,7 +193,21 @@ def _models(snapshot, available, last) -> dict[str, Any]:
             snapshot, f"SELECT DISTINCT {C.COL_ENCODER_VERSION} AS v FROM {C.USER_INTERESTS} ORDER BY v")]
     registered = {key[len(_MODEL_KEY):]: version for key, version in ((last or {}).get("read_versions") or {}).items()
                   if key.startswith(_MODEL_KEY)}
-    return {"encoder_versions": encoders, "registered": registered}
+    return {"encoder_versions": encoders, "registered": registered,
+            "interest_model": _interest_model(snapshot) if C.USER_INTERESTS in available else None}
+
+
+def _interest_model(snapshot: LakeSnapshot, search: int = 50) -> str | None:
+    """The interest model the newest user vectors were computed with, as the interests stage
+    recorded it in its commit ("none (untrained pooling)" when it applied none)."""
+    for commit in snapshot.table(C.USER_INTERESTS).history(search):
+        try:
+            meta = json.loads(commit.get("userMetadata") or "{}")
+        except ValueError:
+            continue
+        if isinstance(meta, dict) and meta.get("stage") == "interests" and "model" in meta:
+            return meta["model"] or "none (untrained pooling)"
+    return None
 
 
 def _quarantine(snapshot, available, runs: int) -> list[dict[str, Any]]:
