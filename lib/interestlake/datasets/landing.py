@@ -7,11 +7,14 @@ one quarantine row instead of the run.
 
 from __future__ import annotations
 
+import codecs
 import csv
+import dataclasses
 import gzip
 import io
 import json
 import os
+import re
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -46,6 +49,8 @@ class LandingRecord:
     raw: str | None
     record: Any = None
     rejection: V.Rejection | None = None
+    # What the run's counts should say about the row (see ``CheckedRow.notes``).
+    notes: tuple[str, ...] = ()
 
 
 def list_landing_files(landing_uri: str, kind: str) -> list[LandingFile]:
@@ -143,6 +148,10 @@ class CheckedRow:
     raw: str | None
     record: Any
     result: dict[str, Any] | V.Rejection
+    # Counted per kind in the run's counts (``<kind>_<note>``): ``decoded_<encoding>`` for a row of
+    # a file that was not UTF-8, ``unknown_fields`` and ``unknown_field.<name>`` for fields the kind
+    # does not read. Names only, never values.
+    notes: tuple[str, ...] = ()
 
 
 def check_file(kind: str, path: str, written_at: datetime | None = None) -> tuple[str, list[CheckedRow]]:
@@ -164,13 +173,19 @@ def check_file(kind: str, path: str, written_at: datetime | None = None) -> tupl
     try:
         content = read_file(path)
         rows = [
-            CheckedRow(r.row_no, r.raw, r.record, r.rejection or V.validate_record(kind, r.record, written_at))
+            CheckedRow(r.row_no, r.raw, r.record, r.rejection or V.validate_record(kind, r.record, written_at),
+                       r.notes + _unknown_field_notes(kind, r.record))
             for r in read_records(path, content)
         ]
         return content.content_hash or _sha256_or_placeholder(path), rows
     except Exception as exc:  # noqa: BLE001 - one file must not fail a run, whatever broke
         rejection = V.Rejection(V.UNREADABLE_FILE, f"the file could not be parsed ({type(exc).__name__})")
         return _sha256_or_placeholder(path), [CheckedRow(0, None, None, rejection)]
+
+
+def _unknown_field_notes(kind: str, record: Any) -> tuple[str, ...]:
+    names = V.unknown_fields(kind, record)
+    return ("unknown_fields", *(f"unknown_field.{name}" for name in names)) if names else ()
 
 
 def _sha256_or_placeholder(path: str) -> str:
@@ -243,18 +258,100 @@ def read_records(path: str, content: FileContent | None = None) -> Iterator[Land
     if not data.strip():
         yield LandingRecord(0, None, rejection=V.Rejection(V.EMPTY_FILE, "the file has no rows"))
         return
-    if reader != "parquet" and b"\x00" in data[:_SNIFF_BYTES]:
-        # NUL bytes near the start: a binary file (image, archive, UTF-16 text) under a text name.
-        yield LandingRecord(0, None, rejection=V.Rejection(V.UNKNOWN_FORMAT, f"binary content in a {reader} file"))
-        return
+    notes: tuple[str, ...] = ()
+    if reader != "parquet":
+        data, encoding, rejection = as_utf8(data)
+        notes = (f"decoded_{encoding}",) if encoding else ()
+        if rejection is None and b"\x00" in data[:_SNIFF_BYTES]:
+            # NUL bytes near the start: a binary file (image, archive) under a text name,
+            # or UTF-16/32 text without the byte-order mark that would say so.
+            detail = f"binary content in a {reader} file (or UTF-16/UTF-32 text without a byte-order mark)"
+            rejection = V.Rejection(V.UNKNOWN_FORMAT, detail)
+        if rejection is not None:
+            yield LandingRecord(0, None, rejection=rejection)
+            return
     parse = {"parquet": _parquet_records, "csv": _csv_records, "json": _json_records}[reader]
     empty = True
     for record in parse(data):
         empty = False
-        yield record
+        yield dataclasses.replace(record, notes=notes) if notes else record
     if empty:
         # A header, an empty array or a Parquet file without rows.
         yield LandingRecord(0, None, rejection=V.Rejection(V.EMPTY_FILE, "the file has no rows"))
+
+
+# Byte-order marks, longest first (the UTF-32 LE mark starts with the UTF-16 LE one).
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"),
+)
+# A well-formed multi-byte UTF-8 sequence: a file holding one is UTF-8 with some broken bytes,
+# not text in a one-byte legacy encoding (whose accented letters are single bytes >= 0x80).
+_UTF8_MULTIBYTE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
+LEGACY_ENCODING = "cp1252"
+_HIGH_BYTES = re.compile(rb"[\x80-\xff]+")
+# Windows-1252 punctuation that stands between words: € ‚ „ … ‹ ‘ ’ “ ” • – — ›, no-break space, « ° ».
+_LEGACY_PUNCTUATION = frozenset(b"\x80\x82\x84\x85\x8b\x91\x92\x93\x94\x95\x96\x97\x9b\xa0\xab\xb0\xbb")
+
+
+def as_utf8(data: bytes) -> tuple[bytes, str | None, V.Rejection | None]:
+    """The bytes of a text file as UTF-8, the encoding they were decoded from, or why they cannot be.
+
+    The encoding is None for UTF-8 (with or without a byte-order mark), else ``utf-16``,
+    ``utf-32`` or ``cp1252``:
+
+    - A byte-order mark decides: UTF-8, UTF-16 or UTF-32 (LE or BE) text is decoded as such;
+      one that does not decode holds the file (``invalid_encoding``).
+    - Valid UTF-8 is taken as it is.
+    - Not UTF-8, without any multi-byte UTF-8 sequence, and every non-ASCII byte part of a
+      word (touching a letter or digit) or Windows-1252 punctuation: text in a one-byte
+      legacy encoding, decoded as Windows-1252 (a superset of Latin-1's printable
+      characters; the five bytes it leaves undefined are read as Latin-1).
+    - Otherwise (UTF-8 with some broken bytes, stray binary bytes) the bytes are returned as
+      they are: only the rows holding broken bytes are rejected, each with ``invalid_encoding``.
+    """
+    for bom, codec in _BOMS:
+        if data.startswith(bom):
+            name = codec.removesuffix("-sig")
+            try:
+                text = data.decode(codec)
+            except UnicodeDecodeError as exc:
+                detail = f"starts with a {name.upper()} byte-order mark but is not {name.upper()}: {exc.reason} at byte {exc.start}"
+                return data, None, V.Rejection(V.INVALID_ENCODING, detail)
+            return text.encode("utf-8"), (None if name == "utf-8" else name), None
+    if _is_utf8(data) or _UTF8_MULTIBYTE.search(data) or not _looks_like_legacy_text(data):
+        return data, None, None
+    return data.decode(LEGACY_ENCODING, errors="legacy_latin1").encode("utf-8"), LEGACY_ENCODING, None
+
+
+def _looks_like_legacy_text(data: bytes) -> bool:
+    """True when every run of non-ASCII bytes touches an ASCII letter or digit (é in "café")
+    or is Windows-1252 punctuation ("–" between spaces): accented words, not stray bytes."""
+    for run in _HIGH_BYTES.finditer(data):
+        before, after = data[run.start() - 1 : run.start()], data[run.end() : run.end() + 1]
+        if not (before.isalnum() or after.isalnum() or all(b in _LEGACY_PUNCTUATION for b in run.group())):
+            return False
+    return True
+
+
+def _is_utf8(data: bytes, chunk_bytes: int = 1 << 20) -> bool:
+    """True when the bytes are valid UTF-8; decoded chunk by chunk, so no copy of a huge file is made."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        for start in range(0, len(data), chunk_bytes):
+            decoder.decode(data[start : start + chunk_bytes])
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _latin1_fallback(error: UnicodeDecodeError) -> tuple[str, int]:
+    # The bytes Windows-1252 leaves undefined (0x81, 0x8D, 0x8F, 0x90, 0x9D) read as Latin-1.
+    return error.object[error.start : error.end].decode("latin-1"), error.end
+
+
+codecs.register_error("legacy_latin1", _latin1_fallback)
 
 
 def _json_records(data: bytes) -> Iterator[LandingRecord]:
@@ -313,9 +410,17 @@ def _csv_records(data: bytes) -> Iterator[LandingRecord]:
         # The last row has fewer (or more) cells than the header and no final newline: cut off.
         yield LandingRecord(0, None, rejection=V.Rejection(V.TRUNCATED_FILE, f"row {len(rows)} is cut off"))
         return
+    columns = len(reader.fieldnames or ())
     for row_no, row in enumerate(rows, start=1):
+        if None in row or None in row.values():
+            # More or fewer cells than the header: the values cannot be told apart by name.
+            cells = columns + len(row.get(None, ())) - sum(v is None for v in row.values())
+            raw = cap_raw(json.dumps(row, ensure_ascii=False))
+            detail = f"the row has {cells} cells, the header {columns}"
+            yield LandingRecord(row_no, raw, rejection=V.Rejection(V.INVALID_CSV_ROW, detail))
+            continue
         # CSV has no types: empty cells mean "absent", the rest stays text.
-        record = {k: (v if v != "" else None) for k, v in row.items() if k is not None}
+        record = {k: (v if v != "" else None) for k, v in row.items()}
         yield LandingRecord(row_no, cap_raw(json.dumps(row, ensure_ascii=False)), record)
 
 
