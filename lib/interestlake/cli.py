@@ -205,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except Exception as exc:
         from interestlake.lake.lock import LakeBusyError
-        from interestlake.lake.tables import LakeError
+        from interestlake.lake.tables import LakeError, storage_failure
         from interestlake.models.encoder import EncoderError
         from interestlake.evaluation.leakage import LeakageError
         from interestlake.models.registry import RegistryError
@@ -216,11 +216,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, (LakeError, EncoderError, RegistryError, LeakageError)):
             print(f"interestlake {args.command}: {exc}", file=sys.stderr)
             return 1
-        if isinstance(exc, OSError):
-            # The lake's storage cannot be reached or written (missing mount, permissions, network).
+        if isinstance(exc, OSError) or storage_failure(exc):
+            # The lake's storage cannot be reached or written (missing mount, permissions, network,
+            # a full disk or a read-only file system, also when a Spark task or delta-rs met it).
             where = f" at {settings.lake.root}" if settings is not None else ""
-            print(f"interestlake {args.command}: the lake{where} cannot be used: {type(exc).__name__}: {exc}",
-                  file=sys.stderr)
+            cause = f"{type(exc).__name__}: {exc}" if isinstance(exc, OSError) else storage_failure(exc)
+            print(f"interestlake {args.command}: the lake{where} cannot be used: {cause}", file=sys.stderr)
             return 1
         raise
 

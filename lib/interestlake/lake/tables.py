@@ -75,6 +75,29 @@ class LakeError(RuntimeError):
     """The lake cannot be used as asked (missing table, wrong schema)."""
 
 
+# What the operating system says when the lake's storage refuses a write, in the words
+# Python, Java (Spark, Hadoop) and Rust (delta-rs) all quote from strerror().
+STORAGE_FAILURES = ("No space left on device", "Read-only file system", "Disk quota exceeded", "Permission denied")
+
+
+def storage_failure(exc: BaseException) -> str | None:
+    """The storage failure behind an error (``STORAGE_FAILURES``), or None when it is something else.
+
+    A write that fails in a Spark task, a streaming query or a delta-rs commit surfaces
+    as that layer's own error whose text quotes the operating system's; the causes and
+    contexts of ``exc`` are searched too.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        text = str(exc)
+        for failure in STORAGE_FAILURES:
+            if failure.lower() in text.lower():
+                return failure
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 class LakeConflictError(LakeError):
     """Another writer committed to the same table in between; the write was not applied."""
 
@@ -715,10 +738,15 @@ class DeltaRsTables(LakeTables):
         """Executors (the driver, for an Arrow table) write Parquet under the table root; the driver reads the footers."""
         relative_dir = _staging_dir()
         target = f"{self.uri(spec.name).rstrip('/')}/{relative_dir}"
-        if isinstance(df, pa.Table):
-            _write_parquet(df, target)
-        else:
-            df.write.mode("errorifexists").parquet(target)
+        try:
+            if isinstance(df, pa.Table):
+                _write_parquet(df, target)
+            else:
+                df.write.mode("errorifexists").parquet(target)
+        except Exception:
+            # A write that failed half-way (a full disk) leaves no stray Parquet files beside the table's.
+            _StagedFiles([target], [], 0, []).discard()
+            raise
         return _StagedFiles.collect(spec, target, relative_dir)
 
 
