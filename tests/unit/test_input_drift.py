@@ -75,7 +75,7 @@ def test_csv_rows_with_more_or_fewer_cells_than_the_header_are_rejected(tmp_path
     path = tmp_path / "e.csv"
     path.write_text("event_id,user_id,item_id,event_type,ts\ne1,u1,i1,view,2026-10-01\ne2,u1,i1,view,2026-10-01,x\n"
                     "e3,u1\ne4,u1,i1,view,2026-10-01\n")
-    rows = check_file("events", str(path), WRITTEN)[1]
+    rows = list(check_file("events", str(path), WRITTEN)[1])
     assert [(r.row_no, getattr(r.result, "reason", None)) for r in rows] == [
         (1, None), (2, V.INVALID_CSV_ROW), (3, V.INVALID_CSV_ROW), (4, None)]
     assert rows[1].result.detail == "the row has 6 cells, the header 5"
@@ -109,3 +109,37 @@ def test_the_mixed_set_has_thirty_kinds_each_quarantined_with_its_reason(tmp_pat
     assert check.notes["events"]["unknown_field.session"] == 1
     summary = check.summary() + json.dumps(check.to_json())
     assert "s-9" not in summary and "unknown_field.helpful_votes 5" in summary and "decoded_cp1252 1" in summary
+
+
+def test_json_lines_stream_in_bounded_pieces_and_overlong_lines_are_rejected_unread(tmp_path, monkeypatch):
+    import gzip
+
+    import interestlake.datasets.landing as landing
+
+    # Tiny chunks and line limit: every line crosses chunk boundaries, one line is too long.
+    monkeypatch.setattr(landing, "STREAM_CHUNK_BYTES", 7)
+    monkeypatch.setattr(landing, "MAX_LINE_BYTES", 300)
+    rows = [{**EVENT, "event_id": f"e{n}"} for n in range(5)]
+    rows[2] = {**EVENT, "event_id": "long", "event_type": "search", "text": "k" * 1000}
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    (tmp_path / "plain.jsonl").write_text(text)
+    # Two gzip members (a concatenated .gz is one valid file).
+    half = len(text) // 2
+    (tmp_path / "two.jsonl.gz").write_bytes(gzip.compress(text[:half].encode()) + gzip.compress(text[half:].encode()))
+    for name in ("plain.jsonl", "two.jsonl.gz"):
+        digest, checked = check_file("events", str(tmp_path / name), WRITTEN)
+        checked = list(checked)
+        assert digest == landing.file_sha256(str(tmp_path / name))
+        assert [(r.row_no, getattr(r.result, "reason", None)) for r in checked] == [
+            (1, None), (2, None), (3, V.LINE_TOO_LONG), (4, None), (5, None)], name
+        assert checked[2].raw is None and "longer than" in checked[2].result.detail
+    # File-level problems are still found before any row is given.
+    (tmp_path / "cut.jsonl.gz").write_bytes(gzip.compress(text.encode())[:-12])
+    (tmp_path / "partial.jsonl").write_text(text + '{"event_id": "e9", "us')
+    for name, reason in (("cut.jsonl.gz", V.TRUNCATED_FILE), ("partial.jsonl", V.TRUNCATED_FILE)):
+        [row] = list(check_file("events", str(tmp_path / name), WRITTEN)[1])
+        assert (row.row_no, row.result.reason) == (0, reason), name
+    # A last line over the limit without a final newline is a long line, not a cut-off file.
+    (tmp_path / "long-last.jsonl").write_text(json.dumps(rows[0]) + "\n" + json.dumps(rows[2]))
+    assert [getattr(r.result, "reason", None) for r in check_file("events", str(tmp_path / "long-last.jsonl"))[1]] == [
+        None, V.LINE_TOO_LONG]

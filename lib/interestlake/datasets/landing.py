@@ -154,12 +154,18 @@ class CheckedRow:
     notes: tuple[str, ...] = ()
 
 
-def check_file(kind: str, path: str, written_at: datetime | None = None) -> tuple[str, list[CheckedRow]]:
+def check_file(kind: str, path: str, written_at: datetime | None = None) -> tuple[str, Iterator[CheckedRow]]:
     """Reads and validates every row of one landing file; never raises for what the file holds.
 
     Whatever breaks while parsing (a bug, an exotic file) becomes one row-0
     ``unreadable_file`` rejection naming only the error type: the message could
     quote the file's content.
+
+    JSON Lines files in UTF-8 (or Windows-1252) are read as a stream, twice: a first
+    pass hashes the stored bytes and looks for file-level problems, a second yields the
+    rows one by one, so memory follows the longest line (at most ``MAX_LINE_BYTES``; a
+    longer one is rejected as ``line_too_long`` without being held), not the file. Other
+    files (CSV, Parquet, a JSON array, UTF-16/32 text) are read whole.
 
     Args:
         kind: Landing kind of the file.
@@ -167,20 +173,34 @@ def check_file(kind: str, path: str, written_at: datetime | None = None) -> tupl
         written_at: The file's modification time (see ``validation.validate_record``).
 
     Returns:
-        The SHA-256 of the file's stored bytes and its rows; a file-level problem is
-        one row 0 and nothing else.
+        The SHA-256 of the file's stored bytes and its rows, lazily; a file-level problem
+        is one row 0 and nothing else.
     """
     try:
+        survey = survey_json_lines(path) if file_format(path) == "json" else None
+        if survey is not None and survey.rejection is not None:
+            return survey.content_hash, iter([CheckedRow(0, None, None, survey.rejection)])
+        if survey is not None and survey.streamable:
+            return survey.content_hash, _checked(kind, path, written_at, _streamed_json_lines(path, survey))
         content = read_file(path)
-        rows = [
-            CheckedRow(r.row_no, r.raw, r.record, r.rejection or V.validate_record(kind, r.record, written_at),
-                       r.notes + _unknown_field_notes(kind, r.record))
-            for r in read_records(path, content)
-        ]
-        return content.content_hash or _sha256_or_placeholder(path), rows
+        records = list(read_records(path, content))
+        return content.content_hash or _sha256_or_placeholder(path), _checked(kind, path, written_at, iter(records))
     except Exception as exc:  # noqa: BLE001 - one file must not fail a run, whatever broke
-        rejection = V.Rejection(V.UNREADABLE_FILE, f"the file could not be parsed ({type(exc).__name__})")
-        return _sha256_or_placeholder(path), [CheckedRow(0, None, None, rejection)]
+        return _sha256_or_placeholder(path), iter([_unreadable(exc)])
+
+
+def _unreadable(exc: Exception) -> CheckedRow:
+    rejection = V.Rejection(V.UNREADABLE_FILE, f"the file could not be parsed ({type(exc).__name__})")
+    return CheckedRow(0, None, None, rejection)
+
+
+def _checked(kind: str, path: str, written_at: datetime | None, records: Iterator[LandingRecord]) -> Iterator[CheckedRow]:
+    try:
+        for r in records:
+            yield CheckedRow(r.row_no, r.raw, r.record, r.rejection or V.validate_record(kind, r.record, written_at),
+                             r.notes + _unknown_field_notes(kind, r.record))
+    except Exception as exc:  # noqa: BLE001 - see check_file
+        yield _unreadable(exc)
 
 
 def _unknown_field_notes(kind: str, record: Any) -> tuple[str, ...]:
@@ -372,30 +392,180 @@ def _json_records(data: bytes) -> Iterator[LandingRecord]:
         return
     lines = data.split(b"\n")
     last = lines[-1]
-    if last.strip():
-        # No newline after the last line: complete only if it parses (writers may omit
-        # the final newline); otherwise the file is still being written or was cut.
-        try:
-            json.loads(last.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            detail = f"line {len(lines)} is cut off (no final newline and not valid JSON)"
-            yield LandingRecord(0, None, rejection=V.Rejection(V.TRUNCATED_FILE, detail))
-            return
+    if last.strip() and not _complete_last_line(last):
+        yield LandingRecord(0, None, rejection=_cut_off(len(lines)))
+        return
     for line_no, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raw = cap_raw(line.decode("utf-8", errors="replace"))
-            yield LandingRecord(line_no, raw, rejection=V.Rejection(V.INVALID_ENCODING, f"not UTF-8: {exc.reason} at byte {exc.start}"))
-            continue
-        try:
-            record = json.loads(text)
-        except ValueError as exc:
-            yield LandingRecord(line_no, cap_raw(text), rejection=V.Rejection(V.INVALID_JSON, str(exc)))
-            continue
-        yield LandingRecord(line_no, cap_raw(text), record)
+        if line.strip():
+            yield _json_line(line_no, line)
+
+
+def _complete_last_line(last: bytes, encoding: str | None = None) -> bool:
+    """A last line without a final newline is complete only if it parses (writers may omit the
+    final newline); otherwise the file is still being written or was cut."""
+    try:
+        json.loads(last.decode(encoding or "utf-8", errors="legacy_latin1" if encoding else "strict"))
+    except (UnicodeDecodeError, ValueError):
+        return False
+    return True
+
+
+def _cut_off(line_no: int) -> V.Rejection:
+    return V.Rejection(V.TRUNCATED_FILE, f"line {line_no} is cut off (no final newline and not valid JSON)")
+
+
+def _json_line(line_no: int, line: bytes, encoding: str | None = None) -> LandingRecord:
+    """One JSON Lines row: the parsed record, or why it could not be parsed."""
+    try:
+        text = line.decode(encoding, errors="legacy_latin1") if encoding else line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raw = cap_raw(line.decode("utf-8", errors="replace"))
+        return LandingRecord(line_no, raw, rejection=V.Rejection(V.INVALID_ENCODING, f"not UTF-8: {exc.reason} at byte {exc.start}"))
+    try:
+        record = json.loads(text)
+    except ValueError as exc:
+        return LandingRecord(line_no, cap_raw(text), rejection=V.Rejection(V.INVALID_JSON, str(exc)))
+    return LandingRecord(line_no, cap_raw(text), record)
+
+
+# -- JSON Lines as a stream ---------------------------------------------------------------------
+
+STREAM_CHUNK_BYTES = 1 << 20
+# A longer line is rejected (``line_too_long``) without ever being held in memory whole.
+MAX_LINE_BYTES = 64 << 20
+
+
+class _FileProblem(Exception):
+    def __init__(self, rejection: V.Rejection):
+        super().__init__(rejection.detail)
+        self.rejection = rejection
+
+
+@dataclass(frozen=True)
+class JsonLinesSurvey:
+    """The first pass over a JSON Lines file: its hash and whether (and how) it can be streamed."""
+
+    content_hash: str
+    rejection: V.Rejection | None = None
+    streamable: bool = False
+    encoding: str | None = None
+    bom: bool = False
+
+
+def _text_chunks(path: str, digest=None) -> Iterator[bytes]:
+    """The file's bytes, gunzipped when the name ends in .gz, in chunks; ``digest`` sees the stored bytes.
+
+    Raises:
+        _FileProblem: A corrupt or cut-off gzip stream.
+    """
+    import pyarrow.fs as pafs
+
+    fs, local = pafs.FileSystem.from_uri(readable_uri(path))
+    gz = path.lower().endswith(".gz")
+    inflate, ended = zlib.decompressobj(wbits=31), False
+    with fs.open_input_stream(local, compression=None) as stream:
+        while chunk := stream.read(STREAM_CHUNK_BYTES):
+            if digest is not None:
+                digest.update(chunk)
+            if not gz:
+                yield chunk
+                continue
+            data = chunk
+            while data:
+                if ended:  # another gzip member follows
+                    inflate, ended = zlib.decompressobj(wbits=31), False
+                try:
+                    # Bounded output per call: a small compressed chunk can inflate to gigabytes.
+                    out = inflate.decompress(data, STREAM_CHUNK_BYTES)
+                except zlib.error as exc:
+                    raise _FileProblem(V.Rejection(V.UNREADABLE_FILE, f"corrupt gzip: error: {exc}")) from None
+                if out:
+                    yield out
+                ended = inflate.eof
+                data = inflate.unused_data if ended else inflate.unconsumed_tail
+    if gz and not ended:
+        raise _FileProblem(V.Rejection(V.TRUNCATED_FILE, "gzip stream ends early: the compressed file is cut off"))
+
+
+def survey_json_lines(path: str) -> JsonLinesSurvey:
+    """Hashes a JSON Lines file and finds its file-level problems in one streaming pass.
+
+    Not streamable (read whole instead): a JSON array, or UTF-16/32 text (its mark says so).
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    head, tail, lines, tail_too_long = b"", b"", 1, False
+    utf8, valid, multibyte, legacy, anything = codecs.getincrementaldecoder("utf-8")(), True, False, True, False
+    try:
+        for chunk in _text_chunks(path, digest):
+            if len(head) < _SNIFF_BYTES:
+                head += chunk[: _SNIFF_BYTES - len(head)]
+            if valid:
+                try:
+                    utf8.decode(chunk)
+                except UnicodeDecodeError:
+                    valid = False
+            multibyte = multibyte or bool(_UTF8_MULTIBYTE.search(chunk))
+            legacy = legacy and _looks_like_legacy_text(chunk)
+            anything = anything or bool(chunk.strip())
+            newline = chunk.rfind(b"\n")
+            lines += chunk.count(b"\n")
+            if newline >= 0:
+                tail, tail_too_long = chunk[newline + 1 :], False
+            elif not tail_too_long:
+                tail += chunk
+                if len(tail) > MAX_LINE_BYTES:
+                    tail, tail_too_long = b"", True
+        if valid:
+            utf8.decode(b"", final=True)
+    except _FileProblem as problem:
+        return JsonLinesSurvey(digest.hexdigest(), problem.rejection)
+    except UnicodeDecodeError:
+        valid = False
+    content_hash = digest.hexdigest()
+    bom = head.startswith(codecs.BOM_UTF8)
+    text_start = head[3:] if bom else head
+    if any(head.startswith(mark) for mark, codec in _BOMS if codec != "utf-8-sig") or text_start.lstrip()[:1] == b"[":
+        return JsonLinesSurvey(content_hash)
+    if not anything:
+        return JsonLinesSurvey(content_hash, V.Rejection(V.EMPTY_FILE, "the file has no rows"))
+    if b"\x00" in text_start:
+        detail = "binary content in a json file (or UTF-16/UTF-32 text without a byte-order mark)"
+        return JsonLinesSurvey(content_hash, V.Rejection(V.UNKNOWN_FORMAT, detail))
+    encoding = LEGACY_ENCODING if not valid and not multibyte and legacy else None
+    if tail.strip() and not tail_too_long and not _complete_last_line(tail, encoding):
+        return JsonLinesSurvey(content_hash, _cut_off(lines))
+    return JsonLinesSurvey(content_hash, streamable=True, encoding=encoding, bom=bom)
+
+
+def _streamed_json_lines(path: str, survey: JsonLinesSurvey) -> Iterator[LandingRecord]:
+    """The rows of a surveyed JSON Lines file, read as a stream (the second pass)."""
+    notes = (f"decoded_{survey.encoding}",) if survey.encoding else ()
+    tail, too_long, line_no, first = b"", False, 0, survey.bom
+
+    def row(line: bytes) -> Iterator[LandingRecord]:
+        if too_long:
+            detail = f"the line is longer than {MAX_LINE_BYTES >> 20} MiB; it was not read"
+            yield LandingRecord(line_no, None, rejection=V.Rejection(V.LINE_TOO_LONG, detail), notes=notes)
+        elif line.strip():
+            yield dataclasses.replace(_json_line(line_no, line, survey.encoding), notes=notes)
+
+    for chunk in _text_chunks(path):
+        if first:
+            chunk, first = chunk[len(codecs.BOM_UTF8) :], False
+        pieces = chunk.split(b"\n")
+        for piece in pieces[:-1]:
+            line_no += 1
+            yield from row(tail + piece if not too_long else b"")
+            tail, too_long = b"", False
+        if not too_long:
+            tail += pieces[-1]
+            if len(tail) > MAX_LINE_BYTES:
+                tail, too_long = b"", True
+    if too_long or tail.strip():
+        line_no += 1
+        yield from row(tail)
 
 
 def _csv_records(data: bytes) -> Iterator[LandingRecord]:

@@ -33,6 +33,7 @@ UNREADABLE_FILE = "unreadable_file"
 TRUNCATED_FILE = "truncated_file"
 EMPTY_FILE = "empty_file"
 INVALID_CSV_ROW = "invalid_csv_row"
+LINE_TOO_LONG = "line_too_long"
 # Reasons that concern a whole file (row 0): nothing of such a file is ingested,
 # and ingest retries it on a later run if its content changes.
 FILE_REASONS = (UNKNOWN_FORMAT, UNREADABLE_FILE, TRUNCATED_FILE, EMPTY_FILE)

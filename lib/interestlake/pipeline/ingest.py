@@ -320,6 +320,8 @@ def _ingest_files(
 
 
 _PARSE_ONLY = ["reason", "detail", "raw", "content_hash", "notes"]
+# Rows per DataFrame handed from the parsing function to Spark (each raw row is at most 4 KiB).
+PARSE_BATCH_ROWS = 20_000
 _QUARANTINED = ["source", "row_no", "reason", "detail", "raw", "kind"]
 
 
@@ -531,9 +533,8 @@ def _parse_files(
             out[C.COL_TRUNCATED] = out[C.COL_TRUNCATED].astype(object).where(out[C.COL_TRUNCATED].notna(), None)
         return out
 
-    def file_rows(path: str, written_at: datetime | None) -> list[dict]:
+    def file_rows(path: str, written_at: datetime | None) -> Iterator[dict]:
         content_hash, checked = check_file(kind, path, written_at)
-        rows = []
         for record in checked:
             row = {"source": path, "row_no": record.row_no, "raw": record.raw, "content_hash": content_hash,
                    "notes": list(record.notes) or None}
@@ -549,14 +550,21 @@ def _parse_files(
                 # stable across re-reads (the ingest time would not be).
                 if kind == C.ITEMS and row[C.COL_UPDATED_AT] is None and written_at is not None:
                     row[C.COL_UPDATED_AT] = written_at.replace(tzinfo=None)
-            rows.append(row)
-        return rows
+            yield row
 
     def parse(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             for path, mtime in zip(batch["path"], batch["mtime"]):
                 written_at = None if pd.isna(mtime) else mtime.to_pydatetime().replace(tzinfo=timezone.utc)
-                yield frame(file_rows(path, written_at))
+                # A frame per PARSE_BATCH_ROWS rows: a huge file never sits in memory whole.
+                rows = []
+                for row in file_rows(path, written_at):
+                    rows.append(row)
+                    if len(rows) == PARSE_BATCH_ROWS:
+                        yield frame(rows)
+                        rows = []
+                if rows:
+                    yield frame(rows)
 
     return parse
 
