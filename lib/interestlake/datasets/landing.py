@@ -495,7 +495,7 @@ def survey_json_lines(path: str) -> JsonLinesSurvey:
     import hashlib
 
     digest = hashlib.sha256()
-    head, tail, lines, tail_too_long = b"", b"", 1, False
+    head, tail, lines, tail_too_long = b"", [], 1, False
     utf8, valid, multibyte, legacy, anything = codecs.getincrementaldecoder("utf-8")(), True, False, True, False
     try:
         for chunk in _text_chunks(path, digest):
@@ -512,11 +512,11 @@ def survey_json_lines(path: str) -> JsonLinesSurvey:
             newline = chunk.rfind(b"\n")
             lines += chunk.count(b"\n")
             if newline >= 0:
-                tail, tail_too_long = chunk[newline + 1 :], False
+                tail, tail_too_long = [chunk[newline + 1 :]], False
             elif not tail_too_long:
-                tail += chunk
-                if len(tail) > MAX_LINE_BYTES:
-                    tail, tail_too_long = b"", True
+                tail.append(chunk)
+                if sum(map(len, tail)) > MAX_LINE_BYTES:
+                    tail, tail_too_long = [], True
         if valid:
             utf8.decode(b"", final=True)
     except _FileProblem as problem:
@@ -534,6 +534,7 @@ def survey_json_lines(path: str) -> JsonLinesSurvey:
         detail = "binary content in a json file (or UTF-16/UTF-32 text without a byte-order mark)"
         return JsonLinesSurvey(content_hash, V.Rejection(V.UNKNOWN_FORMAT, detail))
     encoding = LEGACY_ENCODING if not valid and not multibyte and legacy else None
+    tail = b"".join(tail)
     if tail.strip() and not tail_too_long and not _complete_last_line(tail, encoding):
         return JsonLinesSurvey(content_hash, _cut_off(lines))
     return JsonLinesSurvey(content_hash, streamable=True, encoding=encoding, bom=bom)
@@ -542,7 +543,8 @@ def survey_json_lines(path: str) -> JsonLinesSurvey:
 def _streamed_json_lines(path: str, survey: JsonLinesSurvey) -> Iterator[LandingRecord]:
     """The rows of a surveyed JSON Lines file, read as a stream (the second pass)."""
     notes = (f"decoded_{survey.encoding}",) if survey.encoding else ()
-    tail, too_long, line_no, first = b"", False, 0, survey.bom
+    # The pieces of the line being read (joined once complete: no copy per chunk).
+    tail, too_long, line_no, first = [], False, 0, survey.bom
 
     def row(line: bytes) -> Iterator[LandingRecord]:
         if too_long:
@@ -557,15 +559,16 @@ def _streamed_json_lines(path: str, survey: JsonLinesSurvey) -> Iterator[Landing
         pieces = chunk.split(b"\n")
         for piece in pieces[:-1]:
             line_no += 1
-            yield from row(tail + piece if not too_long else b"")
-            tail, too_long = b"", False
+            yield from row(b"".join([*tail, piece]) if not too_long else b"")
+            tail, too_long = [], False
         if not too_long:
-            tail += pieces[-1]
-            if len(tail) > MAX_LINE_BYTES:
-                tail, too_long = b"", True
-    if too_long or tail.strip():
+            tail.append(pieces[-1])
+            if sum(map(len, tail)) > MAX_LINE_BYTES:
+                tail, too_long = [], True
+    last = b"".join(tail)
+    if too_long or last.strip():
         line_no += 1
-        yield from row(tail)
+        yield from row(last)
 
 
 def _csv_records(data: bytes) -> Iterator[LandingRecord]:
