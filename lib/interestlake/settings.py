@@ -397,6 +397,14 @@ class SmallBatchSettings(_Section):
     max_new_rows: int = Field(default=50_000, gt=0)
 
 
+class StatusSettings(_Section):
+    """When ``interestlake status`` calls the pipeline unhealthy (exit code 1, for monitors)."""
+
+    # The lists are stale when the last successful recommend run finished longer ago than this
+    # (the refresh DAG runs every 5 minutes).
+    max_list_age_minutes: float = Field(default=60.0, gt=0)
+
+
 class Settings(_Section):
     """All settings of one deployment."""
 
@@ -415,6 +423,7 @@ class Settings(_Section):
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     steer: SteerSettings = Field(default_factory=SteerSettings)
     small_batch: SmallBatchSettings = Field(default_factory=SmallBatchSettings)
+    status: StatusSettings = Field(default_factory=StatusSettings)
     # Where the settings came from, for messages and for jobs started from this process.
     source: str = ""
 
