@@ -140,3 +140,25 @@ def test_a_current_or_new_lake_needs_no_upgrade(lake):
     assert layout_differences(partial) == ["user_topics is missing"]
     assert [(s.table, s.action) for s in plan(partial)] == [
         ("user_interests", "recompute"), ("recommendations", "recompute"), ("user_topics", "create")]
+
+
+def test_commands_on_an_old_lake_say_to_run_upgrade(spark, tmp_path, monkeypatch, capsys):
+    from interestlake.cli import main
+    from interestlake.lake.status import lake_status
+
+    with tarfile.open(FIXTURES / "v4-truncated.tar.gz") as archive:
+        archive.extractall(tmp_path, filter="data")
+    monkeypatch.setenv("INTERESTLAKE__LAKE__ROOT", str(tmp_path / "lake"))
+    conf = str(Path(__file__).resolve().parents[2] / "conf" / "local.yaml")
+    for command in (["refresh"], ["recommend"], ["maintain"], ["forget", "u1"], ["sql", "SELECT 1", "--engine", "spark"]):
+        capsys.readouterr()
+        assert main([*command, "--conf", conf, "-q"]) == 1, command
+        [line] = capsys.readouterr().err.strip().splitlines()
+        assert "user_topics is missing" in line and "run `interestlake upgrade`" in line, command
+    # `status` reads without Spark and says the same as its first problem (exit 1: unhealthy).
+    problems = lake_status(make_settings(tmp_path / "lake")).problems
+    assert "run `interestlake upgrade`" in problems[0]
+    # The dry run lists the steps and writes nothing.
+    assert main(["upgrade", "--dry-run", "--conf", conf, "-q"]) == 0
+    assert "user_topics: create" in capsys.readouterr().out
+    assert main(["status", "--conf", conf, "-q"]) == 1
