@@ -174,6 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--json", action="store_true", help="print the decision as one JSON object")
     promote.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="accepted for orchestrators")
 
+    upgrade = command("upgrade", "bring a lake written by an earlier version to this version's table layout, in place")
+    upgrade.add_argument("--dry-run", action="store_true", help="list the changes; write nothing")
+    upgrade.add_argument("--run-id", default=None, help="run id recorded in pipeline_runs (default manual__<time>)")
+    upgrade.add_argument("--json", action="store_true", help="print the report as JSON")
+    upgrade.add_argument(
+        "--wait", type=float, default=0.0, metavar="SECONDS",
+        help="wait this long for another writer to finish (default: exit at once with code 3)",
+    )
+
     sql = command("sql", "run SQL over the lake tables' current snapshot, registered by name")
     sql.add_argument("query", help='e.g. "SELECT * FROM recommendations WHERE user_id = \'u-0001\'"')
     sql.add_argument("--json", action="store_true", help="print the rows as one JSON array of objects, nothing else")
@@ -218,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         from interestlake.lake.lock import LakeBusyError
         from interestlake.lake.query import LakeReadError
-        from interestlake.lake.tables import LakeError
+        from interestlake.lake.tables import LakeError, storage_failure
         from interestlake.models.encoder import EncoderError
         from interestlake.evaluation.leakage import LeakageError
         from interestlake.models.registry import RegistryError
@@ -229,11 +238,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, (LakeError, LakeReadError, EncoderError, RegistryError, LeakageError)):
             print(f"interestlake {args.command}: {exc}", file=sys.stderr)
             return 1
-        if isinstance(exc, OSError):
-            # The lake's storage cannot be reached or written (missing mount, permissions, network).
+        if isinstance(exc, OSError) or storage_failure(exc):
+            # The lake's storage cannot be reached or written (missing mount, permissions, network,
+            # a full disk or a read-only file system, also when a Spark task or delta-rs met it).
             where = f" at {settings.lake.root}" if settings is not None else ""
-            print(f"interestlake {args.command}: the lake{where} cannot be used: {type(exc).__name__}: {exc}",
-                  file=sys.stderr)
+            cause = f"{type(exc).__name__}: {exc}" if isinstance(exc, OSError) else storage_failure(exc)
+            print(f"interestlake {args.command}: the lake{where} cannot be used: {cause}", file=sys.stderr)
             return 1
         raise
 
@@ -283,6 +293,19 @@ def _forget(args: argparse.Namespace, settings: Settings) -> int:
     with open_pipeline(settings, args.master, writer=run.run_id, wait_seconds=args.wait) as pipeline:
         # Recorded in pipeline_runs like every write (counts only: nothing names the user).
         report = pipeline.recorded("forget", run, lambda: forget(pipeline.spark, pipeline.lake, settings, args.user_id, run))
+    print(report.to_json() if args.json else report.summary())
+    return 0
+
+
+def _upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    from interestlake.pipeline.refresh import open_pipeline
+    from interestlake.pipeline.run import RunContext
+    from interestlake.pipeline.upgrade import upgrade
+
+    run = RunContext.create(args.run_id)
+    writer = None if args.dry_run else run.run_id
+    with open_pipeline(settings, args.master, writer=writer, wait_seconds=args.wait, ensure_tables=False) as pipeline:
+        report = upgrade(pipeline, run, dry_run=args.dry_run)
     print(report.to_json() if args.json else report.summary())
     return 0
 
@@ -523,6 +546,7 @@ _COMMANDS = {
     "maintain": _maintain,
     "validate": _validate,
     "forget": _forget,
+    "upgrade": _upgrade,
     "demo": _demo,
     "generate-sample": _generate_sample,
     "sql": _sql,

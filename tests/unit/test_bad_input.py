@@ -89,10 +89,10 @@ def test_check_file_turns_any_parser_failure_into_an_unreadable_row(tmp_path, mo
     path = tmp_path / "e.jsonl"
     path.write_text(json.dumps(EVENT) + "\n")
 
-    def explode(data):
+    def explode(*args):
         raise RuntimeError("the secret text of a review")
 
-    monkeypatch.setattr(landing, "_json_records", explode)
+    monkeypatch.setattr(landing, "_json_line", explode)
     digest, [row] = check_file("events", str(path))
     assert row.row_no == 0 and row.result.reason == V.UNREADABLE_FILE
     assert "secret" not in row.result.detail and len(digest) == 64

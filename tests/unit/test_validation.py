@@ -41,7 +41,7 @@ def test_valid_event_is_typed():
         ({"event_type": "rate", "rating": "great"}, V.INVALID_RATING),
         ({"event_type": "rate"}, V.MISSING_FIELD),
         ({"event_type": "search", "item_id": None}, V.MISSING_FIELD),
-        ({"text": 12}, V.INVALID_TYPE),
+        ({"text": [12]}, V.INVALID_TYPE),  # a number would be taken as its digits
     ],
 )
 def test_event_rejections(change, expected):

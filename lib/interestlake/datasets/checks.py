@@ -34,12 +34,15 @@ class LandingCheck:
     counts: dict[str, Counter] = field(default_factory=dict)
     examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     truncated: Counter = field(default_factory=Counter)
+    # Per kind: rows per note (``CheckedRow.notes``: unknown field names, files decoded from another encoding).
+    notes: dict[str, Counter] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "files": dict(self.files),
             "counts": {kind: dict(counts) for kind, counts in self.counts.items()},
             "truncated_texts": dict(self.truncated),
+            "notes": {kind: dict(notes) for kind, notes in self.notes.items()},
             "examples": self.examples,
         }
 
@@ -53,6 +56,8 @@ class LandingCheck:
             lines.append(f"{kind}: {self.files[kind]} file(s); {parts}")
             if self.truncated[kind]:
                 lines.append(f"  {self.truncated[kind]} row(s) with a text cut to {V.MAX_TEXT_CHARS} characters")
+            if self.notes.get(kind):
+                lines.append("  rows noted: " + ", ".join(f"{note} {n}" for note, n in sorted(self.notes[kind].items())))
         for reason, examples in sorted(self.examples.items()):
             lines.append(f"\n{reason}:")
             for example in examples:
@@ -84,6 +89,7 @@ def check_landing(path: str, examples_per_reason: int = 3) -> LandingCheck:
             check.files[kind] += 1
             _, rows = check_file(kind, found.path, found.mtime)
             for row in rows:
+                check.notes.setdefault(kind, Counter()).update(row.notes)
                 if isinstance(row.result, V.Rejection):
                     counts[row.result.reason] += 1
                     kept = check.examples.setdefault(row.result.reason, [])

@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 from interestlake import constants as C
@@ -31,6 +32,8 @@ UNKNOWN_FORMAT = "unknown_format"
 UNREADABLE_FILE = "unreadable_file"
 TRUNCATED_FILE = "truncated_file"
 EMPTY_FILE = "empty_file"
+INVALID_CSV_ROW = "invalid_csv_row"
+LINE_TOO_LONG = "line_too_long"
 # Reasons that concern a whole file (row 0): nothing of such a file is ingested,
 # and ingest retries it on a later run if its content changes.
 FILE_REASONS = (UNKNOWN_FORMAT, UNREADABLE_FILE, TRUNCATED_FILE, EMPTY_FILE)
@@ -47,6 +50,15 @@ _MAX_TS = datetime(2100, 1, 1, tzinfo=timezone.utc)
 FUTURE_TOLERANCE = timedelta(days=1)
 # C0 control characters and DEL, except tab, newline and carriage return.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# The fields each kind reads; any other field of a record is ignored and counted
+# (``unknown_fields``): producers add fields long before consumers use them.
+KNOWN_FIELDS = {
+    C.EVENTS: frozenset({C.COL_EVENT_ID, C.COL_USER_ID, C.COL_ITEM_ID, C.COL_EVENT_TYPE, C.COL_TS, C.COL_TEXT, C.COL_RATING}),
+    C.REVIEWS: frozenset({C.COL_REVIEW_ID, C.COL_USER_ID, C.COL_ITEM_ID, C.COL_RATING, C.COL_TEXT, C.COL_TS}),
+    C.ITEMS: frozenset({C.COL_ITEM_ID, C.COL_TITLE, C.COL_DESCRIPTION, C.COL_CATEGORY, C.COL_PRICE, C.COL_UPDATED_AT}),
+}
+# A field name reported in the run's counts is cut to this length (names, never values, are reported).
+MAX_FIELD_NAME_CHARS = 64
 
 
 @dataclass(frozen=True)
@@ -174,12 +186,24 @@ def _item(record: _Row) -> dict[str, Any]:
 _VALIDATORS = {C.EVENTS: _event, C.REVIEWS: _review, C.ITEMS: _item}
 
 
+def unknown_fields(kind: str, record: Any) -> list[str]:
+    """Names of the fields of a record that ``kind`` does not read, sorted, cut and made printable.
+
+    Only names are returned: a count per name is safe to log and store, a value is not.
+    """
+    if not isinstance(record, dict):
+        return []
+    known = KNOWN_FIELDS[kind]
+    names = {_CONTROL.sub("?", str(name))[:MAX_FIELD_NAME_CHARS] for name in record if name not in known}
+    return sorted(names)
+
+
 def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _id(record: _Row, name: str, required: bool = True) -> str | None:
-    value = record.get(name)
+    value = _as_text_or_number(record.get(name))
     if _missing(value) or (isinstance(value, str) and not value.strip()):
         if not required:
             return None
@@ -189,8 +213,9 @@ def _id(record: _Row, name: str, required: bool = True) -> str | None:
     # Numeric ids (MovieLens, CSV) are fine as long as they are whole numbers.
     if isinstance(value, bool):
         raise _Reject(INVALID_TYPE, f"{name} must be a string or integer, got a boolean")
-    if isinstance(value, float):
-        if not value.is_integer():
+    if isinstance(value, (float, Decimal)):
+        # 42.0 (a column turned float, a Parquet decimal) is the id 42; 42.5 is no id.
+        if not math.isfinite(value) or value != int(value):
             raise _Reject(INVALID_TYPE, f"{name} must be a string or integer, got {value!r}")
         value = int(value)
     if not isinstance(value, (str, int)):
@@ -208,22 +233,39 @@ def _cap(value: str, limit: int = 40) -> str:
     return value if len(value) <= limit else value[:limit] + "..."
 
 
+def _as_text_or_number(value: Any) -> Any:
+    """Bytes (a Parquet ``binary`` column) as UTF-8 text; anything else as it is."""
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise _Reject(INVALID_ENCODING, "a binary value that is not UTF-8 text") from None
+    return value
+
+
+def _coerced_str(name: str, value: Any) -> str:
+    """A text field's value as text: numbers (a column whose type changed) become their digits."""
+    value = _as_text_or_number(value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool) and math.isfinite(value):
+        # 1984.0 from a column turned float is the title "1984", not "1984.0".
+        return str(int(value)) if value == int(value) and abs(value) < 2**63 else str(value)
+    raise _Reject(INVALID_TYPE, f"{name} must be a string, got {type(value).__name__}")
+
+
 def _required_str(record: _Row, name: str) -> str:
     value = record.get(name)
     if _missing(value):
         raise _Reject(MISSING_FIELD, f"{name} is missing")
-    if not isinstance(value, str):
-        raise _Reject(INVALID_TYPE, f"{name} must be a string, got {type(value).__name__}")
-    return value.strip()
+    return _coerced_str(name, value).strip()
 
 
 def _optional_str(record: _Row, name: str) -> str | None:
     value = record.get(name)
     if _missing(value):
         return None
-    if not isinstance(value, str):
-        raise _Reject(INVALID_TYPE, f"{name} must be a string, got {type(value).__name__}")
-    return value
+    return _coerced_str(name, value)
 
 
 def _optional_number(record: _Row, name: str) -> float | None:
@@ -232,6 +274,7 @@ def _optional_number(record: _Row, name: str) -> float | None:
         return None
     if isinstance(value, bool):
         raise _Reject(INVALID_TYPE if name != C.COL_PRICE else INVALID_PRICE, f"{name} must be a number, got a boolean")
+    value = _as_text_or_number(value)
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -277,6 +320,11 @@ def parse_timestamp(value: Any, latest: datetime = _MAX_TS) -> datetime:
         parsed = datetime.fromtimestamp(value, tz=timezone.utc)
     elif isinstance(value, datetime):
         parsed = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    elif isinstance(value, date):
+        # A Parquet column turned `date`: midnight UTC of that day.
+        parsed = datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+    elif isinstance(value, Decimal):
+        return parse_timestamp(float(value), latest)
     elif isinstance(value, str):
         text = value.strip()
         try:

@@ -75,6 +75,29 @@ class LakeError(RuntimeError):
     """The lake cannot be used as asked (missing table, wrong schema)."""
 
 
+# What the operating system says when the lake's storage refuses a write, in the words
+# Python, Java (Spark, Hadoop) and Rust (delta-rs) all quote from strerror().
+STORAGE_FAILURES = ("No space left on device", "Read-only file system", "Disk quota exceeded", "Permission denied")
+
+
+def storage_failure(exc: BaseException) -> str | None:
+    """The storage failure behind an error (``STORAGE_FAILURES``), or None when it is something else.
+
+    A write that fails in a Spark task, a streaming query or a delta-rs commit surfaces
+    as that layer's own error whose text quotes the operating system's; the causes and
+    contexts of ``exc`` are searched too.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        text = str(exc)
+        for failure in STORAGE_FAILURES:
+            if failure.lower() in text.lower():
+                return failure
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 class LakeConflictError(LakeError):
     """Another writer committed to the same table in between; the write was not applied."""
 
@@ -313,7 +336,61 @@ class LakeTables(ABC):
 
     @abstractmethod
     def ensure_tables(self, tables: Iterable[str] | None = None) -> None:
-        """Creates missing tables (empty, declared schema) and checks existing ones."""
+        """Creates missing tables (empty, declared schema) and checks existing ones.
+
+        Raises:
+            LakeError: When the lake was written by an earlier layout (``check_layout``).
+        """
+
+    def stored_columns(self, tables: Iterable[str] | None = None) -> dict[str, list[str] | None]:
+        """Column names of each table as stored in its Delta log (None where the table does not exist)."""
+        from deltalake import DeltaTable
+
+        options = self.lake.storage_options or None
+        found: dict[str, list[str] | None] = {}
+        for name in tables or TABLES:
+            uri = self.uri(name)
+            found[name] = ([f.name for f in DeltaTable(uri, storage_options=options).schema().fields]
+                           if DeltaTable.is_deltatable(uri, storage_options=options) else None)
+        return found
+
+    def check_layout(self, tables: Iterable[str] | None = None) -> None:
+        """Refuses a lake written by an earlier layout, saying to run ``interestlake upgrade``.
+
+        Only the given tables are checked (default: all, where a missing table among existing
+        ones is an old layout too; a lake without any table is new).
+        """
+        from interestlake.lake.upgrade import UPGRADE_HINT, layout_differences
+
+        stored = self.stored_columns(tables)
+        if tables is not None:
+            stored = {name: columns for name, columns in stored.items() if columns is not None}
+        differences = layout_differences(stored)
+        if differences:
+            raise LakeError(
+                f"the lake at {self.lake.root} was written by an earlier version of interestlake "
+                f"({'; '.join(differences)}); {UPGRADE_HINT}"
+            )
+
+    def read_stored(self, table: str) -> DataFrame:
+        """Every row of a table's latest version read under the declared schema, whatever columns its
+        files have (the ones they lack come out null): what ``upgrade`` rewrites."""
+        return self._read_files(table_spec(table), self._delta_rs_table(table).file_uris())
+
+    def stored_rows(self, table: str) -> int:
+        """Rows of a table's latest version, from the Delta log's statistics (files without them count 0)."""
+        actions = pa.table(self._delta_rs_table(table).get_add_actions(flatten=True))
+        return sum(n or 0 for n in actions.column("num_records").to_pylist()) if actions.num_rows else 0
+
+    def replace_layout(self, table: str, df: DataFrame, metadata: Mapping | None = None) -> CommitResult:
+        """Replaces a table's rows and schema with ``df`` under the declared schema, in one commit (``upgrade``).
+
+        Through delta-rs whatever ``lake.backend`` is: both backends write the same Delta tables,
+        and a delta-spark overwrite would keep the old schema.
+        """
+        spec = table_spec(table)
+        writer = self if isinstance(self, DeltaRsTables) else DeltaRsTables(self.spark, self.lake)
+        return writer._commit(spec, conform(df, spec), "overwrite", None, None, _commit_metadata(metadata))
 
     def append(self, table: str, df: DataFrame, *, txn: Txn | None = None, metadata: Mapping | None = None) -> CommitResult:
         """Adds the rows of ``df``; nothing is committed when ``df`` is empty."""
@@ -530,11 +607,11 @@ class DeltaRsTables(LakeTables):
     def ensure_tables(self, tables: Iterable[str] | None = None) -> None:
         from deltalake import DeltaTable, Schema
 
+        self.check_layout(tables)
         for name in tables or TABLES:
             spec = table_spec(name)
             uri = self.uri(name)
             if DeltaTable.is_deltatable(uri, storage_options=self.lake.storage_options or None):
-                _check_columns(spec, [f.name for f in DeltaTable(uri, storage_options=self.lake.storage_options or None).schema().fields])
                 continue
             DeltaTable.create(
                 uri,
@@ -661,10 +738,15 @@ class DeltaRsTables(LakeTables):
         """Executors (the driver, for an Arrow table) write Parquet under the table root; the driver reads the footers."""
         relative_dir = _staging_dir()
         target = f"{self.uri(spec.name).rstrip('/')}/{relative_dir}"
-        if isinstance(df, pa.Table):
-            _write_parquet(df, target)
-        else:
-            df.write.mode("errorifexists").parquet(target)
+        try:
+            if isinstance(df, pa.Table):
+                _write_parquet(df, target)
+            else:
+                df.write.mode("errorifexists").parquet(target)
+        except Exception:
+            # A write that failed half-way (a full disk) leaves no stray Parquet files beside the table's.
+            _StagedFiles([target], [], 0, []).discard()
+            raise
         return _StagedFiles.collect(spec, target, relative_dir)
 
 
@@ -843,14 +925,6 @@ def _stat_value(value: Any) -> Any:
     return value
 
 
-def _check_columns(spec: TableSpec, existing: list[str]) -> None:
-    if existing != spec.columns:
-        raise LakeError(
-            f"table {spec.name} has columns {existing}, this version of interestlake expects {spec.columns}; "
-            "migrate or point lake.root at a new lake"
-        )
-
-
 class DeltaSparkTables(LakeTables):
     """delta-spark backend for clusters with the Delta jars on the classpath."""
 
@@ -865,10 +939,10 @@ class DeltaSparkTables(LakeTables):
     def ensure_tables(self, tables: Iterable[str] | None = None) -> None:
         from delta.tables import DeltaTable
 
+        self.check_layout(tables)
         for name in tables or TABLES:
             spec = table_spec(name)
             DeltaTable.createIfNotExists(self.spark).location(self.uri(name)).addColumns(spec.schema).execute()
-            _check_columns(spec, DeltaTable.forPath(self.spark, self.uri(name)).toDF().columns)
 
     def read(self, table: str, version: int | None = None) -> DataFrame:
         spec = table_spec(table)

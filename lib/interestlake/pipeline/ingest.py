@@ -45,6 +45,8 @@ _PARSE_COLUMNS = [
     T.StructField("detail", T.StringType()),
     T.StructField("raw", T.StringType()),
     T.StructField("content_hash", T.StringType()),
+    # What the counts say about the row (``CheckedRow.notes``): encoding, unknown field names.
+    T.StructField("notes", T.ArrayType(T.StringType())),
 ]
 _PROVENANCE = {"source", C.COL_RUN_ID, "ingested_at"}
 # Only path, time and length are selected: the file contents are read by our own parser.
@@ -290,6 +292,8 @@ def _ingest_files(
             rejected_count += count
         key = f"{kind}_accepted" if reason is None else f"{kind}_rejected_{reason}"
         counts[key] = counts.get(key, 0) + count
+    for note, count in parsed.note_counts().items():
+        counts[f"{kind}_{note}"] = counts.get(f"{kind}_{note}", 0) + count
     file_rows = _file_rows(kind, files, parsed.file_summary())
     held = sum(row["status"] == HELD for row in file_rows)
     if held:
@@ -315,7 +319,9 @@ def _ingest_files(
     return file_rows
 
 
-_PARSE_ONLY = ["reason", "detail", "raw", "content_hash"]
+_PARSE_ONLY = ["reason", "detail", "raw", "content_hash", "notes"]
+# Rows per DataFrame handed from the parsing function to Spark (each raw row is at most 4 KiB).
+PARSE_BATCH_ROWS = 20_000
 _QUARANTINED = ["source", "row_no", "reason", "detail", "raw", "kind"]
 
 
@@ -327,7 +333,17 @@ class _SparkBatch:
         self.parsed = parse_landing(spark, kind, files, pseudonym).persist()
 
     def reason_counts(self) -> dict[str | None, int]:
-        return {row["reason"]: row["count"] for row in self.parsed.groupBy("reason").count().collect()}
+        noted = F.when(F.col("notes").isNotNull(), F.size("notes")).otherwise(0)
+        by_reason = self.parsed.groupBy("reason").agg(F.count(F.lit(1)).alias("count"), F.sum(noted).alias("notes")).collect()
+        self._notes = sum(row["notes"] for row in by_reason)
+        return {row["reason"]: row["count"] for row in by_reason}
+
+    def note_counts(self) -> dict[str, int]:
+        """How many rows carry each note (after ``reason_counts``, which tells whether any does)."""
+        if not self._notes:
+            return {}
+        notes = self.parsed.select(F.explode("notes").alias("note")).groupBy("note").count().collect()
+        return {row["note"]: row["count"] for row in notes}
 
     def file_summary(self) -> dict[str, tuple[str | None, str | None]]:
         """source -> (content hash, the file's own rejection reason or None)."""
@@ -381,6 +397,9 @@ class _DriverBatch:
 
     def reason_counts(self) -> dict[str | None, int]:
         return dict(Counter(self.parsed.column("reason").to_pylist()))
+
+    def note_counts(self) -> dict[str, int]:
+        return dict(Counter(note for notes in self.parsed.column("notes").to_pylist() for note in notes or ()))
 
     def file_summary(self) -> dict[str, tuple[str | None, str | None]]:
         summary: dict[str, tuple[str | None, str | None]] = {}
@@ -514,11 +533,11 @@ def _parse_files(
             out[C.COL_TRUNCATED] = out[C.COL_TRUNCATED].astype(object).where(out[C.COL_TRUNCATED].notna(), None)
         return out
 
-    def file_rows(path: str, written_at: datetime | None) -> list[dict]:
+    def file_rows(path: str, written_at: datetime | None) -> Iterator[dict]:
         content_hash, checked = check_file(kind, path, written_at)
-        rows = []
         for record in checked:
-            row = {"source": path, "row_no": record.row_no, "raw": record.raw, "content_hash": content_hash}
+            row = {"source": path, "row_no": record.row_no, "raw": record.raw, "content_hash": content_hash,
+                   "notes": list(record.notes) or None}
             if isinstance(record.result, V.Rejection):
                 row.update(reason=record.result.reason, detail=record.result.detail)
                 if pseudonym is not None:
@@ -531,14 +550,21 @@ def _parse_files(
                 # stable across re-reads (the ingest time would not be).
                 if kind == C.ITEMS and row[C.COL_UPDATED_AT] is None and written_at is not None:
                     row[C.COL_UPDATED_AT] = written_at.replace(tzinfo=None)
-            rows.append(row)
-        return rows
+            yield row
 
     def parse(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             for path, mtime in zip(batch["path"], batch["mtime"]):
                 written_at = None if pd.isna(mtime) else mtime.to_pydatetime().replace(tzinfo=timezone.utc)
-                yield frame(file_rows(path, written_at))
+                # A frame per PARSE_BATCH_ROWS rows: a huge file never sits in memory whole.
+                rows = []
+                for row in file_rows(path, written_at):
+                    rows.append(row)
+                    if len(rows) == PARSE_BATCH_ROWS:
+                        yield frame(rows)
+                        rows = []
+                if rows:
+                    yield frame(rows)
 
     return parse
 

@@ -115,6 +115,7 @@ class Pipeline:
 def open_pipeline(
     settings: Settings, master: str | None = None, writer: str | None = None, wait_seconds: float = 0.0,
     jobs: Sequence[str] = (),
+    ensure_tables: bool = True,
 ) -> Iterator[Pipeline]:
     """Builds the session, creates missing lake tables, and stops the session afterwards.
 
@@ -124,6 +125,8 @@ def open_pipeline(
         writer: When set (a run id), holds the lake's single-writer lock under this name.
         wait_seconds: How long to wait for that lock.
         jobs: The jobs the session will run, whose ``spark.stage_conf`` it gets.
+        ensure_tables: Create missing tables and refuse a lake of an earlier layout (saying to
+            run ``interestlake upgrade``); off only for ``upgrade`` itself.
 
     A session that was already active (a test's, a notebook's) is reused and left running.
     An encoder given as a registered model (``models:/NAME@ALIAS``) is resolved here,
@@ -148,5 +151,6 @@ def open_pipeline(
             stack.enter_context(writer_lock(settings.lake.root, writer, wait_seconds))
         spark = stack.enter_context(spark_session(settings, master, jobs))
         lake = open_lake(spark, settings.lake)
-        lake.ensure_tables()
+        if ensure_tables:
+            lake.ensure_tables()
         yield Pipeline(spark, lake, settings, versions)
