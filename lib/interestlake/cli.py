@@ -77,6 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="wait this long for another writer to finish (default: exit at once with code 3)",
     )
 
+    stream = command("stream", "run the pipeline continuously: new landing files reach recommendations within seconds")
+    stream.add_argument(
+        "--wait", type=float, default=0.0, metavar="SECONDS",
+        help="wait this long for another writer to finish before starting (default: exit at once with code 3)",
+    )
+    stream.add_argument("-v", "--verbose", action="store_true",
+                        help="log every stage's start and end too (default: one line per micro-batch)")
+
     check = command("validate", "check landing files as ingest would, without writing anything")
     check.add_argument("path", help="a landing root (events/, reviews/, items/), one kind's folder, or one file")
     check.add_argument("--examples", type=int, default=3, help="rejected rows shown per reason (default 3)")
@@ -241,6 +249,17 @@ def _maintain(args: argparse.Namespace, settings: Settings) -> int:
         reports = maintain(pipeline.lake, settings, run.timestamp, steps=args.steps or C.MAINTENANCE_STEPS, tables=tables)
     for report in reports:
         print(report.to_json() if args.json else report.summary())
+    return 0
+
+
+def _stream(args: argparse.Namespace, settings: Settings) -> int:
+    from interestlake.pipeline.stream import run_stream
+
+    if not (args.verbose or args.quiet):
+        # One line per micro-batch: the stages' own progress lines only with --verbose.
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(lambda record: record.levelno >= logging.WARNING or record.name == "interestlake.stream")
+    run_stream(settings, args.master, args.wait, reload=lambda: load_settings(args.conf))
     return 0
 
 
@@ -502,6 +521,7 @@ def format_table(columns: Sequence[str], rows: Sequence[dict]) -> str:
 _COMMANDS = {
     **{name: _run_stages for name in _STAGE_HELP},
     "maintain": _maintain,
+    "stream": _stream,
     "validate": _validate,
     "forget": _forget,
     "demo": _demo,
