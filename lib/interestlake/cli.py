@@ -110,15 +110,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = command("bench", "run a benchmark (minutes; prints JSON with --json)")
     bench.add_argument(
-        "name", choices=["refresh", "encode", "score"],
+        "name", choices=["refresh", "encode", "score", "freshness"],
         help="refresh: incremental vs full recompute over growing histories; encode: our Spark encode stage vs "
-        "the bare encoder (and ONNX int8); score: our scoring vs Spark ALS recommendForAllUsers",
+        "the bare encoder (and ONNX int8); score: our scoring vs Spark ALS recommendForAllUsers; freshness: "
+        "seconds from a landing file to its recommendations, `stream` vs a `refresh` process per interval",
     )
     bench.add_argument("--json", action="store_true", help="print only the JSON result on stdout")
     bench.add_argument("--workdir", default=None, help="where the benchmark files go (default: a temporary folder)")
     bench.add_argument("--sizes", default="10000,100000,400000", help="refresh: history sizes in events, comma-separated")
     bench.add_argument("--new-events", type=int, default=2000, help="refresh: events in the new batch (default 2000)")
     bench.add_argument("--new-users", type=int, default=200, help="refresh: users in the new batch (default 200)")
+    bench.add_argument("--history-events", type=int, default=400_000,
+                       help="freshness: events in the lake's history (default 400000)")
+    bench.add_argument("--interval", type=float, default=5.0, help="freshness: seconds between landing files (default 5)")
+    bench.add_argument("--duration", type=float, default=180.0,
+                       help="freshness: seconds of landing files per path (default 180)")
     bench.add_argument("--texts", type=int, default=4000, help="encode: review-length texts (default 4000)")
     bench.add_argument("--no-onnx", action="store_true", help="encode: skip the ONNX int8 line")
     bench.add_argument("--users", type=int, default=20_000, help="score: users (default 20000)")
@@ -374,6 +380,9 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
         except ValueError:
             raise ValueError(f"--sizes must be comma-separated integers, got {args.sizes!r}") from None
         result = benchmarks.refresh_benchmark(sizes, args.new_events, args.new_users, conf=args.conf, workdir=args.workdir)
+    elif args.name == "freshness":
+        result = benchmarks.freshness_benchmark(args.history_events, args.new_events, args.new_users, args.interval,
+                                                args.duration, conf=args.conf, workdir=args.workdir)
     elif args.name == "encode":
         result = benchmarks.encode_benchmark(args.texts, conf=args.conf, onnx=not args.no_onnx, workdir=args.workdir)
     else:
