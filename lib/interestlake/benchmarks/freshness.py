@@ -229,7 +229,7 @@ def _freshness(root: Path, landed: dict[str, float]) -> dict[str, Any]:
         recommend = stages.get((run, "recommend"))
         if recommend is None or recommend["status"] != "succeeded":
             continue
-        version = (recommend["written_versions"] or {}).get(C.RECOMMENDATIONS)
+        version = dict(recommend["written_versions"] or []).get(C.RECOMMENDATIONS)
         done = commits.get(version) if version is not None else None
         ages.append((done if done is not None else _epoch(recommend["finished_at"])) - appeared)
         waits.append(_epoch(stages[(run, "ingest")]["started_at"]) - appeared)
