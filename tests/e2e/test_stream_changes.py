@@ -18,7 +18,7 @@ from tests.conftest import make_settings
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.spark]
 
 
-def wait_until(condition, what: str, timeout: float = 240):
+def wait_until(condition, what: str, timeout: float = 600):
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"no {what} within {timeout}s"
