@@ -131,9 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--items", type=int, default=5_000, help="score: items (default 5000)")
     bench.add_argument("--k", type=int, default=10, help="score: K (default 10)")
     bench.add_argument(
-        "--paths", default="steered,cosine,learned",
-        help="score: scorers to time, comma-separated: steered (the recommend stage's default), cosine "
-        "(steer.enabled: false), learned (with a learned interest model)",
+        "--paths", default="learned,cosine,plain",
+        help="score: settings of the one scoring path to time, comma-separated: learned (a learned interest model, "
+        "steering on: production with a champion), cosine (no model, steering on), plain (no model, steer.enabled: false)",
     )
     bench.add_argument("--history", type=int, default=None,
                        help="score: recent history entries per user (default interests.short_term_events)")
@@ -157,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--ties", choices=["input", "random"], default=None,
                     help="leave-last-out: equal times keep the input order (default) or draw with the seed")
     ev.add_argument("--methods", default=",".join(["interestlake", "interestlake_zero_shot", "popularity", "item_knn", "als"]),
-                    help="comma-separated subset of interestlake,interestlake_zero_shot,popularity,item_knn,als")
+                    help="comma-separated subset of interestlake,interestlake_zero_shot,popularity,item_knn,als; "
+                    "also interestlake_negative, interestlake_multi_interest, interestlake_mmr (the learned model with "
+                    "one more part of steering on)")
     ev.add_argument("--json", action="store_true", help="print only the JSON result on stdout")
 
     enc = command("encoder", "the encoder in the MLflow model registry")

@@ -327,6 +327,9 @@ class SteerNeedsSettings(_Section):
     share: float = Field(default=0.6, ge=0, le=1)
     # Bonus per fraction of the query's words found in an item's title, category or description.
     term_weight: float = Field(default=0.5, ge=0)
+    # Under a learned model: bonus for the model's score of the item for this user, scaled to
+    # [0, 1] over the candidates, so a need brings the user's kind of item within its bounds.
+    model_weight: float = Field(default=0.2, ge=0)
 
 
 class SteerNegativeSettings(_Section):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from interestlake import constants as C
+from interestlake.models.reasons import SAME_ITEM_TEMPLATES, ZH_SAME_ITEM
 from interestlake.pipeline.run import RunContext
 from tests.conftest import make_settings
 
@@ -97,27 +98,65 @@ def lists(lake):
     return {user: sorted(rows, key=lambda r: r.rank) for user, rows in out.items()}
 
 
-@pytest.fixture(scope="module")
-def steered(spark, tmp_path_factory):
+# Users with one kind of item each, so that a model trained on the shop learns its kinds.
+BACKGROUND_EVENTS = [
+    event(f"bg-{group}-{user}-{n}", f"bg-{group}-{user}", item_id, "view", 1 + n, 8 + user)
+    for group, items in enumerate([["s1", "s2", "s3", "s4", "s5"], ["g1", "g2", "g3", "p1", "p2"],
+                                   ["j1", "j2", "j3", "j4", "j5", "j6"], ["t1", "t2", "t3", "t4", "t5", "t6"],
+                                   ["m1", "m2", "m3", "m4"]])
+    for user in range(6)
+    for n, item_id in enumerate(items[user % len(items):] + items[: user % len(items)])
+]
+# Each configuration the recommend stage meets: without and with a learned model, the second
+# refresh's interests and recommend stages as Spark jobs or as a small batch on the driver.
+VARIANTS = ["no-model/spark", "no-model/small-batch", "model/spark", "model/small-batch"]
+SPARK_VARIANTS = [v for v in VARIANTS if v.endswith("/spark")]
+
+
+@pytest.fixture(scope="module", params=VARIANTS)
+def steered(request, spark, tmp_path_factory):
     from interestlake.lake.tables import open_lake
     from interestlake.pipeline.refresh import Pipeline
+    from interestlake.pipeline.train import train_model
 
-    # Every part on, whatever the defaults (docs/evaluation.md says which are on by default).
-    settings = make_settings(tmp_path_factory.mktemp("steer") / "lake", {
-        f"INTERESTLAKE__STEER__{part}__enabled": "true" for part in ("TOPICS", "NEEDS", "NEGATIVE", "MULTI_INTEREST")
-    })
+    with_model, on_driver = request.param.startswith("model/"), request.param.endswith("/small-batch")
+    # Every part on, whatever the defaults (docs/evaluation.md says which are on by default). Negative
+    # feedback always runs on Spark (its text rule is a Java regular expression), so the small-batch
+    # variants leave it off and the dislike test runs on the Spark variants.
+    env = {f"INTERESTLAKE__STEER__{part}__enabled": "true" for part in ("TOPICS", "NEEDS", "MULTI_INTEREST")}
+    env["INTERESTLAKE__STEER__NEGATIVE__enabled"] = str(not on_driver).lower()
+    env["INTERESTLAKE__SMALL_BATCH__enabled"] = str(on_driver).lower()
+    env.update({"INTERESTLAKE__MODEL__DIM": "16", "INTERESTLAKE__MODEL__EPOCHS": "6", "INTERESTLAKE__MODEL__SEED": "3"})
+    root = tmp_path_factory.mktemp("steer")
+    settings = make_settings(root / "lake", env)
     lake = open_lake(spark, settings.lake)
     lake.ensure_tables()
     pipeline = Pipeline(spark, lake, settings)
     landing = Path(settings.lake.landing_uri)
     write_jsonl(landing / "items" / "items.jsonl", ITEMS)
-    write_jsonl(landing / "events" / "e1.jsonl", FIRST_EVENTS)
+    write_jsonl(landing / "events" / "e1.jsonl", FIRST_EVENTS + BACKGROUND_EVENTS)
     write_jsonl(landing / "reviews" / "r1.jsonl", FIRST_REVIEWS)
     pipeline.refresh(RunContext.create("steer-1", "2026-10-20T00:00:00Z"))
+    if with_model:
+        # A model trained on the shop, then in use (as after `interestlake train --promote`):
+        # every user is recomputed and re-scored with it before the second batch lands.
+        trained, _ = train_model(lake, settings)
+        settings = settings.model_copy(update={"model": settings.model.model_copy(
+            update={"uri": str(trained.model.save(root / "model")), "version": "steer-test-1"})})
+        pipeline = Pipeline(spark, lake, settings)
+        pipeline.refresh(RunContext.create("steer-1b", "2026-10-20T01:00:00Z"))
     before = lists(lake)
     write_jsonl(landing / "events" / "e2.jsonl", SECOND_EVENTS)
     write_jsonl(landing / "reviews" / "r2.jsonl", SECOND_REVIEWS)
-    pipeline.refresh(RunContext.create("steer-2", "2026-10-21T00:00:00Z"))
+    run, jobs = RunContext.create("steer-2", "2026-10-21T00:00:00Z"), {}
+    for stage in ("ingest", "encode", "interests", "recommend"):
+        spark.sparkContext.setJobGroup(f"steer-2-{request.param}-{stage}", stage)
+        pipeline.run_stage(stage, run)
+        jobs[stage] = len(spark.sparkContext.statusTracker().getJobIdsForGroup(f"steer-2-{request.param}-{stage}"))
+    # The path taken: a small batch's interests and recommend stages start no Spark job at all.
+    assert (jobs["interests"] == 0 and jobs["recommend"] == 0) == on_driver, jobs
+    dims = {len(r.interest) for r in lake.read(C.USER_INTERESTS).collect()}
+    assert dims == ({settings.model.dim + 1} if with_model else {384})  # the model's user vectors are scored
     return lake, before, lists(lake)
 
 
@@ -137,6 +176,7 @@ def test_a_search_puts_matching_items_within_its_price_at_the_top(steered):
     assert [r.item_id for r in before["searcher"][:3]] != top
 
 
+@pytest.mark.parametrize("steered", SPARK_VARIANTS, indirect=True)
 def test_a_one_star_rating_demotes_similar_items(steered):
     lake, before, after = steered
     vectors = {r.item_id: np.array(r.embedding) for r in lake.read(C.ITEM_EMBEDDINGS).collect()}
@@ -146,8 +186,8 @@ def test_a_one_star_rating_demotes_similar_items(steered):
 
     assert similar(after["disliker"]) < similar(before["disliker"])
     assert "t2" not in {r.item_id for r in after["disliker"]}
-    # The interest vector moved away from the disliked item.
-    interest = {r.user_id: np.array(r.interest) for r in lake.read(C.USER_INTERESTS).collect()}
+    # The long-term vector (encoder space, with or without a model) moved away from the disliked item.
+    interest = {r.user_id: np.array(r.long_term) for r in lake.read(C.USER_INTERESTS).collect()}
     assert interest["disliker"] @ vectors["t2"] < interest["two"] @ vectors["t2"]
 
 
@@ -162,15 +202,17 @@ def test_reasons_name_real_evidence(steered):
     topics = {}
     for row in lake.read(C.USER_TOPICS).collect():
         topics.setdefault(row.user_id, set()).add(row.topic)
-    events = [*FIRST_EVENTS, *SECOND_EVENTS]
+    events = [*FIRST_EVENTS, *BACKGROUND_EVENTS, *SECOND_EVENTS]
     for user, rows in after.items():
         evidence = {TITLES[e["item_id"]] for e in events if e["user_id"] == user and e["item_id"]}
         evidence |= {TITLES[r["item_id"]] for r in [*FIRST_REVIEWS, *SECOND_REVIEWS] if r["user_id"] == user}
         evidence |= {e["text"] for e in events if e["user_id"] == user and e.get("text")} | topics.get(user, set())
+        seen = {e["item_id"] for e in events if e["user_id"] == user}
         for row in rows:
             assert row.reason
-            assert any(f'"{label}"' in row.reason for label in evidence) or row.reason.startswith("You viewed"), (
-                user, row.reason)
+            # The item itself in the recent history ("You viewed this recently", "您最近浏览过").
+            same_item = row.item_id in seen and row.reason in {*SAME_ITEM_TEMPLATES.values(), *ZH_SAME_ITEM.values()}
+            assert any(f'"{label}"' in row.reason for label in evidence) or same_item, (user, row.item_id, row.reason)
     assert any("which you rated 5 stars" in r.reason and "Fender Celluloid Guitar Picks" in r.reason
                for r in after["reviewer"])
 
@@ -186,7 +228,7 @@ def test_chinese_query_is_parsed_and_echoed(steered):
 def test_user_topics_for_every_writer_and_top_users_by_sql(steered):
     lake, _, _ = steered
     rows = lake.read(C.USER_TOPICS).collect()
-    assert {r.user_id for r in rows} == {"searcher", "shopper", "reviewer", "disliker"}
+    assert {r.user_id for r in rows} == {"searcher", "shopper", "reviewer", "disliker"}  # not the viewers
     assert all(r.weight > 0 and r.phrases for r in rows)
     lake.register_views([C.USER_TOPICS])
     top = lake.spark.sql(
@@ -196,3 +238,20 @@ def test_user_topics_for_every_writer_and_top_users_by_sql(steered):
     assert {r.user_id for r in top} == {"searcher", "reviewer"}
     zh = lake.spark.sql("SELECT topic FROM user_topics WHERE user_id = 'shopper'").collect()
     assert "手机" in {r.topic for r in zh}
+
+
+def test_a_reason_never_says_matches_your_search_for_an_item_outside_the_search(steered):
+    """"Matches your search" only for an item meeting every bound and exclusion of that search."""
+    from interestlake.models.needs import parse_need
+
+    _, _, after = steered
+    texts = {i["item_id"]: f'{i["title"]}. {i["category"]}. {i["description"]}'.lower() for i in ITEMS}
+    claimed = 0
+    for rows in after.values():
+        for row in rows:
+            for template in ('Matches your search "', '符合您的搜索"'):
+                if row.reason.startswith(template):
+                    need = parse_need(row.reason[len(template):-1])
+                    assert need.allows(PRICES[row.item_id], texts[row.item_id]), (row.user_id, row.item_id, row.reason)
+                    claimed += 1
+    assert claimed >= 6  # the searcher's and the shopper's need slots

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from interestlake.models.interest import InterestParams, normalize, user_interest
-from interestlake.models.scoring import FALLBACK_REASON, RunningTopK, reason_for
+from interestlake.models.reasons import FALLBACK_REASON, explain
+from interestlake.models.scoring import TopKPool
 
 WEIGHTS = {"view": 1.0, "click": 2.0, "cart": 3.0, "purchase": 5.0, "rate": 3.0, "search": 2.0, "review": 4.0}
 PARAMS = InterestParams(
@@ -63,12 +64,18 @@ def test_empty_history_is_an_error():
         user_interest(np.stack([E[0]]), ["view", "view"], np.zeros(1), PARAMS)
 
 
-def top_k(users, items, k, excluded, blocks=1):
-    ids = [f"i{n}" for n in range(len(items))]
-    ranking = RunningTopK(users, k, [{f"i{n}" for n in cols} for cols in excluded])
-    for chunk in np.array_split(np.arange(len(items)), blocks):
-        ranking.add([ids[n] for n in chunk], items[chunk])
-    return [([int(item[1:]) for item, _, _ in best], [score for _, score, _ in best]) for best in ranking.results()]
+def top_k(users, items, k, excluded, blocks=1, order=None):
+    """The pool's lists of ``users`` over ``items`` split into ``blocks`` (taken in ``order``), exclusions masked."""
+    users, items = np.asarray(users, np.float32), np.asarray(items, np.float32)
+    pool = TopKPool(len(users), k)
+    chunks = np.array_split(np.arange(len(items)), blocks)
+    for chunk in (chunks if order is None else [chunks[i] for i in order]):
+        scores = users @ items[chunk].T
+        for row, cols in enumerate(excluded):
+            scores[row, [c for c, n in enumerate(chunk) if n in cols]] = -np.inf
+        # Keys and id ranks are the item numbers (ids "i0".."iN" compare like numbers here only by rank).
+        pool.add(chunk, chunk, scores)
+    return [([int(key) for key in keys], scores.tolist()) for keys, scores in pool.results()]
 
 
 def test_top_k_excludes_and_orders():
@@ -103,31 +110,47 @@ def test_top_k_is_the_same_whatever_the_item_blocks():
     excluded = [[n, n + 1] for n in range(7)]
     one_block = top_k(users, items, 5, excluded)
     assert top_k(users, items, 5, excluded, blocks=7) == one_block
+    assert top_k(users, items, 5, excluded, blocks=7, order=[6, 2, 4, 0, 1, 5, 3]) == one_block
     brute = users.astype(np.float32) @ items.astype(np.float32).T
     for row, (idx, scores) in enumerate(one_block):
         allowed = [n for n in range(50) if n not in excluded[row]]
-        expected = sorted(allowed, key=lambda n: (-brute[row, n], f"i{n}"))[:5]
+        expected = sorted(allowed, key=lambda n: (-brute[row, n], n))[:5]
         assert idx == expected
+
+
+def test_ties_at_the_pool_boundary_go_to_the_lower_id():
+    """Many items tied at the k-th score: the pool keeps the ones first in id order, in any block split."""
+    users = np.stack([E[0]])
+    items = np.stack([E[0]] + [E[1]] * 9)  # one best, then nine ties at 0
+    for blocks in (1, 2, 5):
+        for order in (None, list(range(blocks))[::-1]):
+            [(idx, _)] = top_k(users, items, 4, [[]], blocks=blocks, order=order)
+            assert idx == [0, 1, 2, 3]
+
+
+def reason(item_id, vector, history, kinds, labels, items, price=1.0, text="", need=None):
+    return explain(item_id, vector, text, price, need, history, kinds, labels, items, {}, [])
 
 
 def test_reason_names_the_closest_history_entry():
     history = np.stack([E[0], E[1]])
     items = ["tent-1", None]
-    assert reason_for("x", E[1], history, ["view", "search"], ["Tent", "lightweight tent"], items) == (
-        'Matches your search "lightweight tent"'
+    # A past search is never evidence: only a fresh need that placed the item is (see the steering tests).
+    assert reason("x", E[1], history, ["view", "search"], ["Tent", "lightweight tent"], items) == (
+        'Similar to "Tent", which you viewed'
     )
-    assert reason_for("x", E[0], history, ["purchase", "search"], ["Tent", "q"], items) == (
+    assert reason("x", E[0], history, ["purchase", "search"], ["Tent", "q"], items) == (
         'Goes with "Tent", which you bought'
     )
-    assert reason_for("x", E[0], np.zeros((0, 4)), [], [], []) == FALLBACK_REASON
+    assert reason("x", E[0], np.zeros((0, 4)), [], [], []) == FALLBACK_REASON
     long_label = "A" * 200
-    assert len(reason_for("x", E[0], history[:1], ["view"], [long_label], ["a"])) < 120
+    assert len(reason("x", E[0], history[:1], ["view"], [long_label], ["a"])) < 120
 
 
 def test_reason_for_an_item_already_in_the_history():
     history = np.stack([E[1], E[0]])
     kinds, labels, items = ["search", "cart"], ["tent", "Tent"], [None, "tent-1"]
-    assert reason_for("tent-1", E[0], history, kinds, labels, items) == "Still in your cart"
+    assert reason("tent-1", E[0], history, kinds, labels, items) == "Still in your cart"
 
 
 def test_folding_new_entries_equals_recomputing_the_whole_history():
@@ -162,20 +185,17 @@ def test_folding_one_entry_is_the_seed_update_rule():
     np.testing.assert_allclose(folded.weighted_sum / folded.mass, (1 - alpha) * u + alpha * E[2], atol=1e-12)
 
 
-def test_approximate_top_k_finds_nearly_all_exact_neighbours_and_honours_exclusions():
+def test_approximate_search_finds_nearly_all_exact_neighbours():
     pytest.importorskip("faiss", reason="faiss-cpu is not installed (pip install faiss-cpu)")
     from interestlake.models.scoring import ApproximateTopK
 
     rng = np.random.default_rng(5)
     items = np.stack([normalize(v) for v in rng.standard_normal((2000, 16))])
     users = np.stack([normalize(v) for v in rng.standard_normal((50, 16))])
-    ids = [f"i{n:05d}" for n in range(len(items))]
-    excluded = [{ids[int(np.argmax(items @ u))]} for u in users]  # each user's best item is off limits
-    approximate = ApproximateTopK(ids, items).search(users, 10, excluded)
-    exact = top_k(users, items, 10, [[int(next(iter(e))[1:])] for e in excluded])
-    hits = sum(len({item for item, _, _ in got} & {f"i{n:05d}" for n in idx}) for got, (idx, _) in zip(approximate, exact))
+    _, found = ApproximateTopK(items).search(users, 10)
+    exact = top_k(users, items, 10, [[] for _ in users])
+    hits = sum(len(set(row.tolist()) & set(idx)) for row, (idx, _) in zip(found, exact))
     assert hits / (10 * len(users)) >= 0.95
-    assert all(len(got) == 10 and not ({item for item, _, _ in got} & skip) for got, skip in zip(approximate, excluded))
 
 
 def test_scoring_runs_on_the_cpu_where_there_is_no_gpu():
@@ -190,37 +210,95 @@ def test_scoring_runs_on_the_cpu_where_there_is_no_gpu():
     assert np.array_equal(block_scores(users, items, "cpu"), items.T)
 
 
-def test_kept_and_streamed_item_matrices_give_the_same_lists(tmp_path):
+def write_item_matrix(folder, items):
+    """An item matrix as the recommend stage stages it: ids i00.., vectors, no prices, no model."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from interestlake import constants as C
-    from interestlake.pipeline import recommend
+    from interestlake.pipeline.scorer import ITEM_MATRIX_ARROW_SCHEMA, SCORE_VECTOR
+
+    n = len(items)
+    # Written in shuffled order: keys are matrix positions, ties and lists follow item ids.
+    order = np.random.default_rng(1).permutation(n)
+    pq.write_table(pa.table({C.COL_ITEM_ID: [f"i{k:02d}" for k in order], C.COL_EMBEDDING: list(items[order]),
+                             C.COL_PRICE: [None] * n, C.COL_TEXT: [""] * n, SCORE_VECTOR: [None] * n},
+                            schema=ITEM_MATRIX_ARROW_SCHEMA), folder / "items.parquet")
+
+
+def user_batch(users, excluded):
+    import pyarrow as pa
+
+    from interestlake import constants as C
+
+    nothing = pa.nulls(len(users), pa.list_(pa.string()))
+    return pa.RecordBatch.from_pydict({
+        C.COL_USER_ID: [f"u{n}" for n in range(len(users))], "interest": list(users), "excluded": excluded,
+        "hist_kind": nothing, "hist_item": nothing, "hist_label": nothing,
+        "hist_ts": pa.nulls(len(users), pa.list_(pa.timestamp("us"))),
+        "hist_vec": pa.nulls(len(users), pa.list_(pa.list_(pa.float32()))),
+    })
+
+
+def scorer_settings(tmp_path, **recommend):
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path / "lake")
+    return settings.model_copy(update={"recommend": settings.recommend.model_copy(update={"device": "cpu", **recommend})})
+
+
+def test_kept_and_streamed_item_matrices_give_the_same_lists(tmp_path):
+    import pyarrow as pa
+
+    from interestlake import constants as C
+    from interestlake.pipeline import scorer
 
     rng = np.random.default_rng(3)
     items = rng.standard_normal((50, 8)).astype(np.float32)
-    pq.write_table(pa.table({C.COL_ITEM_ID: [f"i{n:02d}" for n in range(50)], C.COL_EMBEDDING: list(items)}),
-                   tmp_path / "items.parquet")
+    write_item_matrix(tmp_path, items)
     users = rng.standard_normal((7, 8)).astype(np.float32)
-    nothing = pa.nulls(7, pa.list_(pa.string()))
-    batch = pa.RecordBatch.from_pydict({
-        C.COL_USER_ID: [f"u{n}" for n in range(7)], "interest": list(users), "excluded": [["i00"]] * 7,
-        "hist_kind": nothing, "hist_item": nothing, "hist_label": nothing,
-        "hist_vec": pa.nulls(7, pa.list_(pa.list_(pa.float32()))),
-    })
+    batch = user_batch(users, [["i00"]] * 7)
 
     def ranked(cache_mb):
-        run = recommend._score_partition(str(tmp_path), 5, 3, 16, "cpu", False, cache_mb)
+        settings = scorer_settings(tmp_path, k=5, user_block_size=3, item_block_size=16, item_cache_mb=cache_mb)
+        run = scorer._score_partition(str(tmp_path), settings, None, False)
         return pa.Table.from_batches(list(run(iter([batch])))).to_pydict()
 
     kept = ranked(cache_mb=64)
-    assert recommend._ITEM_CACHE[(str(tmp_path), "exact", False)] is not None  # read once, kept by this worker
-    recommend._ITEM_CACHE.clear()  # another worker, with a smaller cap
+    [held] = scorer._MATRIX_CACHE.values()
+    assert held.embeddings is not None  # read once, kept by this worker
+    scorer._MATRIX_CACHE.clear()  # another worker, with a smaller cap
     streamed = ranked(cache_mb=0)
-    assert recommend._ITEM_CACHE[(str(tmp_path), "exact", False)] is None  # over the cap: streamed per user block
+    [held] = scorer._MATRIX_CACHE.values()
+    assert held.embeddings is None  # over the cap: streamed per user block
     assert kept == streamed and len(kept[C.COL_ITEM_ID]) == 7 * 5 and "i00" not in kept[C.COL_ITEM_ID]
-    best = np.argsort(-(users[0] @ items.T)[1:])[:5] + 1
-    assert kept[C.COL_ITEM_ID][:5] == [f"i{n:02d}" for n in best]
+    for u in range(7):
+        best = np.argsort(-(users[u] @ items.T)[1:], kind="stable")[:5] + 1
+        assert kept[C.COL_ITEM_ID][5 * u:5 * u + 5] == [f"i{n:02d}" for n in best]
+        assert kept[C.COL_SCORE][5 * u:5 * u + 5] == pytest.approx((users[u] @ items.T)[best].tolist(), abs=1e-5)
+
+
+def test_approximate_retrieval_honours_exclusions(tmp_path):
+    pytest.importorskip("faiss", reason="faiss-cpu is not installed (pip install faiss-cpu)")
+    import pyarrow as pa
+
+    from interestlake import constants as C
+    from interestlake.pipeline import scorer
+
+    rng = np.random.default_rng(5)
+    items = np.stack([normalize(v) for v in rng.standard_normal((99, 16))]).astype(np.float32)
+    write_item_matrix(tmp_path, items)
+    users = np.stack([normalize(v) for v in rng.standard_normal((20, 16))]).astype(np.float32)
+    excluded = [[f"i{int(np.argmax(items @ u)):02d}"] for u in users]  # each user's best item is off limits
+    run = scorer._score_partition(str(tmp_path), scorer_settings(tmp_path, k=10), None, True)
+    got = pa.Table.from_batches(list(run(iter([user_batch(users, excluded)])))).to_pydict()
+    exact = top_k(users, items, 10, [[int(e[0][1:])] for e in excluded])
+    hits = 0
+    for u, (idx, _) in enumerate(exact):
+        listed = got[C.COL_ITEM_ID][10 * u:10 * u + 10]
+        assert len(listed) == 10 and excluded[u][0] not in listed
+        hits += len(set(listed) & {f"i{n:02d}" for n in idx})
+    assert hits / (10 * len(users)) >= 0.95
 
 
 def test_scoring_tasks_one_per_slot_until_users_are_many():

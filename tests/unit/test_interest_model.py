@@ -89,7 +89,7 @@ def test_training_refuses_histories_without_a_next_item():
 
 def test_blocked_scoring_with_the_knn_term_equals_the_brute_force_reference():
     """The recommend stage adds the kNN term block by block as sparse arrays; same lists as the dict reference."""
-    from interestlake.models.scoring import RunningTopK
+    from interestlake.models.scoring import TopKPool
 
     data = generated_history(users=40, items=60)
     params = TrainParams(dim=8, epochs=2, patience=1, batch_size=64, neighbors=10, seed=7)
@@ -102,17 +102,23 @@ def test_blocked_scoring_with_the_knn_term_equals_the_brute_force_reference():
     users = rng.normal(size=(12, model.dim)).astype(np.float32)
     excluded = [set(r[:1]) - {None} for r in recent]
 
-    ranking = RunningTopK(users, 5, excluded, bonus=model.knn_bonus_block(recent))
-    for start in range(0, 60, 16):  # blocks of the catalog, in a shuffled order
-        ranking.add(item_ids[start:start + 16][::-1], data.vectors[data.item_vec][start:start + 16][::-1],
-                    items[start:start + 16][::-1])
-    for row, got in enumerate(ranking.results()):
+    bonus = model.knn_bonus_block(recent)
+    ranking = TopKPool(len(users), 5)
+    for start in range(48, -1, -16):  # blocks of the catalog, in reverse order
+        keys = np.arange(start, min(start + 16, 60))
+        scores = users @ items[keys].T
+        bonus.add_to(scores, model.rows([item_ids[key] for key in keys]))
+        for row, skip in enumerate(excluded):
+            scores[row, [c for c, key in enumerate(keys) if item_ids[key] in skip]] = -np.inf
+        ranking.add(keys, np.argsort(np.argsort(item_ids))[keys], scores)
+    results = [([item_ids[key] for key in keys], scores.tolist(), None) for keys, scores in ranking.results()]
+    for row, (got_items, got_scores, _) in enumerate(results):
         scores = items @ users[row]
         for item, value in model.knn_bonus(recent[row]).items():
             scores[item_ids.index(item)] += value
         expected = sorted((i for i in range(60) if item_ids[i] not in excluded[row]), key=lambda i: (-scores[i], item_ids[i]))[:5]
-        assert [item for item, _, _ in got] == [item_ids[i] for i in expected]
-        assert [score for _, score, _ in got] == pytest.approx([float(scores[i]) for i in expected], abs=1e-6)
+        assert got_items == [item_ids[i] for i in expected]
+        assert got_scores == pytest.approx([float(scores[i]) for i in expected], abs=1e-6)
     assert len(model.knn_bonus_block(recent).values) == sum(len(model.knn_bonus(r)) for r in recent) > 0
 
 

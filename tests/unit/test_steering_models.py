@@ -8,7 +8,7 @@ from interestlake.models.feedback import DislikeRule, is_negative_text
 from interestlake.models.multi_interest import cluster_interests
 from interestlake.models.needs import parse_need
 from interestlake.models.reasons import explain
-from interestlake.models.steering import NeedQuery, assemble, need_slots
+from interestlake.models.steering import InterestRelevance, NeedQuery, assemble, need_slots
 from interestlake.models.topics import key_phrases, user_topics
 from interestlake.settings import SteerSettings
 
@@ -82,6 +82,11 @@ def unit(*rows):
     return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
 
 
+def cosine(vectors, *interests):
+    """Each (query vector, share) as the cosine relevance of the candidates, as the scorer gives it without a model."""
+    return [InterestRelevance(vectors @ query, share) for query, share in interests]
+
+
 def test_clusters_of_a_two_interest_history_and_dislikes_taking_one_away():
     jazz = unit([1, 0.1, 0], [1, 0, 0.1], [0.9, 0.1, 0.1])
     camping = unit([0, 1, 0.1], [0.1, 1, 0], [0, 0.9, 0.2])
@@ -110,7 +115,7 @@ def catalogue():
 def test_plain_top_k_when_nothing_steers():
     ids, vectors, prices, texts = catalogue()
     interest = unit([1, 0.3, 0.1])[0]
-    picks = assemble(ids, vectors, prices, texts, [(interest, 1.0)], [], np.zeros((0, 3)), 5, PLAIN)
+    picks = assemble(ids, vectors, prices, texts, cosine(vectors, (interest, 1.0)), [], np.zeros((0, 3)), 5, PLAIN)
     expected = sorted(ids, key=lambda item: (-(vectors[ids.index(item)] @ interest), item))[:5]
     assert [p.item_id for p in picks] == expected
 
@@ -118,7 +123,7 @@ def test_plain_top_k_when_nothing_steers():
 def test_a_fresh_need_takes_the_first_slots_within_its_constraints():
     ids, vectors, prices, texts = catalogue()
     need = NeedQuery(parse_need("acoustic guitar strings under $20"), unit([0.3, 0, 1])[0], 1.0)
-    picks = assemble(ids, vectors, prices, texts, [(unit([1, 0, 0])[0], 1.0)], [need], np.zeros((0, 3)), 5,
+    picks = assemble(ids, vectors, prices, texts, cosine(vectors, (unit([1, 0, 0])[0], 1.0)), [need], np.zeros((0, 3)), 5,
                      PLAIN)
     assert [p.item_id for p in picks[:2]] == ["s1", "s2"] or [p.item_id for p in picks[:2]] == ["s2", "s1"]
     assert all(p.need == 0 for p in picks[:2]) and "s3" not in [p.item_id for p in picks[:2]]
@@ -130,18 +135,18 @@ def test_dislikes_demote_and_two_interests_share_the_list():
     ids, vectors, prices, texts = catalogue()
     conf = PLAIN
     jazz, camping = unit([1, 0, 0])[0], unit([0, 1, 0])[0]
-    both = assemble(ids, vectors, prices, texts, [(jazz, 0.5), (camping, 0.5)], [], np.zeros((0, 3)), 4, conf)
+    both = assemble(ids, vectors, prices, texts, cosine(vectors, (jazz, 0.5), (camping, 0.5)), [], np.zeros((0, 3)), 4, conf)
     assert {p.item_id[0] for p in both} == {"j", "c"}
-    plain = assemble(ids, vectors, prices, texts, [(unit([1, 0.6, 0])[0], 1.0)], [], np.zeros((0, 3)), 4, conf)
-    demoted = assemble(ids, vectors, prices, texts, [(unit([1, 0.6, 0])[0], 1.0)], [], unit([0, 1, 0.1]), 4, conf)
+    plain = assemble(ids, vectors, prices, texts, cosine(vectors, (unit([1, 0.6, 0])[0], 1.0)), [], np.zeros((0, 3)), 4, conf)
+    demoted = assemble(ids, vectors, prices, texts, cosine(vectors, (unit([1, 0.6, 0])[0], 1.0)), [], unit([0, 1, 0.1]), 4, conf)
     assert sum(p.item_id[0] == "c" for p in demoted) < sum(p.item_id[0] == "c" for p in plain)
 
 
 def test_mmr_lowers_intra_list_similarity():
     ids, vectors, prices, texts = catalogue()
     interest = unit([1, 0.5, 0.5])[0]
-    plain = assemble(ids, vectors, prices, texts, [(interest, 1.0)], [], np.zeros((0, 3)), 4, PLAIN)
-    diverse = assemble(ids, vectors, prices, texts, [(interest, 1.0)], [], np.zeros((0, 3)), 4,
+    plain = assemble(ids, vectors, prices, texts, cosine(vectors, (interest, 1.0)), [], np.zeros((0, 3)), 4, PLAIN)
+    diverse = assemble(ids, vectors, prices, texts, cosine(vectors, (interest, 1.0)), [], np.zeros((0, 3)), 4,
                        SteerSettings(mmr_weight=0.7))
     assert intra_list_similarity(np.array([p.vector for p in diverse])) < intra_list_similarity(
         np.array([p.vector for p in plain]))
@@ -158,10 +163,13 @@ def test_reasons_name_the_evidence_in_the_users_language():
     assert explain("x", unit([0, 0, 1])[0], "", 1.0, None, history, kinds, labels, items, {}, []) == '与您购买的"吉他"搭配'
     query = "不要苹果，2000元以下的手机"
     assert explain("x", item, "", 1.0, parse_need(query), history, kinds, labels, items, {}, []) == f'符合您的搜索"{query}"'
-    # A query is no evidence for an item outside its price bound.
+    # Only a need that placed the item says "Matches your search", and only when the item meets its bounds;
+    # a past search in the history is never evidence.
     searched = (history[:1], ["search"], ["strings under $20"], [None], {}, [])
-    assert explain("x", item, "strings", 9.0, None, *searched) == 'Matches your search "strings under $20"'
-    assert explain("x", item, "strings", 45.0, None, *searched) == "Matches your interests"
+    need = parse_need("strings under $20")
+    assert explain("x", item, "strings", 9.0, need, *searched) == 'Matches your search "strings under $20"'
+    assert explain("x", item, "strings", 45.0, need, *searched) == "Matches your interests"
+    assert explain("x", item, "strings", 9.0, None, *searched) == "Matches your interests"
     assert explain("x", item, "light gauge strings", 9.0, None, history[:0], [], [], [], {}, ["guitar strings"]) == (
         'Matches your interest in "guitar strings"')
 
@@ -184,7 +192,7 @@ def test_steered_lists_equal_one_argmax_per_slot(monkeypatch):
         needs = [NeedQuery(parse_need(f"{words[int(rng.integers(0, 5))]} under ${int(rng.integers(10, 90))}"),
                          unit(rng.normal(size=6))[0], float(rng.uniform(0.3, 1))) for _ in range(int(rng.integers(0, 4)))]
         interests = [(unit(rng.normal(size=6))[0], share) for share in ([1.0] if rng.random() < 0.5 else [0.6, 0.4])]
-        cases.append(([f"i{j:02d}" for j in range(n)], vectors, prices, texts, interests, needs))
+        cases.append(([f"i{j:02d}" for j in range(n)], vectors, prices, texts, cosine(vectors, *interests), needs))
     fast = [[p.item_id for p in assemble(*case, np.zeros((0, 6)), 8, conf)] for case in cases]
     monkeypatch.setattr(steering, "_most_relevant",
                         lambda relevance, allowed, orders: mmr_pick(relevance, None, np.zeros((0, 6)), 0.0, allowed))

@@ -24,12 +24,13 @@ def unit_vector(seed: int, index: int, dim: int) -> np.ndarray:
     return (vector / np.linalg.norm(vector)).astype(np.float32)
 
 
-# The recommend stage's three scorers: steered (the default), plain cosine (steer.enabled:
-# false) and the learned interest model (when a champion exists).
-PATHS = ("steered", "cosine", "learned")
+# The recommend stage's one scoring path in three settings: with a learned interest model
+# (what production runs once a champion is promoted), without one (cosine relevance), and
+# plain (steer.enabled: false, no model): needs, dislikes and reasons apply to the first two.
+PATHS = ("learned", "cosine", "plain")
 _TOPICS = ["guitar strings", "jazz", "camping"]
 _NEED = "guitar strings under $20"
-# Every this many users has a fresh search (a need) in the steered path.
+# Every this many users has a fresh search (a need) in the steered paths.
 _NEED_EVERY = 10
 
 
@@ -38,33 +39,33 @@ def score_benchmark(
     check_users: int = 200, workdir: str | None = None, seed: int = 11, ann: bool = True, history: int | None = None,
     paths: tuple[str, ...] = PATHS,
 ) -> dict[str, Any]:
-    """Seconds to top-K every user: the recommend stage's scorers vs ALS ``recommendForAllUsers`` (rank 64).
+    """Seconds to top-K every user: the recommend stage's scoring path vs ALS ``recommendForAllUsers`` (rank 64).
 
     Users and items are random unit vectors, written to Parquet before the timing,
-    with what the recommend stage gives its scorers: each user's recent history
+    with what the recommend stage gives its scorer: each user's recent history
     (``history`` entries, default ``interests.short_term_events``; every fourth a
     purchase, so excluded), topics, and a fresh search (a need with a price bound)
-    for every tenth user; each item a price and a text. Each path in ``paths`` is
-    timed after a warm-up call, with peak memory sampled:
+    for every tenth user; each item a price and a text. Each path in ``paths`` is the
+    stage's one scoring path (``pipeline.scorer.score_users``), timed after a warm-up
+    call, with peak memory sampled:
 
-    - ``steered``: ``steer.score_steered``, what ``recommend`` runs by default;
-    - ``cosine``: ``recommend.score_users``, the plain cosine scan (``steer.enabled: false``);
-    - ``learned``: ``score_users`` with a learned interest model (random weights of
-      the configured shapes): ``[u, 1] . [v_j, b_j]`` plus the item-kNN term.
+    - ``learned``: with a learned interest model (random weights of the configured
+      shapes: ``[u, 1] . [v_j, b_j]`` plus the item-kNN term) and steering on;
+    - ``cosine``: without a model (cosine relevance), steering on;
+    - ``plain``: without a model, ``steer.enabled: false``.
 
     ALS is fitted on random implicit interactions of the same users and items
     first, and only its recommend call is timed. All write their full result
     (Spark's noop sink for ALS, Parquet for ours); each path's lists are checked
-    against a brute-force numpy top K on ``check_users`` users (for ``steered``,
-    users without a need, whose steered list is the plain cosine top K). With ``ann``
-    (and faiss installed), the approximate FAISS path is timed too and its recall@K
-    against the exact cosine lists reported.
+    against a brute-force numpy top K on ``check_users`` users (for the steered paths,
+    users without a need, whose list is by design the top K of the relevance). With
+    ``ann`` (and faiss installed), the approximate FAISS retrieval is timed too and
+    its recall@K against the exact plain lists reported.
 
     Returns:
         ``{"benchmark": "score", "users", "items", "k", "path", "ours_seconds",
         "als_seconds", "ratio", "exact_top_k_equal", peak memory, "paths", ...}``:
-        the top-level figures are the path the recommend stage runs with these
-        settings and no learned model (``steered`` unless steering is off);
+        the top-level figures are the first path of ``paths`` (``learned`` by default);
         ``paths`` has every timed path.
     """
     import pyarrow as pa
@@ -85,7 +86,7 @@ def score_benchmark(
     settings = load_settings(conf, env={**os.environ, **env})
     settings = settings.model_copy(update={"recommend": settings.recommend.model_copy(update={"k": k})})
     history = settings.interests.short_term_events if history is None else history
-    default_path = "steered" if settings.steer.enabled else "cosine"
+    default_path = paths[0]
 
     item_ids = [f"item-{n:07d}" for n in range(items)]
     item_matrix = np.stack([unit_vector(seed, users + n, dim) for n in range(items)])
@@ -125,8 +126,8 @@ def score_benchmark(
             log.info("bench score: %s %.1fs", path, seconds)
             results[path] = {"seconds": round(seconds, 2), **peaks.as_dict(), "out": out}
         approximate = None
-        if ann and "cosine" in paths:
-            approximate = _approximate(spark, user_side, uris["items"], settings.recommend, results["cosine"]["out"], base)
+        if ann and "plain" in paths:
+            approximate = _approximate(spark, user_side, uris["items"], settings, results["plain"]["out"], base)
 
         interactions = (
             spark.range(users * _INTERACTIONS_PER_USER)
@@ -148,7 +149,7 @@ def score_benchmark(
         rng = np.random.default_rng(seed)
         checked = rng.choice(users, size=min(check_users, users), replace=False)
         for path, result in results.items():
-            sample = [n for n in checked if path != "steered" or n % _NEED_EVERY]
+            sample = [n for n in checked if path == "plain" or n % _NEED_EVERY]
             exact = _expected_lists(sample, path, seed, dim, history, item_ids, item_matrix, model, k)
             got: dict[str, list[tuple[int, str]]] = {}
             for row in spark.read.parquet(result.pop("out")).filter(F.col(C.COL_USER_ID).isin(list(exact))).collect():
@@ -185,17 +186,17 @@ def _scorer(path: str, uris: dict[str, str], settings, model):
     """The DataFrame -> ranked rows function of one path, as the recommend stage calls it."""
     from pyspark.sql import functions as F
 
-    from interestlake.pipeline import steer
-    from interestlake.pipeline.recommend import score_users
+    from interestlake.pipeline.scorer import score_users
 
-    if path == "steered":
-        return lambda users: steer.score_steered(users, uris["items"], uris["meta"], settings)
+    if path == "learned":
+        # The stage stores the model's user vector as the user's interest.
+        return lambda users: score_users(
+            users.withColumn("interest", F.col("learned_interest")), uris["learned_items"], settings, model=model
+        )
     if path == "cosine":
-        return lambda users: score_users(users, uris["items"], settings.recommend)
-    # The stage stores the model's user vector as the user's interest.
-    return lambda users: score_users(
-        users.withColumn("interest", F.col("learned_interest")), uris["learned_items"], settings.recommend, model=model
-    )
+        return lambda users: score_users(users, uris["items"], settings)
+    plain = settings.model_copy(update={"steer": settings.steer.model_copy(update={"enabled": False})})
+    return lambda users: score_users(users, uris["items"], plain)
 
 
 def _random_model(item_ids: list[str], item_matrix: np.ndarray, settings, seed: int):
@@ -225,24 +226,27 @@ def _random_model(item_ids: list[str], item_matrix: np.ndarray, settings, seed: 
 
 
 def _write_items(base: Path, item_ids: list[str], item_matrix: np.ndarray, model, seed: int) -> dict[str, str]:
-    """The item matrix (and the learned one, with score vectors) and the item metadata, as the stage stages them."""
+    """The item matrix as the stage stages it (``scorer.ITEM_MATRIX_SCHEMA``), and with a model's score vectors."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from interestlake.pipeline.scorer import ITEM_MATRIX_ARROW_SCHEMA, SCORE_VECTOR
+
     rng = np.random.default_rng([seed, 2])
     words = ["guitar strings", "jazz record", "camping tent", "drum sticks"]
-    tables = {
-        "items": {C.COL_ITEM_ID: item_ids, C.COL_EMBEDDING: list(item_matrix)},
-        "meta": {C.COL_ITEM_ID: item_ids, C.COL_PRICE: rng.uniform(5, 500, len(item_ids)),
-                 C.COL_TEXT: [f"item {n} {words[n % len(words)]}" for n in range(len(item_ids))]},
+    columns = {
+        C.COL_ITEM_ID: item_ids, C.COL_EMBEDDING: list(item_matrix), C.COL_PRICE: rng.uniform(5, 500, len(item_ids)),
+        C.COL_TEXT: [f"item {n} {words[n % len(words)]}" for n in range(len(item_ids))],
+        SCORE_VECTOR: [None] * len(item_ids),
     }
+    tables = {"items": columns}
     if model is not None:
-        tables["learned_items"] = {**tables["items"], "score_vector": list(model.item_vectors(item_ids, item_matrix))}
+        tables["learned_items"] = {**columns, SCORE_VECTOR: list(model.item_vectors(item_ids, item_matrix))}
     uris = {}
-    for name, columns in tables.items():
+    for name, table in tables.items():
         uris[name] = str(base / name)
         Path(uris[name]).mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.table(columns), f"{uris[name]}/{name}.parquet")
+        pq.write_table(pa.table(table, schema=ITEM_MATRIX_ARROW_SCHEMA), f"{uris[name]}/{name}.parquet")
     return uris
 
 
@@ -253,7 +257,8 @@ def _user_schema(model):
     vector, strings = pa.list_(pa.float32()), pa.list_(pa.string())
     fields = [
         (C.COL_USER_ID, pa.string()), ("interest", vector), ("excluded", strings), ("hist_kind", strings),
-        ("hist_item", strings), ("hist_label", strings), ("hist_vec", pa.list_(vector)), ("ref_ts", pa.timestamp("us")),
+        ("hist_item", strings), ("hist_label", strings), ("hist_ts", pa.list_(pa.timestamp("us"))),
+        ("hist_vec", pa.list_(vector)), ("ref_ts", pa.timestamp("us")),
         ("need_text", strings), ("need_ts", pa.list_(pa.timestamp("us"))), ("need_vec", pa.list_(vector)),
         ("disliked_items", strings), ("disliked_vec", pa.list_(vector)), ("rated_items", strings),
         ("rated_values", pa.list_(pa.float64())), ("topics", strings),
@@ -281,6 +286,7 @@ def _user_row(n: int, seed: int, dim: int, history: int, item_ids, item_matrix, 
         "excluded": [item_ids[i] for i, kind in zip(recent, kinds) if kind == C.EVENT_PURCHASE],
         "hist_kind": kinds, "hist_item": [item_ids[i] for i in recent],
         "hist_label": [f"item {i}" for i in recent],
+        "hist_ts": [now - datetime.timedelta(hours=i) for i in range(len(recent))],
         # Listed items' entries travel without a vector, as the stage ships them (reason_history).
         "hist_vec": [None] * len(recent), "ref_ts": now,
         "need_text": [_NEED] if need else None, "need_ts": [now] if need else None,
@@ -313,17 +319,18 @@ def _expected_lists(sample, path: str, seed: int, dim: int, history: int, item_i
     return expected
 
 
-def _approximate(spark, user_side, items_uri: str, recommend, exact_out: str, base: Path) -> dict[str, Any]:
-    """Seconds and recall@K of the FAISS path against the exact lists of the same users."""
+def _approximate(spark, user_side, items_uri: str, settings, exact_out: str, base: Path) -> dict[str, Any]:
+    """Seconds and recall@K of the FAISS retrieval against the exact plain lists of the same users."""
     import importlib.util
 
-    from interestlake.pipeline.recommend import score_users
+    from interestlake.pipeline.scorer import score_users
 
     if importlib.util.find_spec("faiss") is None:
         return {"skipped": "faiss is not installed (pip install faiss-cpu)"}
+    plain = settings.model_copy(update={"steer": settings.steer.model_copy(update={"enabled": False})})
     out = str(base / "approximate")
     started = time.perf_counter()
-    score_users(user_side, items_uri, recommend, approximate=True).write.mode("overwrite").parquet(out)
+    score_users(user_side, items_uri, plain, approximate=True).write.mode("overwrite").parquet(out)
     seconds = time.perf_counter() - started
     pairs = [C.COL_USER_ID, C.COL_ITEM_ID]
     found = spark.read.parquet(out).select(*pairs).join(spark.read.parquet(exact_out).select(*pairs), pairs).count()

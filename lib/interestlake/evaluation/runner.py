@@ -32,7 +32,14 @@ from interestlake.settings import Settings
 
 log = logging.getLogger("interestlake")
 BASELINES = ("popularity", "item_knn", "als")
-METHODS = (METHOD, ZERO_SHOT, *BASELINES)
+# The learned model with one more part of steering on (not in the default methods: they
+# measure whether a part should be on by default, docs/evaluation.md).
+STEERED = {
+    f"{METHOD}_negative": {"negative": {"enabled": True}},
+    f"{METHOD}_multi_interest": {"multi_interest": {"enabled": True}},
+    f"{METHOD}_mmr": {"mmr_weight": 0.3},
+}
+METHODS = (METHOD, ZERO_SHOT, *BASELINES, *STEERED)
 # Buckets of training history length for the metric-by-history plot.
 HISTORY_BUCKETS = ((1, 3), (4, 5), (6, 10), (11, 20), (21, 50), (51, 100), (101, None))
 
@@ -162,7 +169,7 @@ def evaluate(
         lists[name] = {mode: recommend(model, catalog, history, users, max_k) for mode, history in histories.items()}
         seconds[name] = time.perf_counter() - clock
 
-    if METHOD in methods or ZERO_SHOT in methods:
+    if {METHOD, ZERO_SHOT, *STEERED} & set(methods):
         clock = time.perf_counter()
         ours, trained = _pipeline_lists(spark, settings, dataset, tables, cold_tables, max_k, encoder, run_id, methods)
         lists.update(ours)
@@ -238,13 +245,20 @@ def _pipeline_lists(spark, settings, dataset, tables, cold_tables, max_k, encode
     run_id = run_id or f"evaluation__{pd.Timestamp.now(tz='UTC').isoformat()}"
     model_dir = f"{lake_root}/models/{run_id.replace(':', '-')}"
     variants = {}
+    learned = eval_settings.model_copy(update={"model": eval_settings.model.model_copy(
+        update={"uri": model_dir, "version": f"evaluation:{run_id}"})})
     if METHOD in methods:
-        variants[METHOD] = eval_settings.model_copy(update={"model": eval_settings.model.model_copy(
-            update={"uri": model_dir, "version": f"evaluation:{run_id}"})})
+        variants[METHOD] = learned
     if ZERO_SHOT in methods:
         variants[ZERO_SHOT] = eval_settings.model_copy(update={"model": eval_settings.model.model_copy(
             update={"uri": NO_MODEL, "version": None})})
-    train_to = model_dir if METHOD in methods else None
+    for name, parts in STEERED.items():
+        if name in methods:
+            steer = learned.steer.model_copy(update={
+                part: getattr(learned.steer, part).model_copy(update=value) if isinstance(value, dict) else value
+                for part, value in parts.items()})
+            variants[name] = learned.model_copy(update={"steer": steer})
+    train_to = model_dir if set(variants) - {ZERO_SHOT} else None
     full, _, trained = pipeline_recommendations(spark, eval_settings, tables, f"{run_id}__full", versions, variants, train_to)
     cold, _, _ = pipeline_recommendations(spark, eval_settings, cold_tables, f"{run_id}__cold", versions, variants)
     return {name: {"full": full[name], "cold": cold[name]} for name in variants}, trained

@@ -8,8 +8,13 @@ review rated at most ``review_text_max_rating`` whose text says so ("waste of mo
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
+
+from interestlake import constants as C
+from interestlake.models.interest import InterestParams
+from interestlake.settings import SteerSettings
 
 NEGATIVE_PHRASES = (
     r"\b(?:terrible|awful|horrible|useless|junk|garbage|worthless|disappointed|disappointing|disappointment)\b",
@@ -41,3 +46,17 @@ class DislikeRule:
 def is_negative_text(text: str | None) -> bool:
     """True when the text holds one of the negative phrases (English or Chinese)."""
     return bool(text) and _NEGATIVE.search(text) is not None
+
+
+def dislike_rule(steer: SteerSettings) -> DislikeRule | None:
+    """The rule marking dislikes, or None when negative feedback is off."""
+    if not (steer.enabled and steer.negative.enabled):
+        return None
+    return DislikeRule(steer.negative.max_rating, steer.negative.review_text_max_rating)
+
+
+def with_dislike_weight(params: InterestParams, steer: SteerSettings) -> InterestParams:
+    """Interest parameters where ``dislike`` entries weigh ``steer.negative.weight`` (negative)."""
+    if dislike_rule(steer) is None:
+        return params
+    return dataclasses.replace(params, event_weights={**params.event_weights, C.EVENT_DISLIKE: steer.negative.weight})

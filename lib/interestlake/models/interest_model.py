@@ -171,7 +171,7 @@ class InterestModel:
         return rows.astype(np.int64), values
 
     def knn_bonus_block(self, recent_per_user: Sequence[Sequence[str | None] | None]):
-        """The kNN term of a block of users (recent items per user) as a ``SparseBonus``."""
+        """The kNN term of a block of query rows (recent items per row) as a ``SparseBonus``."""
         from interestlake.models.scoring import SparseBonus
 
         users, rows, values = [], [], []
@@ -181,9 +181,9 @@ class InterestModel:
             rows.append(user_rows)
             values.append(user_values)
         if not users:
-            return SparseBonus(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), self.rows, len(self.item_ids))
+            return SparseBonus(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), len(self.item_ids))
         return SparseBonus(np.concatenate(users), np.concatenate(rows), np.concatenate(values).astype(np.float32),
-                           self.rows, len(self.item_ids))
+                           len(self.item_ids))
 
     def save(self, folder: str | Path) -> Path:
         """Writes the model to ``folder`` (two files); returns the folder."""

@@ -127,7 +127,11 @@ class Need:
                 return False
             if self.price_max is not None and price > self.price_max:
                 return False
-        return not self.excluded or not any(_contains(item_text, word) for word in self.excluded)
+        return not self.excludes(item_text)
+
+    def excludes(self, item_text: str) -> bool:
+        """True when an item's text names one of the words the query excludes ("not Apple")."""
+        return bool(self.excluded) and any(_contains(item_text, word) for word in self.excluded)
 
     def term_match(self, item_text: str) -> float:
         """Share of the need's terms found in an item's text (0 when the need has none)."""

@@ -1,12 +1,15 @@
 """Reasons in the user's own terms: the query, history entry, rating or topic behind an item.
 
+The one reason writer of the recommend stage, whatever scored the items.
+
 Template-based, in Chinese where the evidence (the query or the history entry's label)
 is Chinese, else English. The evidence, in order: the fresh need that placed the item
 ("Matches your search "light gauge strings""); the item itself in the recent history; the liked
 recent entry closest to it, with the user's rating when they rated that item ("Similar to
 "Fender picks", which you rated 5 stars"); a topic of the user's whose head word the item
-names; else a generic line. Disliked entries are never evidence, nor is a query whose price bounds or
-exclusions the item fails.
+names; else a generic line. "Matches your search" is said only of an item a fresh need placed,
+which meets all of that need's bounds and exclusions: a past search in the history is never
+evidence (the item may fail its constraints), and neither is a disliked entry.
 """
 
 from __future__ import annotations
@@ -16,11 +19,27 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from interestlake import constants as C
-from interestlake.models.needs import Need, has_cjk, parse_need, words
-from interestlake.models.scoring import FALLBACK_REASON, REASON_TEMPLATES, SAME_ITEM_TEMPLATES
+from interestlake.models.needs import Need, has_cjk, words
 from interestlake.models.topics import head
 
 _LABEL_LIMIT = 80
+REASON_TEMPLATES = {
+    C.EVENT_VIEW: 'Similar to "{label}", which you viewed',
+    C.EVENT_CLICK: 'Similar to "{label}", which you looked at',
+    C.EVENT_CART: 'Similar to "{label}" in your cart',
+    C.EVENT_PURCHASE: 'Goes with "{label}", which you bought',
+    C.EVENT_RATE: 'Similar to "{label}", which you rated',
+    C.EVENT_REVIEW: 'Similar to "{label}", which you reviewed',
+    C.EVENT_SEARCH: 'Matches your search "{label}"',
+}
+# When the recommended item itself is in the recent history (viewed, not bought).
+SAME_ITEM_TEMPLATES = {
+    C.EVENT_VIEW: "You viewed this recently",
+    C.EVENT_CLICK: "You looked at this recently",
+    C.EVENT_CART: "Still in your cart",
+    C.EVENT_RATE: "You rated this",
+}
+FALLBACK_REASON = "Matches your interests"
 ZH_TEMPLATES = {
     C.EVENT_VIEW: '与您浏览过的"{label}"相似',
     C.EVENT_CLICK: '与您看过的"{label}"相似',
@@ -76,20 +95,18 @@ class ReasonWriter:
         for kind, seen, label in zip(kinds, history_items, labels):
             if kind in SAME_ITEM_TEMPLATES and seen is not None:
                 self.same_item.setdefault(seen, (ZH_SAME_ITEM if has_cjk(label or "") else SAME_ITEM_TEMPLATES)[kind])
-        usable = [i for i, kind in enumerate(kinds) if kind != C.EVENT_DISLIKE and (labels[i] or "").strip()]
-        self.liked = [i for i in usable if kinds[i] != C.EVENT_SEARCH]
-        # A past query is evidence only for items meeting its constraints; parsed once per user.
-        self.searches = [(i, parse_need(labels[i])) for i in usable if kinds[i] == C.EVENT_SEARCH]
+        self.liked = [i for i, kind in enumerate(kinds)
+                      if kind not in (C.EVENT_DISLIKE, C.EVENT_SEARCH) and (labels[i] or "").strip()]
         self.fallback = ZH_FALLBACK if any(has_cjk(label or "") for label in labels) else FALLBACK_REASON
 
     def many(self, item_ids: Sequence[str], vectors: np.ndarray, texts: Sequence[str], prices: Sequence[float],
              needs: Sequence[Need | None]) -> list[str]:
         """The reason lines of a whole list (the arguments of ``__call__``, one per item).
 
-        Without past queries every item's closest liked entry comes from one product.
+        Every item's closest liked entry comes from one product.
         """
         closest = [None] * len(item_ids)
-        if self.liked and not self.searches and len(self.history) and len(item_ids):
+        if self.liked and len(self.history) and len(item_ids):
             rows = np.argmax(self.history[self.liked] @ np.asarray(vectors).T, axis=0)
             closest = [self.liked[row] for row in rows.tolist()]
         return [self(*args) for args in zip(item_ids, vectors, texts, prices, needs, closest)]
@@ -102,18 +119,17 @@ class ReasonWriter:
             item_id: The item.
             item_vector: Its unit vector.
             item_text: Its lower-cased ``title. category. description``.
-            item_price: Its price (nan: unknown): a query whose constraints it fails is no evidence.
-            need: The fresh need that placed it (None: an interest did).
+            item_price: Its price (nan: unknown).
+            need: The fresh need that placed it, whose constraints it meets (None: an interest did).
             closest: The liked entry closest to the item, when already known (``many``).
         """
-        if need is not None:
+        # The writer checks the claim itself: a need's line only for an item meeting its constraints.
+        if need is not None and need.allows(item_price, item_text):
             template = ZH_TEMPLATES if need.lang == "zh" else REASON_TEMPLATES
             return template[C.EVENT_SEARCH].format(label=_short(need.text))
         if item_id in self.same_item:
             return self.same_item[item_id]
         liked = self.liked
-        if self.searches:
-            liked = sorted(liked + [i for i, query in self.searches if query.allows(item_price, item_text)])
         if liked and len(self.history):
             best = closest if closest is not None else liked[int(np.argmax(self.history[liked] @ item_vector))]
             label, kind = _short(self.labels[best]), self.kinds[best]

@@ -32,6 +32,7 @@ from interestlake import constants as C
 from interestlake.lake.schemas import HISTORY_REF
 from interestlake.lake.tables import LakeTables
 from interestlake.models.interest import DecayedStats, InterestParams, combine, decayed_stats, fold
+from interestlake.models.feedback import dislike_rule, with_dislike_weight
 from interestlake.models.interest_model import InterestModel, load_model
 from interestlake.pipeline.frames import map_in_arrow, with_values
 from interestlake.pipeline.history import (
@@ -39,7 +40,6 @@ from interestlake.pipeline.history import (
     stored_refs, stored_refs_on_driver, user_history,
 )
 from interestlake.pipeline.run import DerivedInputs, RunContext, StageReport, derived_inputs, few_new_rows
-from interestlake.pipeline.steer import dislike_rule, with_dislike_weight
 from interestlake.pipeline.topics import refresh_topics
 from interestlake.settings import Settings
 
@@ -90,7 +90,7 @@ def interests(
     """
     report = StageReport(STAGE, run.run_id)
     version = settings.encoder.version
-    dislike = dislike_rule(settings)
+    dislike = dislike_rule(settings.steer)
     # user_topics follows the same events and reviews (steer.topics; its own inputs and commit).
     report.commits += refresh_topics(lake, settings, run, report.counts, full)
     model = load_model(settings)
@@ -104,7 +104,7 @@ def interests(
         return report
     now = inputs.tables
     incremental = not full and inputs.same_params
-    params = with_dislike_weight(InterestParams(**settings.interests.model_dump()), settings)
+    params = with_dislike_weight(InterestParams(**settings.interests.model_dump()), settings.steer)
     stamp = {
         C.COL_ENCODER_VERSION: version,
         C.COL_RUN_ID: run.run_id,

@@ -1,0 +1,449 @@
+"""The recommend stage's one scoring path, as it runs on executors (or on the driver for a small batch).
+
+retrieval -> re-ranker -> reason writer, whatever scores the items:
+
+- **retrieval** scans the staged item matrix once per block of users, block of items by
+  block of items (or asks the approximate index, for large catalogs without a learned
+  model). Every user contributes query rows: one per interest (the interest vector, or
+  one per interest cluster) and one per fresh need. An interest row scores items with
+  the user's relevance function: cosine to the interest without a learned model, the
+  model's ``[u, 1] . [v_j, b_j]`` plus its item-kNN term under one. A need row scores by
+  cosine to the query's vector, its price bounds and negations applied in the scan. The
+  user's excluded items never score. ``TopKPool`` keeps the best of each row: K when
+  nothing re-ranks the block's lists, ``steer.pool_factor`` x K otherwise;
+- the **re-ranker** (``interestlake.models.steering``) orders the union of a user's pools:
+  needs' slots, interests' shares, dislikes, MMR. A user with one interest, no need, no
+  dislike and MMR off takes their row's pool as it is: the exact top K of the relevance;
+- the **reason writer** (``interestlake.models.reasons.ReasonWriter``) names each pick's
+  evidence.
+
+The item matrix (``stage`` in ``interestlake.pipeline.recommend``) is read once per Python
+worker and kept while its vectors fit in ``recommend.item_cache_mb``; a larger one is
+streamed from storage per user block. Memory follows the block sizes and that cap;
+nothing users x items is shuffled or collected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+from pyspark.sql import types as T
+
+from interestlake import constants as C
+from interestlake.lake.schemas import arrow_schema
+from interestlake.models.reasons import ReasonWriter
+from interestlake.models.scoring import ApproximateTopK, TopKPool, block_scores, scoring_device
+from interestlake.models.steering import UserQueries
+from interestlake.pipeline.frames import Rows, map_in_arrow
+from interestlake.settings import Settings
+
+RANKED_SCHEMA = T.StructType(
+    [
+        T.StructField(C.COL_USER_ID, T.StringType(), False),
+        T.StructField(C.COL_RANK, T.IntegerType(), False),
+        T.StructField(C.COL_ITEM_ID, T.StringType(), False),
+        T.StructField(C.COL_SCORE, T.DoubleType(), False),
+        T.StructField(C.COL_REASON, T.StringType(), False),
+    ]
+)
+_RANKED_ARROW_SCHEMA = arrow_schema(RANKED_SCHEMA)
+# The staged item matrix: every recommendable item with its encoder vector, the facts needs
+# and reasons check (price, lower-cased text) and, under a learned model, its [v_j, b_j].
+SCORE_VECTOR = "score_vector"
+ITEM_MATRIX_SCHEMA = T.StructType(
+    [
+        T.StructField(C.COL_ITEM_ID, T.StringType(), False),
+        T.StructField(C.COL_EMBEDDING, T.ArrayType(T.FloatType()), False),
+        T.StructField(C.COL_PRICE, T.DoubleType(), True),
+        T.StructField(C.COL_TEXT, T.StringType(), True),
+        T.StructField(SCORE_VECTOR, T.ArrayType(T.FloatType()), True),
+    ]
+)
+ITEM_MATRIX_ARROW_SCHEMA = arrow_schema(ITEM_MATRIX_SCHEMA)
+
+
+def score_users(user_side: Rows, items_uri: str, settings: Settings, model=None, approximate: bool = False) -> Rows:
+    """Top-K rows (user_id, rank, item_id, score, reason) of every user of ``user_side``.
+
+    Args:
+        user_side: ``interestlake.pipeline.evidence.user_side`` rows: a DataFrame, or for a
+            small batch an Arrow table, scored here on the driver.
+        items_uri: The staged item matrix (``ITEM_MATRIX_SCHEMA``).
+        settings: ``recommend`` (K, block sizes, cache, device), ``steer`` and the
+            interests' event weights.
+        model: Broadcast ``InterestModel`` in use (users' ``interest`` is its user vector and
+            the matrix has its ``score_vector``s), or None.
+        approximate: Retrieve with the FAISS index instead of the exact scan (no model).
+    """
+    return map_in_arrow(user_side, _score_partition(items_uri, settings, model, approximate), RANKED_SCHEMA)
+
+
+def _score_partition(items_uri: str, settings: Settings, model, approximate: bool):
+    """Builds the executor function of ``score_users`` (kept free of Spark objects)."""
+    recommend, steer = settings.recommend, settings.steer
+    weights = dict(settings.interests.event_weights)
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        device = scoring_device(recommend.device)
+        learned = model.value if model is not None else None
+        matrix = held_matrix(items_uri, recommend.item_block_size, recommend.item_cache_mb, learned)
+        index = matrix.index() if approximate else None
+        for batch in batches:
+            for start in range(0, batch.num_rows, recommend.user_block_size):
+                users = batch.slice(start, recommend.user_block_size)
+                queries = [UserQueries(row, steer, weights, learned) for row in _user_rows(users, matrix, steer, learned)]
+                plain = all(q.plain for q in queries)
+                pools = _retrieve(queries, matrix, learned, recommend.k if plain else recommend.k * steer.pool_factor,
+                                  device, index)
+                yield _ranked(queries, pools, matrix, recommend.k)
+
+    return run
+
+
+# Per Python worker: the item matrix of the last items_uri, so a worker reads it once for all
+# its tasks and user blocks: Spark's reuse of Python workers makes this the executor-wide
+# broadcast of the matrix.
+_MATRIX_CACHE: dict[tuple, ItemMatrix] = {}
+
+
+def held_matrix(items_uri: str, block_size: int, cache_mb: int, model=None) -> ItemMatrix:
+    """The ``ItemMatrix`` of ``items_uri`` this worker holds, read on first use."""
+    key = (items_uri, block_size, cache_mb, model is not None)
+    if key not in _MATRIX_CACHE:
+        _MATRIX_CACHE.clear()
+        _MATRIX_CACHE[key] = ItemMatrix(items_uri, block_size, cache_mb, model)
+    return _MATRIX_CACHE[key]
+
+
+class ItemMatrix:
+    """The staged item matrix as one Python worker holds it.
+
+    Ids, prices and texts are always held (needs and reasons read them); the vectors are
+    held while they fit in ``cache_mb``, else streamed from storage block by block.
+    A row's key is its position in the matrix; ``ranks`` orders the keys by item id, which
+    breaks every tie.
+
+    Args:
+        uri: Parquet files of ``ITEM_MATRIX_SCHEMA``.
+        block_size: Items per block of the scan.
+        cache_mb: Most MiB of vectors held.
+        model: The learned model in use (its ``score_vector`` column is read), or None.
+    """
+
+    def __init__(self, uri: str, block_size: int, cache_mb: int, model=None):
+        import pyarrow.dataset as ds
+
+        from interestlake.datasets.landing import readable_uri
+
+        self.dataset = ds.dataset(readable_uri(uri), format="parquet")
+        self.block_size = block_size
+        self.vector_columns = [C.COL_EMBEDDING] + ([SCORE_VECTOR] if model is not None else [])
+        ids, prices, texts, embeddings, scores, size = [], [], [], [], [], 0
+        self.dim = 0
+        for batch in self._batches([C.COL_ITEM_ID, C.COL_PRICE, C.COL_TEXT, *self.vector_columns]):
+            self.dim = self.dim or len(batch.column(C.COL_EMBEDDING)[0])
+            ids += batch.column(C.COL_ITEM_ID).to_pylist()
+            prices.append(batch.column(C.COL_PRICE).to_numpy(zero_copy_only=False))
+            texts += [text or "" for text in batch.column(C.COL_TEXT).to_pylist()]
+            if embeddings is not None:
+                embeddings.append(_matrix(batch.column(C.COL_EMBEDDING)))
+                scores.append(_matrix(batch.column(SCORE_VECTOR)) if model is not None else None)
+                size += embeddings[-1].nbytes + (scores[-1].nbytes if model is not None else 0)
+                if size > cache_mb * 2**20:
+                    embeddings = scores = None  # streamed from storage instead
+        self.ids = ids
+        self.position = {item: row for row, item in enumerate(ids)}
+        self.ranks = np.argsort(np.argsort(np.array(ids, dtype=object), kind="stable"), kind="stable").astype(np.int64)
+        self.prices = np.concatenate(prices).astype(np.float64) if prices else np.zeros(0)
+        self.texts = texts
+        self.model_rows = model.rows(ids) if model is not None else None
+        self.embeddings = _stack(embeddings)
+        self.scores = _stack(scores) if model is not None else None
+        self._index = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _batches(self, columns: list[str]) -> Iterator[pa.RecordBatch]:
+        # One thread: every pass must see the rows in the same order, as keys are positions.
+        for batch in self.dataset.to_batches(columns=columns, batch_size=self.block_size, use_threads=False):
+            if batch.num_rows:
+                yield batch
+
+    def blocks(self) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+        """(first key, encoder vectors, model score vectors or None) of each block of the matrix."""
+        if self.embeddings is not None:
+            for start in range(0, len(self), self.block_size):
+                stop = start + self.block_size
+                yield start, self.embeddings[start:stop], None if self.scores is None else self.scores[start:stop]
+            return
+        start = 0
+        for batch in self._batches(self.vector_columns):
+            scores = _matrix(batch.column(SCORE_VECTOR)) if SCORE_VECTOR in self.vector_columns else None
+            yield start, _matrix(batch.column(C.COL_EMBEDDING)), scores
+            start += batch.num_rows
+
+    def fetch(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(encoder vectors, score vectors or None) of the rows ``keys`` (one pass over storage when streamed)."""
+        keys = np.asarray(keys, dtype=np.int64)
+        if self.embeddings is not None:
+            return self.embeddings[keys], None if self.scores is None else self.scores[keys]
+        wanted = np.unique(keys)
+        found, found_scores = {}, {}
+        for start, embeddings, scores in self.blocks():
+            here = wanted[(wanted >= start) & (wanted < start + len(embeddings))]
+            for key in here.tolist():
+                found[key] = embeddings[key - start]
+                if scores is not None:
+                    found_scores[key] = scores[key - start]
+        width = len(next(iter(found.values()))) if found else 0
+        out = np.stack([found[key] for key in keys.tolist()]) if len(keys) else np.zeros((0, width), np.float32)
+        out_scores = np.stack([found_scores[key] for key in keys.tolist()]) if found_scores and len(keys) else None
+        return out, out_scores
+
+    def keys(self, item_ids: Sequence[str | None]) -> np.ndarray:
+        """Key of each item, -1 when it is not in the matrix (or None)."""
+        return np.array([self.position.get(item, -1) if item is not None else -1 for item in item_ids], dtype=np.int64)
+
+    def index(self) -> ApproximateTopK:
+        """The FAISS index of the encoder vectors, built once per worker: building costs far more than a search."""
+        if self._index is None:
+            vectors = self.embeddings if self.embeddings is not None else np.concatenate([e for _, e, _ in self.blocks()])
+            self._index = ApproximateTopK(vectors)
+        return self._index
+
+
+def _stack(blocks: list | None) -> np.ndarray | None:
+    if blocks is None:
+        return None
+    return np.concatenate(blocks) if blocks else np.zeros((0, 0), np.float32)
+
+
+def _matrix(vectors: pa.Array) -> np.ndarray:
+    """(n, d) float32 matrix of a list<float> array whose entries all have length d."""
+    if len(vectors) == 0:
+        return np.zeros((0, 0), np.float32)
+    return vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(vectors), -1)
+
+
+# Vector columns of the user side: read as numpy, because turning (m, 384) float lists into
+# Python floats and back cost more than the scoring itself.
+_VECTOR_COLUMNS = ("interest", "disliked_vec", "need_vec")
+
+
+def _user_rows(users: pa.RecordBatch, matrix: ItemMatrix, steer, model) -> list[dict]:
+    """The block's users as dicts; vector columns as float32 arrays ((d,) or (m, d), None when null).
+
+    ``hist_vec`` becomes each user's (m, d) recent-entry vectors: shipped ones as they are,
+    listed items' from the matrix (``evidence.reason_history`` ships them as ids only).
+    ``hist_ts`` is read only where the model builds cluster vectors from it.
+    """
+    skip = {"hist_vec"} | (set() if model is not None and steer.enabled and steer.multi_interest.enabled else {"hist_ts"})
+    rows = [{} for _ in range(users.num_rows)]
+    for name in users.schema.names:
+        if name in skip:
+            continue
+        column = users.column(name)
+        values = _vector_values(column) if name in _VECTOR_COLUMNS else column.to_pylist()
+        for row, value in zip(rows, values):
+            row[name] = value
+    for row, vectors in zip(rows, _history_vectors(users, matrix)):
+        row["hist_vec"] = vectors
+    return rows
+
+
+def _history_vectors(users: pa.RecordBatch, matrix: ItemMatrix) -> list[np.ndarray]:
+    """Per user: the (m, d) float32 vectors of their recent entries, newest first."""
+    import pyarrow.compute as pc
+
+    column, items = users.column("hist_vec"), users.column("hist_item")
+    lengths = pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False)
+    entries = column.flatten()
+    shipped = ~entries.is_null().to_numpy(zero_copy_only=False)
+    values = entries.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    missing = matrix.keys([item for item, has in zip(items.flatten().to_pylist(), shipped) if not has])
+    width = matrix.dim or (len(values) // max(int(shipped.sum()), 1))
+    history = np.zeros((len(shipped), width), np.float32)
+    if len(values):
+        history[shipped] = values.reshape(-1, width)
+    if len(missing):
+        known = missing >= 0
+        looked_up = np.zeros((len(missing), width), np.float32)
+        if known.any():
+            looked_up[known] = matrix.fetch(missing[known])[0]
+        history[~shipped] = looked_up
+    return np.split(history, np.cumsum(lengths)[:-1]) if len(lengths) else []
+
+
+def _vector_values(column: pa.Array) -> list[np.ndarray | None]:
+    """Per row of a list<float> or list<list<float>> column: its float32 array, None when null."""
+    nested = pa.types.is_list(column.type.value_type)
+    flat = column.flatten().flatten() if nested else column.flatten()
+    values = flat.to_numpy(zero_copy_only=False).astype(np.float32)
+    # Offsets of a sliced array count from its parent's start; flatten() does not.
+    outer = column.offsets.to_numpy()
+    outer = outer - outer[0]
+    inner = column.flatten().offsets.to_numpy() if nested else None
+    if nested:
+        inner = inner - inner[0]
+    null = column.is_null().to_numpy(zero_copy_only=False)
+    out: list[np.ndarray | None] = []
+    for row in range(len(column)):
+        if null[row]:
+            out.append(None)
+            continue
+        first, last = outer[row], outer[row + 1]
+        if not nested:
+            out.append(values[first:last])
+            continue
+        start, stop = inner[first], inner[last]
+        width = (inner[first + 1] - start) if last > first else 0
+        out.append(values[start:stop].reshape(last - first, width) if width else np.zeros((last - first, 0), np.float32))
+    return out
+
+
+def _retrieve(
+    queries: list[UserQueries], matrix: ItemMatrix, model, depth: int, device: str, index: ApproximateTopK | None
+) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """Per user, per query row (interests, then needs): the row's pool as (keys, scores), best first."""
+    owner, learned, vectors, recent, needs = [], [], [], [], []
+    for u, query in enumerate(queries):
+        for interest in query.interests:
+            owner.append(u)
+            learned.append(model is not None)
+            vectors.append(interest.vector)
+            recent.append(interest.recent_items)
+            needs.append(None)
+        for need in query.needs:
+            owner.append(u)
+            learned.append(False)
+            vectors.append(need.vector)
+            recent.append(())
+            needs.append(need.need)
+    owner, learned = np.array(owner, dtype=np.int64), np.array(learned, dtype=bool)
+    pool = TopKPool(len(owner), depth)
+    if len(owner):
+        by_cosine, by_model = np.flatnonzero(~learned), np.flatnonzero(learned)
+        cosine_queries = np.stack([vectors[r] for r in by_cosine]).astype(np.float32) if len(by_cosine) else None
+        model_queries = np.stack([vectors[r] for r in by_model]).astype(np.float32) if len(by_model) else None
+        bonus = model.knn_bonus_block([recent[r] for r in by_model]) if len(by_model) else None
+        masks = _Masks(queries, owner, needs, matrix)
+        if index is not None:
+            # Approximate: a deeper search, then the same masks as the scan.
+            found, keys = index.search(cosine_queries, depth * 4 + masks.most_excluded)
+            found = np.where(keys >= 0, found, -np.inf).astype(np.float32)
+            keys = np.maximum(keys, 0).astype(np.int64)
+            masks.apply_rows(found, keys)
+            pool.add(keys, matrix.ranks[keys], found)
+        else:
+            for start, embeddings, score_vectors in matrix.blocks():
+                if not len(by_model):
+                    scores = block_scores(cosine_queries, embeddings, device)
+                elif not len(by_cosine):
+                    scores = block_scores(model_queries, score_vectors, device)
+                    bonus.add_to(scores, matrix.model_rows[start:start + len(embeddings)])
+                else:
+                    scores = np.empty((len(owner), len(embeddings)), np.float32)
+                    scores[by_cosine] = block_scores(cosine_queries, embeddings, device)
+                    learned_scores = block_scores(model_queries, score_vectors, device)
+                    bonus.add_to(learned_scores, matrix.model_rows[start:start + len(embeddings)])
+                    scores[by_model] = learned_scores
+                masks.apply_block(scores, start)
+                pool.add(np.arange(start, start + len(embeddings)), matrix.ranks[start:start + len(embeddings)], scores)
+    pools = pool.results()
+    out: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in queries]
+    for row, u in enumerate(owner.tolist()):
+        out[u].append(pools[row])
+    return out
+
+
+class _Masks:
+    """What a query row may never retrieve: the user's excluded items, a need's price bounds and negations."""
+
+    def __init__(self, queries: list[UserQueries], owner: np.ndarray, needs: list, matrix: ItemMatrix):
+        self.matrix = matrix
+        rows, keys = [], []
+        excluded = [matrix.keys(sorted(q.excluded)) for q in queries]
+        for row, u in enumerate(owner.tolist()):
+            known = excluded[u][excluded[u] >= 0]
+            rows.append(np.full(len(known), row, dtype=np.int64))
+            keys.append(known)
+        rows, keys = (np.concatenate(rows), np.concatenate(keys)) if rows else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+        order = np.argsort(keys, kind="stable")
+        self.rows, self.keys = rows[order], keys[order]
+        self.most_excluded = max((len(e) for e in excluded), default=0)
+        self.bounded = [r for r, need in enumerate(needs) if need is not None and (
+            need.price_min is not None or need.price_max is not None)]
+        self.low = np.array([needs[r].price_min if needs[r].price_min is not None else -np.inf for r in self.bounded])
+        self.high = np.array([needs[r].price_max if needs[r].price_max is not None else np.inf for r in self.bounded])
+        self.negated = [(r, needs[r]) for r, need in enumerate(needs) if need is not None and need.excluded]
+
+    def apply_block(self, scores: np.ndarray, start: int) -> None:
+        """Sets the masked (row, item) pairs of one block of the scan (items ``start`` on) to ``-inf``."""
+        stop = start + scores.shape[1]
+        first, last = np.searchsorted(self.keys, [start, stop])
+        scores[self.rows[first:last], self.keys[first:last] - start] = -np.inf
+        if self.bounded:
+            prices = self.matrix.prices[start:stop]
+            outside = np.isnan(prices)[None, :] | (prices[None, :] < self.low[:, None]) | (prices[None, :] > self.high[:, None])
+            bounded = np.array(self.bounded)
+            scores[bounded] = np.where(outside, -np.inf, scores[bounded])
+        for row, need in self.negated:
+            texts = self.matrix.texts[start:stop]
+            scores[row, [column for column, text in enumerate(texts) if need.excludes(text)]] = -np.inf
+
+    def apply_rows(self, scores: np.ndarray, keys: np.ndarray) -> None:
+        """The same masks on per-row results of the approximate index (``keys`` per row)."""
+        excluded = set(zip(self.rows.tolist(), self.keys.tolist()))
+        for row in range(len(scores)):
+            for column, key in enumerate(keys[row].tolist()):
+                if (row, key) in excluded:
+                    scores[row, column] = -np.inf
+        for position, row in enumerate(self.bounded):
+            prices = self.matrix.prices[keys[row]]
+            outside = np.isnan(prices) | (prices < self.low[position]) | (prices > self.high[position])
+            scores[row, outside] = -np.inf
+        for row, need in self.negated:
+            scores[row, [c for c, key in enumerate(keys[row].tolist()) if need.excludes(self.matrix.texts[key])]] = -np.inf
+
+
+def _ranked(
+    queries: list[UserQueries], pools: list[list[tuple[np.ndarray, np.ndarray]]], matrix: ItemMatrix, k: int
+) -> pa.RecordBatch:
+    """The block's rows (user_id, rank, item_id, score, reason): the re-ranker where it is needed, then reasons."""
+    chosen = [np.unique(np.concatenate([keys for keys, _ in pools[u]])) if not q.plain and pools[u] else
+              (pools[u][0][0][:k] if pools[u] else np.zeros(0, np.int64)) for u, q in enumerate(queries)]
+    wanted = np.unique(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
+    held_vectors, held_scores = matrix.fetch(wanted)
+    out = {name: [] for name in _RANKED_ARROW_SCHEMA.names}
+    for u, query in enumerate(queries):
+        keys = chosen[u]
+        rows = np.searchsorted(wanted, keys)
+        if query.plain:
+            scores = pools[u][0][1][:k].astype(np.float64) if pools[u] else np.zeros(0)
+            picked, needs = keys, [None] * len(keys)
+        else:
+            keys = keys[np.argsort(matrix.ranks[keys], kind="stable")]  # candidates sorted by id
+            rows = np.searchsorted(wanted, keys)
+            picks = query.rank(
+                [matrix.ids[key] for key in keys.tolist()], held_vectors[rows],
+                None if held_scores is None else held_scores[rows], matrix.prices[keys],
+                [matrix.texts[key] for key in keys.tolist()], k,
+            )
+            position = {matrix.ids[key]: i for i, key in enumerate(keys.tolist())}
+            picked = keys[[position[p.item_id] for p in picks]] if picks else np.zeros(0, np.int64)
+            rows = np.searchsorted(wanted, picked)
+            scores = np.array([p.score for p in picks])
+            needs = [None if p.need is None else query.needs[p.need].need for p in picks]
+        ids = [matrix.ids[key] for key in picked.tolist()]
+        writer = ReasonWriter(query.history, query.kinds, query.labels, query.items, query.ratings, query.topics)
+        reasons = writer.many(ids, held_vectors[rows], [matrix.texts[key] for key in picked.tolist()],
+                              matrix.prices[picked].tolist(), needs)
+        out[C.COL_USER_ID] += [query.user_id] * len(ids)
+        out[C.COL_RANK] += list(range(1, len(ids) + 1))
+        out[C.COL_ITEM_ID] += ids
+        out[C.COL_SCORE] += scores.tolist()
+        out[C.COL_REASON] += reasons
+    return pa.RecordBatch.from_pydict(out, schema=_RANKED_ARROW_SCHEMA)
