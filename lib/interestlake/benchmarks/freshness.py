@@ -256,14 +256,19 @@ def _epoch(when: datetime) -> float:
 
 
 def _memory_trend(series: list[tuple[float, float, float]]) -> dict[str, Any]:
-    """Medians of the first and last fifth of the samples, per process kind, and their ratio."""
+    """Medians of the second and the last fifth of the samples, per process kind, and their ratio.
+
+    The first fifth is the warm-up (the first batches allocate what later ones reuse); growth
+    after it is what would not stay flat over a long run.
+    """
     if len(series) < 10:
         return {"samples": len(series)}
     fifth = max(1, len(series) // 5)
     out: dict[str, Any] = {"samples": len(series)}
     for index, kind in enumerate(("driver_python", "driver_jvm", "python_worker")):
-        first = float(np.median([s[index] for s in series[:fifth]]))
+        early = float(np.median([s[index] for s in series[fifth:2 * fifth]]))
         last = float(np.median([s[index] for s in series[-fifth:]]))
-        out[kind] = {"first_mb": round(first, 1), "last_mb": round(last, 1),
-                     "last_over_first": round(last / first, 3) if first else None}
+        out[kind] = {"second_fifth_mb": round(early, 1), "last_fifth_mb": round(last, 1),
+                     "peak_mb": round(max(s[index] for s in series), 1),
+                     "last_over_second": round(last / early, 3) if early else None}
     return out
