@@ -33,6 +33,7 @@ def test_stream_applies_a_settings_change_and_a_catalog_file_between_batches(spa
     sample = generate_sample(f"{root}/landing", seed=17, n_users=8, n_items=12, days=10)
     conf = {"INTERESTLAKE__STREAM__TRIGGER_SECONDS": "1", "INTERESTLAKE__RECOMMEND__K": "6"}
     stream = Stream(make_settings(root, conf), reload=lambda: make_settings(root, conf))
+    stream.compact_every = 2  # instead of every 100 batches
     thread = threading.Thread(target=stream.run, daemon=True)
     thread.start()
     try:
@@ -62,6 +63,11 @@ def test_stream_applies_a_settings_change_and_a_catalog_file_between_batches(spa
         assert "i-stream" in {r[C.COL_ITEM_ID] for r in lake.read_rows(C.ITEMS, columns=[C.COL_ITEM_ID])}
         runs = {r[C.COL_RUN_ID] for rows in lists().values() for r in rows}
         assert len(runs) == 1 and runs.pop().startswith("stream__"), "one batch re-scored every user"
+        # After two batches the bookkeeping tables are compacted between batches: one file each.
+        from deltalake import DeltaTable
+
+        wait_until(lambda: len(DeltaTable(str(root / C.PIPELINE_RUNS)).file_uris()) == 1, "compaction")
+        assert len(DeltaTable(str(root / C.LANDING_FILES)).file_uris()) == 1
     finally:
         stream.stop_asked.set()
         thread.join(timeout=120)

@@ -38,6 +38,11 @@ log = logging.getLogger("interestlake.stream")
 DERIVED_STAGES = tuple(name for name in STAGES if name != "ingest")
 # Settings a running stream cannot change: the session, the lake and the trigger are fixed at start.
 RESTART_SECTIONS = ("lake", "spark", "stream")
+# Every batch adds a small file to each bookkeeping table (four pipeline_runs rows, its
+# landing_files rows); the stream compacts them every this many batches, between two batches,
+# so that reading them does not slow down until the daily maintenance.
+COMPACT_EVERY_BATCHES = 100
+BOOKKEEPING_TABLES = (C.PIPELINE_RUNS, C.LANDING_FILES)
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -111,6 +116,8 @@ class Stream:
         self.stop_asked = threading.Event()
         self.pipeline: Pipeline | None = None
         self.batches = 0
+        self.compact_every = COMPACT_EVERY_BATCHES
+        self._compacted_at = 0
         self._last_check = time.monotonic()
 
     def run(self) -> int:
@@ -230,6 +237,12 @@ class Stream:
             run = RunContext.create(f"{self.owner}__change__{datetime.now(timezone.utc).isoformat(timespec='seconds')}")
             reports = self._derived(run, [])
             log.info("stream: settings or models changed; %s", "; ".join(r.summary() for r in reports))
+        if self.batches - self._compacted_at >= self.compact_every:
+            from interestlake.pipeline.maintain import compact
+
+            self._compacted_at = self.batches
+            reports = [compact(self.pipeline.lake, table) for table in BOOKKEEPING_TABLES]
+            log.info("stream: compacted %s", "; ".join(f"{r.table}: {r.counts}" for r in reports))
         waiting = turn_requests(self.loaded.lake.root)
         if waiting:
             self._give_turn(waiting)
