@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from interestlake import constants as C
+from interestlake.lake.query import ENGINES
 from interestlake.settings import CONF_ENV_VAR, DEFAULT_CONF, Settings, SettingsError, load_settings
 
 log = logging.getLogger("interestlake")
@@ -42,7 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"settings file (default: ${CONF_ENV_VAR} or {DEFAULT_CONF})",
         )
         sub.add_argument("--master", default=None, help="Spark master, overriding spark.master of the conf")
-        sub.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+        chatter = sub.add_mutually_exclusive_group()
+        chatter.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+        chatter.add_argument(
+            "-v", "--verbose", action="store_true",
+            help="also Spark's and the JVM's own log lines (at spark.log_level), hidden by default",
+        )
         return sub
 
     for name, help_text in _STAGE_HELP.items():
@@ -182,10 +188,19 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--json", action="store_true", help="print the decision as one JSON object")
     promote.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="accepted for orchestrators")
 
-    sql = command("sql", "run Spark SQL over the lake tables, registered by name")
+    sql = command("sql", "run SQL over the lake tables' current snapshot, registered by name")
     sql.add_argument("query", help='e.g. "SELECT * FROM recommendations WHERE user_id = \'u-0001\'"')
     sql.add_argument("--json", action="store_true", help="print the rows as one JSON array of objects, nothing else")
     sql.add_argument("--limit", type=int, default=1000, help="at most this many rows (default 1000)")
+    sql.add_argument(
+        "--engine", choices=ENGINES, default=ENGINES[0],
+        help="duckdb: in this process, no JVM (default); spark: Spark SQL, for lakes too big for one process",
+    )
+
+    status = command("status", "one screen for operators: tables, last stage runs, freshness, models, "
+                               "quarantine, held files; exit 1 when unhealthy")
+    status.add_argument("--json", action="store_true", help="print the status as one JSON object")
+    status.add_argument("--runs", type=int, default=5, help="ingest runs whose quarantine counts are shown (default 5)")
     return parser
 
 
@@ -203,6 +218,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # validate reads only the files it is given: no conf file is needed.
         settings = load_settings(args.conf) if args.command != "validate" else None
+        if settings is not None and not args.verbose:
+            # Spark's and the JVM's own lines (start-up warnings, a failed query's stack
+            # trace) mean nothing to a user: hidden unless -v; ours stay.
+            settings = settings.model_copy(update={"spark": settings.spark.model_copy(update={"log_level": "OFF"})})
         return _COMMANDS[args.command](args, settings)
     except SettingsError as exc:
         print(f"interestlake: {exc}", file=sys.stderr)
@@ -212,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except Exception as exc:
         from interestlake.lake.lock import LakeBusyError
+        from interestlake.lake.query import LakeReadError
         from interestlake.lake.tables import LakeError
         from interestlake.models.encoder import EncoderError
         from interestlake.evaluation.leakage import LeakageError
@@ -220,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, LakeBusyError):
             print(f"interestlake {args.command}: {exc}", file=sys.stderr)
             return 3
-        if isinstance(exc, (LakeError, EncoderError, RegistryError, LeakageError)):
+        if isinstance(exc, (LakeError, LakeReadError, EncoderError, RegistryError, LeakageError)):
             print(f"interestlake {args.command}: {exc}", file=sys.stderr)
             return 1
         if isinstance(exc, OSError):
@@ -350,27 +370,24 @@ def _generate_sample(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _sql(args: argparse.Namespace, settings: Settings) -> int:
-    from pyspark.errors import AnalysisException, ParseException
+    from interestlake.lake.query import run_query
 
-    from interestlake.pipeline.refresh import open_pipeline
-
-    with open_pipeline(settings, args.master) as pipeline:
-        pipeline.lake.register_views()
-        try:
-            result = pipeline.spark.sql(args.query)
-        except (AnalysisException, ParseException) as exc:
-            print(f"interestlake sql: {str(exc).splitlines()[0]}", file=sys.stderr)
-            return 2
-        columns = result.columns
-        rows = [row.asDict(recursive=True) for row in result.limit(args.limit + 1).collect()]
-    if len(rows) > args.limit:
-        rows = rows[: args.limit]
+    result = run_query(settings, args.query, args.limit, engine=args.engine, master=args.master)
+    if result.truncated:
         print(f"interestlake sql: showing the first {args.limit} rows (--limit)", file=sys.stderr)
     if args.json:
-        print(json.dumps([{c: _json_value(row[c]) for c in columns} for row in rows], ensure_ascii=False))
+        print(json.dumps([{c: _json_value(row[c]) for c in result.columns} for row in result.rows], ensure_ascii=False))
     else:
-        print(format_table(columns, rows))
+        print(format_table(result.columns, result.rows))
     return 0
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from interestlake.lake.status import lake_status
+
+    status = lake_status(settings, quarantine_runs=args.runs)
+    print(json.dumps(_json_value(status.to_json()), ensure_ascii=False) if args.json else status.screen())
+    return 0 if status.healthy else 1
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
@@ -538,6 +555,7 @@ _COMMANDS = {
     "demo": _demo,
     "generate-sample": _generate_sample,
     "sql": _sql,
+    "status": _status,
     "bench": _bench,
     "import-dataset": _import_dataset,
     "train": _train,

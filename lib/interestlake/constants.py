@@ -17,6 +17,13 @@ PIPELINE_RUNS = "pipeline_runs"
 LANDING_FILES = "landing_files"
 # Interest topics per user from what they wrote (interestlake.pipeline.topics).
 USER_TOPICS = "user_topics"
+# Every lake table, in the order listings show them. lake/schemas.py declares each one;
+# this list is here too so that readers which never import Spark (the in-process SQL
+# engine, `interestlake status`) know the names.
+LAKE_TABLES = (
+    EVENTS, REVIEWS, ITEMS, QUARANTINE, TEXT_EMBEDDINGS, ITEM_EMBEDDINGS, USER_INTERESTS, RECOMMENDATIONS,
+    USER_TOPICS, PIPELINE_RUNS, LANDING_FILES,
+)
 
 # Landing kinds: sub-folders of the landing root (DESIGN.md section 4).
 LANDING_KINDS = (EVENTS, REVIEWS, ITEMS)

@@ -407,6 +407,14 @@ class StreamSettings(_Section):
     trigger_seconds: float = Field(default=2.0, gt=0, le=3600)
 
 
+class StatusSettings(_Section):
+    """When ``interestlake status`` calls the pipeline unhealthy (exit code 1, for monitors)."""
+
+    # The lists are stale when the last successful recommend run finished longer ago than this
+    # (the refresh DAG runs every 5 minutes).
+    max_list_age_minutes: float = Field(default=60.0, gt=0)
+
+
 class Settings(_Section):
     """All settings of one deployment."""
 
@@ -426,6 +434,7 @@ class Settings(_Section):
     steer: SteerSettings = Field(default_factory=SteerSettings)
     small_batch: SmallBatchSettings = Field(default_factory=SmallBatchSettings)
     stream: StreamSettings = Field(default_factory=StreamSettings)
+    status: StatusSettings = Field(default_factory=StatusSettings)
     # Where the settings came from, for messages and for jobs started from this process.
     source: str = ""
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -62,9 +64,50 @@ def build_spark_session(settings: Settings, master: str | None = None, jobs: Seq
     conf.setdefault("spark.executorEnv.TRANSFORMERS_OFFLINE", "1")
     for key, value in conf.items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    quiet = settings.spark.log_level == "OFF"
+    # A JVM this process starts (not spark-submit's, not a running one) inherits stderr.
+    launching = "PYSPARK_GATEWAY_PORT" not in os.environ and SparkSession.getActiveSession() is None
+    with _jvm_output_hidden(quiet and launching):
+        spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(settings.spark.log_level)
+    if quiet:
+        # PySpark logs every failed query's Java stack trace as a JSON line of its own (at
+        # ERROR) before raising it; the exception the caller handles says the same in one line.
+        from pyspark.logger import PySparkLogger
+
+        for name in _PYSPARK_ERROR_LOGGERS:
+            PySparkLogger.getLogger(name).setLevel(logging.CRITICAL + 1)
     return spark
+
+
+_PYSPARK_ERROR_LOGGERS = ("SQLQueryContextLogger", "DataFrameQueryContextLogger")
+
+
+@contextmanager
+def _jvm_output_hidden(hide: bool) -> Iterator[None]:
+    """Points stderr at a temporary file while the JVM starts, so the JVM keeps that file as its stderr.
+
+    What Spark and the JVM print before ``setLogLevel`` can act (the JVM's incubator-module
+    notice, log4j's start-up lines, the hostname and native-hadoop warnings) then never reaches
+    the terminal. Should the JVM fail to start, what it printed is shown after all.
+    """
+    if not hide:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode("utf-8", "replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 @contextmanager

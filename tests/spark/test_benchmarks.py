@@ -28,13 +28,13 @@ def test_bench_score_times_every_scorer_against_als_and_checks_their_lists(spark
     from interestlake.benchmarks import score_benchmark
 
     result = score_benchmark(users=300, items=120, k=5, dim=16, check_users=40, history=6, workdir=str(tmp_path))
-    # The top-level figures are what the recommend stage runs by default: the steered scorer.
-    assert result["path"] == "steered" and set(result["paths"]) == {"steered", "cosine", "learned"}
-    assert result["ours_seconds"] == result["paths"]["steered"]["seconds"] and result["als_seconds"] > 0
+    # The top-level figures are the production path: a learned model with steering on.
+    assert result["path"] == "learned" and set(result["paths"]) == {"learned", "cosine", "plain"}
+    assert result["ours_seconds"] == result["paths"]["learned"]["seconds"] and result["als_seconds"] > 0
     for name, path in result["paths"].items():
         assert path["exact_top_k_equal"], name
         assert path["seconds"] > 0 and path["python_worker_peak_mb"] > 0, name
     # Users with a fresh need are not brute-forced (their list is steered); the others are.
-    assert result["paths"]["cosine"]["checked_users"] == result["paths"]["learned"]["checked_users"] == 40
-    assert 20 < result["paths"]["steered"]["checked_users"] < 40
+    assert result["paths"]["plain"]["checked_users"] == 40
+    assert 20 < result["paths"]["learned"]["checked_users"] == result["paths"]["cosine"]["checked_users"] < 40
     assert result["approximate"]["recall_at_k_vs_exact"] >= 0.8

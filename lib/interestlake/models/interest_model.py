@@ -170,20 +170,45 @@ class InterestModel:
         np.add.at(values, slot, terms[valid])
         return rows.astype(np.int64), values
 
-    def knn_bonus_block(self, recent_per_user: Sequence[Sequence[str | None] | None]):
-        """The kNN term of a block of query rows (recent items per row) as a ``SparseBonus``."""
+    def knn_bonus_of(self, recent_items: Sequence[str | None], item_ids: Sequence[str]) -> np.ndarray:
+        """The kNN term of ``item_ids`` for one history (``knn_bonus``), as an array in their order."""
+        rows, values = self.knn_bonus_rows(recent_items)
+        wanted = self.rows(item_ids)
+        slot = np.minimum(np.searchsorted(rows, wanted), max(len(rows) - 1, 0))
+        found = (wanted >= 0) & (rows[slot] == wanted) if len(rows) else np.zeros(len(wanted), dtype=bool)
+        return np.where(found, values[slot] if len(rows) else 0.0, 0.0)
+
+    def knn_bonus_block(self, recent_per_row: Sequence[Sequence[str | None] | None]):
+        """The kNN term of a block of query rows (recent items per row) as a ``SparseBonus``.
+
+        The same sums as ``knn_bonus_rows`` row by row (float64, in history order), computed for
+        the whole block at once: a Python loop per row cost more than the block's products.
+        """
         from interestlake.models.scoring import SparseBonus
 
-        users, rows, values = [], [], []
-        for user, recent in enumerate(recent_per_user):
-            user_rows, user_values = self.knn_bonus_rows(recent or [])
-            users.append(np.full(len(user_rows), user, dtype=np.int64))
-            rows.append(user_rows)
-            values.append(user_values)
-        if not users:
-            return SparseBonus(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), len(self.item_ids))
-        return SparseBonus(np.concatenate(users), np.concatenate(rows), np.concatenate(values).astype(np.float32),
-                           len(self.item_ids))
+        n = len(self.item_ids)
+        weight, decay = float(self.meta["knn_weight"]), float(self.meta["knn_decay"])
+        owners, seeds, ranks = [], [], []
+        if weight != 0:
+            for owner, recent in enumerate(recent_per_row):
+                seen: list[int] = []
+                for row in self.rows(recent or []).tolist():
+                    if row >= 0 and row not in seen:
+                        seen.append(row)
+                owners += [owner] * len(seen)
+                seeds += seen
+                ranks += range(len(seen))
+        if not seeds:
+            return SparseBonus(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), n)
+        owners, seeds = np.array(owners, dtype=np.int64), np.array(seeds, dtype=np.int64)
+        scale = weight * decay ** np.array(ranks, dtype=np.float64)
+        neighbors = self.arrays["neighbor_idx"][seeds]
+        terms = scale[:, None] * self.arrays["neighbor_sim"][seeds].astype(np.float64)
+        valid = neighbors >= 0
+        keys = (owners[:, None] * n + neighbors)[valid]
+        pairs, slot = np.unique(keys, return_inverse=True)
+        values = np.bincount(slot, weights=terms[valid], minlength=len(pairs))
+        return SparseBonus(pairs // n, pairs % n, values.astype(np.float32), n)
 
     def save(self, folder: str | Path) -> Path:
         """Writes the model to ``folder`` (two files); returns the folder."""

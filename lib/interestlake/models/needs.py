@@ -12,6 +12,7 @@ are the need's terms. No model is involved, so the same text always gives the sa
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Iterable
@@ -157,9 +158,16 @@ class Need:
 
 def _contains(item_text: str, word: str) -> bool:
     """Whether a lower-cased item text names a word: a substring for Chinese, a whole (singular) word otherwise."""
+    pattern = _word_pattern(word)
+    return word in item_text if pattern is None else pattern.search(item_text) is not None
+
+
+@functools.lru_cache(maxsize=4096)
+def _word_pattern(word: str) -> re.Pattern | None:
+    """The whole-word pattern of an English word (None for Chinese), compiled once: needs test it per candidate."""
     if has_cjk(word):
-        return word in item_text
-    return re.search(rf"(?<![a-z0-9]){re.escape(word)}(?:s|es)?(?![a-z0-9])", item_text) is not None
+        return None
+    return re.compile(rf"(?<![a-z0-9]){re.escape(word)}(?:s|es)?(?![a-z0-9])")
 
 
 def _amount(number: str, thousands: str | None) -> float:

@@ -90,14 +90,16 @@ class ReasonWriter:
         self.history = np.asarray(history_vectors)
         self.kinds, self.labels, self.items = list(kinds), list(labels), list(history_items)
         self.ratings, self.topics = ratings, topics
+        # Most histories hold no Chinese at all: one look at all labels spares one per entry.
+        self.chinese = chinese = has_cjk("".join(label or "" for label in labels))
         # The newest same-item entry wins, as the history is newest first.
         self.same_item: dict[str, str] = {}
         for kind, seen, label in zip(kinds, history_items, labels):
-            if kind in SAME_ITEM_TEMPLATES and seen is not None:
-                self.same_item.setdefault(seen, (ZH_SAME_ITEM if has_cjk(label or "") else SAME_ITEM_TEMPLATES)[kind])
+            if kind in SAME_ITEM_TEMPLATES and seen is not None and seen not in self.same_item:
+                self.same_item[seen] = (ZH_SAME_ITEM if chinese and has_cjk(label or "") else SAME_ITEM_TEMPLATES)[kind]
         self.liked = [i for i, kind in enumerate(kinds)
                       if kind not in (C.EVENT_DISLIKE, C.EVENT_SEARCH) and (labels[i] or "").strip()]
-        self.fallback = ZH_FALLBACK if any(has_cjk(label or "") for label in labels) else FALLBACK_REASON
+        self.fallback = ZH_FALLBACK if chinese else FALLBACK_REASON
 
     def many(self, item_ids: Sequence[str], vectors: np.ndarray, texts: Sequence[str], prices: Sequence[float],
              needs: Sequence[Need | None]) -> list[str]:
@@ -133,7 +135,7 @@ class ReasonWriter:
         if liked and len(self.history):
             best = closest if closest is not None else liked[int(np.argmax(self.history[liked] @ item_vector))]
             label, kind = _short(self.labels[best]), self.kinds[best]
-            lang = "zh" if has_cjk(label) else "en"
+            lang = "zh" if self.chinese and has_cjk(label) else "en"
             rating = self.ratings.get(self.items[best]) if self.items[best] is not None else None
             if kind in (C.EVENT_RATE, C.EVENT_REVIEW) and rating is not None:
                 return RATED[lang].format(label=label, stars=f"{rating:g}")

@@ -303,9 +303,7 @@ class UserQueries:
         out = []
         for query in self.interests:
             relevance = score_vectors.astype(np.float64) @ query.vector.astype(np.float64)
-            bonus = self.model.knn_bonus(query.recent_items)
-            if bonus:
-                relevance += np.array([bonus.get(item, 0.0) for item in item_ids])
+            relevance += self.model.knn_bonus_of(query.recent_items, item_ids)
             spread = float(relevance.max() - relevance.min()) if len(relevance) else 0.0
             out.append(InterestRelevance(relevance, query.share, spread if spread > 0 else 1.0))
         first = out[0]
