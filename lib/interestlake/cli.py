@@ -88,8 +88,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--wait", type=float, default=0.0, metavar="SECONDS",
         help="wait this long for another writer to finish before starting (default: exit at once with code 3)",
     )
-    stream.add_argument("-v", "--verbose", action="store_true",
-                        help="log every stage's start and end too (default: one line per micro-batch)")
 
     check = command("validate", "check landing files as ingest would, without writing anything")
     check.add_argument("path", help="a landing root (events/, reviews/, items/), one kind's folder, or one file")
@@ -284,10 +282,15 @@ def _stream(args: argparse.Namespace, settings: Settings) -> int:
     from interestlake.pipeline.stream import run_stream
 
     if not (args.verbose or args.quiet):
-        # One line per micro-batch: the stages' own progress lines only with --verbose.
+        # One line per micro-batch: the stages' own progress lines (and Spark's) only with -v.
         for handler in logging.getLogger().handlers:
             handler.addFilter(lambda record: record.levelno >= logging.WARNING or record.name == "interestlake.stream")
-    run_stream(settings, args.master, args.wait, reload=lambda: load_settings(args.conf))
+    def reload() -> Settings:
+        # As main() loaded them: the Spark log level it set is no change of the conf file.
+        fresh = load_settings(args.conf)
+        return fresh.model_copy(update={"spark": fresh.spark.model_copy(update={"log_level": settings.spark.log_level})})
+
+    run_stream(settings, args.master, args.wait, reload=reload)
     return 0
 
 
