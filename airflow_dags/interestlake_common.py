@@ -31,6 +31,7 @@ The Spark master, deploy mode and queue come from the Airflow connection
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -40,8 +41,9 @@ from typing import Any
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Asset, Connection, Variable, chain
-from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
+from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException, AirflowSkipException
 
+log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONF = PROJECT_ROOT / "conf" / "local.yaml"
 SPARK_CONN_ID = "spark_default"
@@ -98,15 +100,24 @@ class InterestLakeJob(SparkSubmitOperator):
         **kwargs: Passed to ``SparkSubmitOperator`` (and ``BaseOperator``).
     """
 
-    def __init__(self, *, job: str, job_args: Sequence[str] = (), **kwargs: Any) -> None:
+    def __init__(
+        self, *, job: str, job_args: Sequence[str] = (), skip_while_streaming: bool = False, **kwargs: Any
+    ) -> None:
         kwargs.setdefault("task_id", job)
         kwargs.setdefault("conn_id", SPARK_CONN_ID)
         kwargs.setdefault("name", f"interestlake-{job}")
         super().__init__(application=str(PROJECT_ROOT / "jobs" / f"{job}.py"), application_args=[*RUN_ARGS, *job_args], **kwargs)
         self.job = job
+        self.skip_while_streaming = skip_while_streaming
 
     def execute(self, context: Any) -> None:
         settings = job_settings(self.job)
+        if self.skip_while_streaming:
+            holder = stream_holding_lake(settings)
+            if holder:
+                raise AirflowSkipException(
+                    f"`interestlake stream` holds the lake ({holder}): it ingests and scores continuously"
+                )
         rendered = (self.application, self.application_args, self.conf, self.env_vars)
         self.application = settings["application"]
         self.application_args = [*self.application_args, "--conf", settings["conf"], "--wait", settings["wait"]]
@@ -156,6 +167,24 @@ def job_settings(job: str) -> dict[str, Any]:
     }
 
 
+def stream_holding_lake(settings: dict[str, Any]) -> dict | None:
+    """The ``interestlake stream`` holding the jobs' lake now (its lock file's record), else None.
+
+    Imports interestlake (installed where the jobs' drivers run: client mode) only when a task
+    runs, never when the DAG file is parsed. Settings that do not load, or a lake on an
+    object store (no lock to see), give None: the job then runs and reports for itself.
+    """
+    try:
+        from interestlake.lake.lock import stream_holds
+        from interestlake.settings import load_settings
+
+        root = load_settings(settings["conf"], env={**os.environ, **settings["env"]}).lake.root
+        return stream_holds(root)
+    except Exception as exc:  # the job itself reports settings problems, with exit code 2
+        log.warning("could not check whether a stream holds the lake (%s); running the job", exc)
+        return None
+
+
 def _variable(key: str, default: str | None) -> str | None:
     return Variable.get(key, default=default)
 
@@ -179,10 +208,16 @@ def _json_variable(key: str) -> dict[str, Any]:
     return parsed
 
 
-def pipeline_tasks() -> list[InterestLakeJob]:
-    """The four stages as chained tasks, in order; the last one updates the recommendations Asset."""
+def pipeline_tasks(skip_while_streaming: bool = False) -> list[InterestLakeJob]:
+    """The four stages as chained tasks, in order; the last one updates the recommendations Asset.
+
+    Args:
+        skip_while_streaming: Each task is skipped (and so are the ones after it) while an
+            ``interestlake stream`` holds the lake: the stream does their work already.
+    """
     tasks = [
-        InterestLakeJob(job=stage, outlets=[RECOMMENDATIONS_ASSET] if stage == STAGES[-1] else [])
+        InterestLakeJob(job=stage, outlets=[RECOMMENDATIONS_ASSET] if stage == STAGES[-1] else [],
+                        skip_while_streaming=skip_while_streaming)
         for stage in STAGES
     ]
     chain(*tasks)

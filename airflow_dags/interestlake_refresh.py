@@ -6,6 +6,9 @@ and logical date: a retried task commits nothing twice, and a run reads only
 what arrived since the last one. One run at a time (``max_active_runs=1``), no
 catch-up: a late refresh simply takes in more. ``recommend`` updates the Asset
 ``interestlake.recommendations`` for downstream DAGs.
+
+While ``interestlake stream`` holds the lake (continuous mode), every task skips: the
+stream already takes each landing file to the recommendations within seconds.
 """
 
 from __future__ import annotations
@@ -27,4 +30,4 @@ with DAG(
     doc_md=__doc__,
     **DAG_ARGS,
 ):
-    pipeline_tasks()
+    pipeline_tasks(skip_while_streaming=True)

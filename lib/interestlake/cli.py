@@ -83,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="wait this long for another writer to finish (default: exit at once with code 3)",
     )
 
+    stream = command("stream", "run the pipeline continuously: new landing files reach recommendations within seconds")
+    stream.add_argument(
+        "--wait", type=float, default=0.0, metavar="SECONDS",
+        help="wait this long for another writer to finish before starting (default: exit at once with code 3)",
+    )
+
     check = command("validate", "check landing files as ingest would, without writing anything")
     check.add_argument("path", help="a landing root (events/, reviews/, items/), one kind's folder, or one file")
     check.add_argument("--examples", type=int, default=3, help="rejected rows shown per reason (default 3)")
@@ -108,15 +114,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = command("bench", "run a benchmark (minutes; prints JSON with --json)")
     bench.add_argument(
-        "name", choices=["refresh", "encode", "score"],
+        "name", choices=["refresh", "encode", "score", "freshness"],
         help="refresh: incremental vs full recompute over growing histories; encode: our Spark encode stage vs "
-        "the bare encoder (and ONNX int8); score: our scoring vs Spark ALS recommendForAllUsers",
+        "the bare encoder (and ONNX int8); score: our scoring vs Spark ALS recommendForAllUsers; freshness: "
+        "seconds from a landing file to its recommendations, `stream` vs a `refresh` process per interval",
     )
     bench.add_argument("--json", action="store_true", help="print only the JSON result on stdout")
     bench.add_argument("--workdir", default=None, help="where the benchmark files go (default: a temporary folder)")
     bench.add_argument("--sizes", default="10000,100000,400000", help="refresh: history sizes in events, comma-separated")
     bench.add_argument("--new-events", type=int, default=2000, help="refresh: events in the new batch (default 2000)")
     bench.add_argument("--new-users", type=int, default=200, help="refresh: users in the new batch (default 200)")
+    bench.add_argument("--history-events", type=int, default=400_000,
+                       help="freshness: events in the lake's history (default 400000)")
+    bench.add_argument("--interval", type=float, default=5.0, help="freshness: seconds between landing files (default 5)")
+    bench.add_argument("--duration", type=float, default=180.0,
+                       help="freshness: seconds of landing files per path (default 180)")
     bench.add_argument("--texts", type=int, default=4000, help="encode: review-length texts (default 4000)")
     bench.add_argument("--no-onnx", action="store_true", help="encode: skip the ONNX int8 line")
     bench.add_argument("--users", type=int, default=20_000, help="score: users (default 20000)")
@@ -276,6 +288,22 @@ def _maintain(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _stream(args: argparse.Namespace, settings: Settings) -> int:
+    from interestlake.pipeline.stream import run_stream
+
+    if not (args.verbose or args.quiet):
+        # One line per micro-batch: the stages' own progress lines (and Spark's) only with -v.
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(lambda record: record.levelno >= logging.WARNING or record.name == "interestlake.stream")
+    def reload() -> Settings:
+        # As main() loaded them: the Spark log level it set is no change of the conf file.
+        fresh = load_settings(args.conf)
+        return fresh.model_copy(update={"spark": fresh.spark.model_copy(update={"log_level": settings.spark.log_level})})
+
+    run_stream(settings, args.master, args.wait, reload=reload)
+    return 0
+
+
 def _validate(args: argparse.Namespace, settings: Settings) -> int:
     from interestlake.datasets.checks import check_landing
 
@@ -397,6 +425,9 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
         except ValueError:
             raise ValueError(f"--sizes must be comma-separated integers, got {args.sizes!r}") from None
         result = benchmarks.refresh_benchmark(sizes, args.new_events, args.new_users, conf=args.conf, workdir=args.workdir)
+    elif args.name == "freshness":
+        result = benchmarks.freshness_benchmark(args.history_events, args.new_events, args.new_users, args.interval,
+                                                args.duration, conf=args.conf, workdir=args.workdir)
     elif args.name == "encode":
         result = benchmarks.encode_benchmark(args.texts, conf=args.conf, onnx=not args.no_onnx, workdir=args.workdir)
     else:
@@ -544,6 +575,7 @@ def format_table(columns: Sequence[str], rows: Sequence[dict]) -> str:
 _COMMANDS = {
     **{name: _run_stages for name in _STAGE_HELP},
     "maintain": _maintain,
+    "stream": _stream,
     "validate": _validate,
     "forget": _forget,
     "upgrade": _upgrade,

@@ -397,6 +397,16 @@ class SmallBatchSettings(_Section):
     max_new_rows: int = Field(default=50_000, gt=0)
 
 
+class StreamSettings(_Section):
+    """``interestlake stream``: the long-running pipeline (README: "Continuous mode")."""
+
+    # Seconds between the starts of two micro-batches (Spark's processing-time trigger): a
+    # landing file waits at most this long before its batch starts. Also how often a
+    # stream with nothing to ingest looks for a new champion model, a changed conf file
+    # and writers waiting for the lake.
+    trigger_seconds: float = Field(default=2.0, gt=0, le=3600)
+
+
 class StatusSettings(_Section):
     """When ``interestlake status`` calls the pipeline unhealthy (exit code 1, for monitors)."""
 
@@ -423,6 +433,7 @@ class Settings(_Section):
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     steer: SteerSettings = Field(default_factory=SteerSettings)
     small_batch: SmallBatchSettings = Field(default_factory=SmallBatchSettings)
+    stream: StreamSettings = Field(default_factory=StreamSettings)
     status: StatusSettings = Field(default_factory=StatusSettings)
     # Where the settings came from, for messages and for jobs started from this process.
     source: str = ""

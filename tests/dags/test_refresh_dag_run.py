@@ -192,3 +192,18 @@ def test_bad_settings_fail_at_once_without_retries(refresh_dag, tmp_path):
     states = _task_instances(run.run_id)
     assert states["ingest"] == ("failed", 1)
     assert {states[s][0] for s in STAGES[1:]} == {"upstream_failed"}
+
+
+def test_refresh_run_skips_while_a_stream_holds_the_lake(refresh_dag):
+    """Continuous mode does the refresh's work: while `interestlake stream` holds the lake, every task skips."""
+    from interestlake.lake.lock import writer_lock
+
+    dag, root, _ = refresh_dag
+    # The lock as a running stream holds it (its owner name), taken in this process.
+    with writer_lock(str(root), "stream__2026-11-02T00:40:00+00:00"):
+        run = dag.test(logical_date=SECOND + timedelta(minutes=40))
+    assert {state for state, _ in _task_instances(run.run_id).values()} == {"skipped"}
+    assert set(_task_instances(run.run_id)) == set(STAGES)
+    # No job ran: the run wrote nothing (not even a pipeline_runs row).
+    runs = _lake(root)(C.PIPELINE_RUNS) if (root / C.PIPELINE_RUNS).exists() else []
+    assert [r for r in runs if r[C.COL_RUN_ID] == run.run_id] == []

@@ -24,13 +24,13 @@ KILLS = 10
 
 
 class Refresh:
-    """One `interestlake refresh` process in its own process group, its stderr followed."""
+    """One `interestlake refresh` (or other `command`) process in its own process group, its stderr followed."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, command: tuple[str, ...] = ("refresh",)):
         env = {**os.environ, "INTERESTLAKE__LAKE__ROOT": str(root), "INTERESTLAKE__SPARK__MASTER": "local[2]",
                "INTERESTLAKE__SPARK__CONF__spark.ui.enabled": "false", "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "interestlake.cli", "refresh", "--conf", str(REPO / "conf" / "local.yaml")],
+            [sys.executable, "-m", "interestlake.cli", *command, "--conf", str(REPO / "conf" / "local.yaml")],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         )
         self.lines: list[str] = []

@@ -117,3 +117,10 @@ def test_half_precision_is_for_the_torch_backend_only():
     with pytest.raises(SettingsError, match="precision applies to the torch backend"):
         load_settings(REPO / "conf" / "local.yaml",
                       env={"INTERESTLAKE__ENCODER__BACKEND": "onnx", "INTERESTLAKE__ENCODER__PRECISION": "fp16"})
+
+
+def test_stream_trigger_defaults_to_two_seconds_and_must_be_positive():
+    conf = REPO / "conf" / "local.yaml"
+    assert load_settings(conf, env={}).stream.trigger_seconds == 2
+    with pytest.raises(SettingsError, match="INTERESTLAKE__STREAM__TRIGGER_SECONDS"):
+        load_settings(conf, env={"INTERESTLAKE__STREAM__TRIGGER_SECONDS": "0"})

@@ -6,7 +6,8 @@ ratios against a reference measured in the same run.
 """
 
 from interestlake.benchmarks.encode import encode_benchmark
+from interestlake.benchmarks.freshness import freshness_benchmark
 from interestlake.benchmarks.refresh import refresh_benchmark
 from interestlake.benchmarks.score import score_benchmark
 
-__all__ = ["encode_benchmark", "refresh_benchmark", "score_benchmark"]
+__all__ = ["encode_benchmark", "freshness_benchmark", "refresh_benchmark", "score_benchmark"]

@@ -11,12 +11,17 @@ from dataclasses import dataclass, field
 
 @dataclass
 class PeakMemory:
-    """Peak RSS (MiB) of this driver process, the JVM it started, and any one Python worker."""
+    """Peak RSS (MiB) of a driver process (this one by default), the JVM it started, and any one Python worker.
+
+    ``series`` keeps every sample as (driver, JVM, largest worker) MiB, for a check that memory stays flat.
+    """
 
     driver_python_mb: float = 0.0
     jvm_mb: float = 0.0
     python_worker_mb: float = 0.0
     samples: int = 0
+    pid: int | None = None
+    series: list[tuple[float, float, float]] = field(default_factory=list, repr=False)
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def as_dict(self) -> dict[str, float]:
@@ -29,9 +34,13 @@ class PeakMemory:
     def _sample(self, interval: float) -> None:
         import psutil
 
-        me = psutil.Process(os.getpid())
+        me = psutil.Process(self.pid or os.getpid())
         while True:
-            self.driver_python_mb = max(self.driver_python_mb, me.memory_info().rss / 2**20)
+            try:
+                driver = me.memory_info().rss / 2**20
+            except psutil.NoSuchProcess:
+                return  # the driver process ended
+            jvm = worker = 0.0
             for child in me.children(recursive=True):
                 try:
                     name = " ".join(child.cmdline())
@@ -39,23 +48,27 @@ class PeakMemory:
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     continue  # a worker that ended between the listing and the reading
                 if "java" in name:
-                    self.jvm_mb = max(self.jvm_mb, rss)
+                    jvm = max(jvm, rss)
                 elif "pyspark" in name or "worker" in name:
                     # The daemon forks the workers; each worker is measured on its own.
-                    self.python_worker_mb = max(self.python_worker_mb, rss)
+                    worker = max(worker, rss)
+            self.driver_python_mb = max(self.driver_python_mb, driver)
+            self.jvm_mb = max(self.jvm_mb, jvm)
+            self.python_worker_mb = max(self.python_worker_mb, worker)
+            self.series.append((driver, jvm, worker))
             self.samples += 1
             if self._stop.wait(interval):
                 return
 
 
 @contextmanager
-def peak_memory(interval: float = 0.1) -> Iterator[PeakMemory]:
+def peak_memory(interval: float = 0.1, pid: int | None = None) -> Iterator[PeakMemory]:
     """Samples process memory every ``interval`` seconds for the length of the block.
 
     In local mode the executors are the driver's JVM and its Python workers,
-    which are children of this process.
+    which are children of the driver process (this one, or ``pid``).
     """
-    peaks = PeakMemory()
+    peaks = PeakMemory(pid=pid)
     thread = threading.Thread(target=peaks._sample, args=(interval,), daemon=True)
     thread.start()
     try:

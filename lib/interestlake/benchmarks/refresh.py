@@ -44,7 +44,6 @@ def refresh_benchmark(
         incremental_seconds, full_seconds, interests_max_abs_diff,
         recommendations_equal, ...], ...}``.
     """
-    from interestlake.datasets.sample import generate_sample
     from interestlake.pipeline.refresh import open_pipeline
     from interestlake.pipeline.run import RunContext
     from interestlake.settings import load_settings
@@ -57,23 +56,14 @@ def refresh_benchmark(
         root = base / f"history-{size}"
         settings = load_settings(conf, env={"INTERESTLAKE__LAKE__ROOT": str(root), "INTERESTLAKE__SPARK__LOG_LEVEL": "ERROR"})
         landing = Path(settings.lake.landing_uri)
-        generate_sample(landing, seed=seed, n_users=50, n_items=items, days=30)
+        catalog = sample_catalog(landing, items, seed)
         rng = np.random.default_rng(seed + size)
-        catalog = [json.loads(line)[C.COL_ITEM_ID] for line in (landing / "items" / "items-0001.jsonl").read_text().splitlines()]
         with open_pipeline(settings, writer=f"bench-{size}") as pipeline:
-            log.info("bench refresh: %d history events", size)
-            history = _events(rng, size, history_users, catalog, _START, days=60, prefix="h")
-            # Files of at most _EVENTS_PER_FILE events, as a compacted lake holds its history: Spark's
-            # pandas conversion alone makes one file per Arrow batch (1,024 rows), 1,958 files at 2M.
-            files = max(1, math.ceil(size / _EVENTS_PER_FILE))
-            pipeline.lake.append(C.EVENTS, pipeline.spark.createDataFrame(history).repartition(files), metadata={"stage": "bench"})
+            append_history(pipeline, rng, size, history_users, catalog)
             pipeline.refresh(RunContext.create("bench-setup", "2026-11-10T00:00:00Z"))
 
             batch = _events(rng, new_events, new_users, catalog, _START + timedelta(days=61), days=1, prefix="n")
-            (landing / "events" / "bench-new.jsonl").write_text(
-                "\n".join(json.dumps({**row, C.COL_TS: row[C.COL_TS].isoformat()}) for row in batch.to_dict("records"))
-                + "\n"
-            )
+            land_events(landing / "events" / "bench-new.jsonl", batch)
             started = time.perf_counter()
             reports = pipeline.refresh(RunContext.create("bench-incremental", "2026-11-10T00:05:00Z"))
             incremental = time.perf_counter() - started
@@ -108,6 +98,36 @@ def refresh_benchmark(
         "full_over_incremental_at_largest": round(largest["full_seconds"] / largest["incremental_seconds"], 2),
         "workdir": str(base),
     }
+
+
+def sample_catalog(landing: Path, items: int, seed: int) -> list[str]:
+    """Writes the sample landing files (50 users, ``items`` items) and returns the catalog's item ids."""
+    from interestlake.datasets.sample import generate_sample
+
+    generate_sample(landing, seed=seed, n_users=50, n_items=items, days=30)
+    return [json.loads(line)[C.COL_ITEM_ID] for line in (landing / "items" / "items-0001.jsonl").read_text().splitlines()]
+
+
+def append_history(pipeline, rng, size: int, users: int, catalog: list[str]) -> None:
+    """Appends ``size`` generated events of ``users`` users straight to the ``events`` table."""
+    log.info("bench: %d history events", size)
+    history = _events(rng, size, users, catalog, _START, days=60, prefix="h")
+    # Files of at most _EVENTS_PER_FILE events, as a compacted lake holds its history: Spark's
+    # pandas conversion alone makes one file per Arrow batch (1,024 rows), 1,958 files at 2M.
+    files = max(1, math.ceil(size / _EVENTS_PER_FILE))
+    pipeline.lake.append(C.EVENTS, pipeline.spark.createDataFrame(history).repartition(files), metadata={"stage": "bench"})
+
+
+def land_events(path: Path, batch) -> float:
+    """Writes events as a landing file the way a producer should (hidden name, then rename).
+
+    Returns:
+        The time (epoch seconds) the file appeared under its name.
+    """
+    hidden = path.with_name(f".{path.name}.tmp")
+    hidden.write_text("\n".join(json.dumps({**row, C.COL_TS: row[C.COL_TS].isoformat()}) for row in batch.to_dict("records")) + "\n")
+    hidden.rename(path)
+    return time.time()
 
 
 def _events(rng, count: int, users: int, catalog: list[str], start: datetime, days: int, prefix: str):

@@ -1,4 +1,7 @@
-"""The single-writer guard: one process writes to a lake at a time."""
+"""The single-writer guard: one process writes to a lake at a time.
+
+Nothing here imports Spark: the Airflow DAGs ask it whether a stream holds the lake.
+"""
 
 from __future__ import annotations
 
@@ -8,72 +11,201 @@ import logging
 import os
 import socket
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from interestlake.lake.tables import LakeError
+from interestlake.lake.errors import LakeError
 
 log = logging.getLogger(__name__)
+# The owner name of `interestlake stream` starts with this (DAGs and messages recognise it).
+STREAM_OWNER_PREFIX = "stream"
 
 
 class LakeBusyError(LakeError):
     """Another process holds the lake's writer lock."""
 
 
-@contextmanager
-def writer_lock(lake_root: str, owner: str, wait_seconds: float = 0.0) -> Iterator[None]:
-    """Holds the lake's exclusive writer lock for the duration of the block.
+def _locks_folder(lake_root: str) -> Path | None:
+    """``<lake.root>/_locks`` of a local lake; None on object stores (no file locks there)."""
+    if "://" in lake_root and not lake_root.startswith("file://"):
+        return None
+    return Path(lake_root.removeprefix("file://")) / "_locks"
+
+
+class WriterLock:
+    """The lake's exclusive writer lock, which a long-running holder can hand over and take back.
 
     An OS file lock (``flock``) on ``<lake.root>/_locks/writer.lock``: the kernel
     releases it when the holder exits, even on SIGKILL, so a crashed run never
-    leaves a stale lock behind.
+    leaves a stale lock behind. A writer that waits for it leaves a *turn request*
+    under ``_locks/requests/`` (itself flock-ed, so a request of a killed process
+    is recognised as stale), which a long-running holder (``interestlake stream``)
+    honours between its batches (``turn_requests``).
 
     Args:
         lake_root: The lake root. On object stores (no file locks) the guard is
             the scheduler's (Airflow's ``max_active_runs=1``) and Delta's commit
             conflict detection; a warning says so.
         owner: Who holds the lock (a run id), shown to the process that waits.
-        wait_seconds: How long to wait for the lock before giving up.
+    """
+
+    def __init__(self, lake_root: str, owner: str):
+        self.lake_root, self.owner = lake_root, owner
+        self.folder = _locks_folder(lake_root)
+        self._fd: int | None = None
+
+    def acquire(self, wait_seconds: float = 0.0) -> None:
+        """Takes the lock, waiting up to ``wait_seconds``.
+
+        Raises:
+            LakeBusyError: When the lock is still held after ``wait_seconds``.
+        """
+        if self.folder is None:
+            log.warning("writer lock: %s is not a local path; relying on the scheduler to run one writer", self.lake_root)
+            return
+        path = self.folder / "writer.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        request = None
+        try:
+            deadline = time.monotonic() + wait_seconds
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    holder = path.read_text(encoding="utf-8", errors="replace").strip() or "unknown"
+                    if time.monotonic() >= deadline:
+                        raise LakeBusyError(
+                            f"another writer is using the lake {self.lake_root} ({holder}); "
+                            "it was left untouched. Retry when that run has finished, or pass --wait SECONDS"
+                        ) from None
+                    if request is None:
+                        log.info("waiting up to %.0fs for the lake writer lock held by %s", wait_seconds, holder)
+                        request = _TurnRequest(self.folder, self.owner)
+                    time.sleep(0.5)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps({
+                "owner": self.owner, "pid": os.getpid(), "host": socket.gethostname(),
+                "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }).encode(), 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        finally:
+            if request is not None:
+                request.withdraw()
+        self._fd = fd
+
+    def release(self) -> None:
+        """Gives the lock up (nothing when it is not held)."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+
+@contextmanager
+def writer_lock(lake_root: str, owner: str, wait_seconds: float = 0.0) -> Iterator[None]:
+    """Holds the lake's exclusive writer lock (``WriterLock``) for the duration of the block.
 
     Raises:
         LakeBusyError: When the lock is still held after ``wait_seconds``.
     """
-    if "://" in lake_root and not lake_root.startswith("file://"):
-        log.warning("writer lock: %s is not a local path; relying on the scheduler to run one writer", lake_root)
-        yield
-        return
-    path = Path(lake_root.removeprefix("file://")) / "_locks" / "writer.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    lock = WriterLock(lake_root, owner)
+    lock.acquire(wait_seconds)
     try:
-        deadline = time.monotonic() + wait_seconds
-        announced = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                holder = path.read_text(encoding="utf-8", errors="replace").strip() or "unknown"
-                if time.monotonic() >= deadline:
-                    raise LakeBusyError(
-                        f"another writer is using the lake {lake_root} ({holder}); "
-                        "it was left untouched. Retry when that run has finished, or pass --wait SECONDS"
-                    ) from None
-                if not announced:
-                    log.info("waiting up to %.0fs for the lake writer lock held by %s", wait_seconds, holder)
-                    announced = True
-                time.sleep(0.5)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({
-            "owner": owner, "pid": os.getpid(), "host": socket.gethostname(),
-            "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }).encode(), 0)
+        yield
+    finally:
+        lock.release()
+
+
+class _TurnRequest:
+    """A waiting writer's request file, flock-ed by it for as long as it waits.
+
+    Created under a temporary name, locked, then renamed: a file with the final name is
+    never unlocked while its writer lives, so an unlocked one is stale.
+    """
+
+    def __init__(self, folder: Path, owner: str):
+        requests = folder / "requests"
+        requests.mkdir(parents=True, exist_ok=True)
+        name = uuid.uuid4().hex
+        temporary = requests / f".{name}.tmp"
+        self.path = requests / f"{name}.json"
+        self._fd = os.open(temporary, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        os.write(self._fd, json.dumps({"owner": owner, "pid": os.getpid(), "host": socket.gethostname()}).encode())
+        os.rename(temporary, self.path)
+
+    def withdraw(self) -> None:
+        self.path.unlink(missing_ok=True)
+        os.close(self._fd)
+
+
+def turn_requests(lake_root: str) -> list[str]:
+    """The owners of the writers waiting for the lock now; stale requests (their process is gone) are removed."""
+    folder = _locks_folder(lake_root)
+    if folder is None or not (folder / "requests").is_dir():
+        return []
+    waiting = []
+    for path in sorted((folder / "requests").glob("*.json")):
         try:
-            yield
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue  # withdrawn meanwhile
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                waiting.append(_owner(path.read_text(encoding="utf-8", errors="replace")))
+                continue
+            path.unlink(missing_ok=True)
         finally:
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+    return waiting
+
+
+def lock_holder(lake_root: str) -> dict | None:
+    """Who holds the writer lock now (``owner``, ``pid``, ``host``, ``since``), None when nobody does.
+
+    Always None on object stores, where there is no lock.
+    """
+    folder = _locks_folder(lake_root)
+    path = folder / "writer.lock" if folder is not None else None
+    if path is None or not path.is_file():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = path.read_text(encoding="utf-8", errors="replace").strip()
+            try:
+                return json.loads(text)
+            except ValueError:
+                return {"owner": text or "unknown"}
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
     finally:
         os.close(fd)
+
+
+def stream_holds(lake_root: str) -> dict | None:
+    """The holder of the writer lock when it is an ``interestlake stream``, else None."""
+    holder = lock_holder(lake_root)
+    return holder if holder and str(holder.get("owner", "")).startswith(STREAM_OWNER_PREFIX) else None
+
+
+def _owner(text: str) -> str:
+    try:
+        return str(json.loads(text).get("owner", "unknown"))
+    except (ValueError, AttributeError):
+        return "unknown"

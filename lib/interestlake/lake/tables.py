@@ -31,6 +31,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from interestlake import constants as C
+from interestlake.lake.errors import LakeError
 from interestlake.lake.schemas import PERSONAL_COLUMNS, TABLES, TableSpec, arrow_schema, table_spec
 from interestlake.settings import LakeSettings
 
@@ -69,10 +70,6 @@ class CommitResult:
     @property
     def committed(self) -> bool:
         return self.version is not None
-
-
-class LakeError(RuntimeError):
-    """The lake cannot be used as asked (missing table, wrong schema)."""
 
 
 # What the operating system says when the lake's storage refuses a write, in the words

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import pandas as pd
@@ -77,16 +78,54 @@ def ingest(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunCo
     Returns:
         Counts of files and rows read, accepted, duplicated and quarantined (per reason).
     """
+    report = ingest_report(run)
+    source = landing_source(spark, settings)
+    if source is None:
+        return report
+    pseudonym = pseudonymizer(settings)
+    query = (
+        source.files.writeStream.foreachBatch(
+            lambda batch, batch_id: ingest_micro_batch(spark, lake, settings, source, batch, batch_id, run, report, pseudonym)
+        )
+        .option("checkpointLocation", source.checkpoint)
+        .trigger(availableNow=True)
+        .queryName("interestlake_ingest")
+        .start()
+    )
+    query.awaitTermination()
+    retry_held_files(spark, lake, run, report, pseudonym, settings.small_batch)
+    return report
+
+
+def ingest_report(run: RunContext) -> StageReport:
+    """An empty report of the ingest stage (a count per landing kind)."""
     report = StageReport(STAGE, run.run_id)
     report.counts.update({f"{kind}_files": 0 for kind in C.LANDING_KINDS})
-    pseudonym = pseudonymizer(settings)
+    return report
+
+
+@dataclass(frozen=True)
+class LandingSource:
+    """The landing folders as one streaming DataFrame of file paths, and its checkpoint.
+
+    ``ingest`` runs it with ``trigger(availableNow=True)``, ``interestlake stream``
+    with a processing-time trigger: same source, same checkpoint, same transaction ids.
+    """
+
+    files: DataFrame
+    landing: str
+    checkpoint: str
+    ident: str
+
+
+def landing_source(spark: SparkSession, settings: Settings) -> LandingSource | None:
+    """The streaming file source over ``<landing>/{events,reviews,items}`` (None when no landing folder exists yet)."""
     landing = settings.lake.landing_uri.rstrip("/")
     present = [kind for kind in C.LANDING_KINDS if landing_folder_exists(f"{landing}/{kind}")]
     if not present:
         log.info("ingest: no landing folder under %s yet; nothing to do", landing)
-        return report
+        return None
     checkpoint = f"{settings.lake.root.rstrip('/')}/_checkpoints/ingest/landing"
-    ident = checkpoint_id(checkpoint)
     files = (
         spark.readStream.format("binaryFile")
         .schema(_BINARY_FILE_SCHEMA)
@@ -99,32 +138,33 @@ def ingest(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunCo
         # Epoch microseconds: collect() would hand back the driver's local time.
         .select("path", F.unix_micros("modificationTime").alias("mtime_us"), "length")
     )
+    return LandingSource(files, landing, checkpoint, checkpoint_id(checkpoint))
 
-    def ingest_batch(batch: DataFrame, batch_id: int) -> None:
-        by_kind: dict[str, list[LandingFile]] = {}
-        found = [
-            LandingFile(row.path, row.length, datetime.fromtimestamp(row.mtime_us / 1e6, tz=timezone.utc))
-            for row in batch.collect()
-        ]
-        for landed in found + files_left_out(checkpoint, batch_id, found):
-            by_kind.setdefault(landing_kind(landing, landed.path), []).append(landed)
-        recorded = []
-        for kind in sorted(by_kind, key=_KIND_ORDER.index):
-            txn = Txn(f"interestlake.ingest.{kind}.{ident}", batch_id)
-            files_of_kind = sorted(by_kind[kind], key=lambda f: f.path)
-            recorded += _ingest_files(spark, lake, kind, files_of_kind, txn, run, report, pseudonym, settings.small_batch)
-        _record_files(lake, recorded, run)
 
-    query = (
-        files.writeStream.foreachBatch(ingest_batch)
-        .option("checkpointLocation", checkpoint)
-        .trigger(availableNow=True)
-        .queryName("interestlake_ingest")
-        .start()
-    )
-    query.awaitTermination()
-    retry_held_files(spark, lake, run, report, pseudonym, settings.small_batch)
-    return report
+def ingest_micro_batch(
+    spark: SparkSession, lake: LakeTables, settings: Settings, source: LandingSource, batch: DataFrame, batch_id: int,
+    run: RunContext, report: StageReport, pseudonym: Pseudonymizer | None,
+) -> list[LandingFile]:
+    """Ingests micro-batch ``batch_id`` of the landing source (the ``foreachBatch`` function).
+
+    Returns:
+        The batch's landing files.
+    """
+    by_kind: dict[str, list[LandingFile]] = {}
+    found = [
+        LandingFile(row.path, row.length, datetime.fromtimestamp(row.mtime_us / 1e6, tz=timezone.utc))
+        for row in batch.collect()
+    ]
+    found += files_left_out(source.checkpoint, batch_id, found)
+    for landed in found:
+        by_kind.setdefault(landing_kind(source.landing, landed.path), []).append(landed)
+    recorded = []
+    for kind in sorted(by_kind, key=_KIND_ORDER.index):
+        txn = Txn(f"interestlake.ingest.{kind}.{source.ident}", batch_id)
+        files_of_kind = sorted(by_kind[kind], key=lambda f: f.path)
+        recorded += _ingest_files(spark, lake, kind, files_of_kind, txn, run, report, pseudonym, settings.small_batch)
+    _record_files(lake, recorded, run)
+    return found
 
 
 def files_left_out(checkpoint: str, batch_id: int, found: list[LandingFile]) -> list[LandingFile]:

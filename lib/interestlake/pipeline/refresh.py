@@ -48,6 +48,10 @@ class Pipeline:
         An incremental run whose last run's input versions are gone from the Delta log
         (a pipeline paused for longer than the log retention) is redone in full.
         """
+        return self.recorded(name, run, self.stage_work(name, run, full))
+
+    def stage_work(self, name: str, run: RunContext, full: bool = False) -> Callable[[], StageReport]:
+        """The work of ``run_stage`` unrecorded, for a caller that records it itself (``recorded``)."""
         try:
             stage = STAGES[name]
         except KeyError:
@@ -69,7 +73,7 @@ class Pipeline:
                 report.note = "; ".join(filter(None, [f"recomputed in full: {exc}", report.note]))
                 return report
 
-        return self.recorded(name, run, work)
+        return work
 
     def recorded(self, name: str, run: RunContext, work: Callable[[], StageReport]) -> StageReport:
         """Runs ``work`` (a stage, or a command such as ``forget``) and records it in ``pipeline_runs``.
@@ -111,6 +115,27 @@ class Pipeline:
         self.lake.upsert_rows(C.PIPELINE_RUNS, [row], metadata={"stage": report.stage, "run_id": run.run_id})
 
 
+def resolve_models(settings: Settings) -> tuple[Settings, dict[str, int]]:
+    """Settings whose encoder and interest model name concrete versions, and those registered versions.
+
+    An encoder given as a registered model (``models:/NAME@ALIAS``) and the interest
+    model (``model.uri``; by default the champion when one is registered, else the
+    untrained pooling) are resolved once, to the versions every stage then uses.
+
+    Returns:
+        (the settings, ``{"encoder:...": version, "model:<name>": version}`` of the registered ones).
+    """
+    from interestlake.models.interest_registry import resolve_model
+    from interestlake.models.registry import resolve_settings
+
+    settings, encoder = resolve_settings(settings)
+    versions = {encoder.record_key: encoder.version} if encoder else {}
+    settings, model_version = resolve_model(settings)
+    if model_version is not None:
+        versions[f"model:{settings.model.name}"] = model_version
+    return settings, versions
+
+
 @contextmanager
 def open_pipeline(
     settings: Settings, master: str | None = None, writer: str | None = None, wait_seconds: float = 0.0,
@@ -134,17 +159,11 @@ def open_pipeline(
     model (``model.uri``; by default the champion when one is registered, else
     the untrained pooling).
     """
-    from interestlake.models.interest_registry import resolve_model
-    from interestlake.models.registry import resolve_settings
     from interestlake.privacy import pseudonymizer
 
     # A missing pseudonymisation key is a settings error: found before Spark starts.
     pseudonymizer(settings)
-    settings, encoder = resolve_settings(settings)
-    versions = {encoder.record_key: encoder.version} if encoder else {}
-    settings, model_version = resolve_model(settings)
-    if model_version is not None:
-        versions[f"model:{settings.model.name}"] = model_version
+    settings, versions = resolve_models(settings)
     with ExitStack() as stack:
         if writer is not None:
             # Taken before Spark starts: a second refresh gives up in a second.
