@@ -18,7 +18,6 @@ already made is skipped (ingest's transaction ids; the derived stages' recorded 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import time
