@@ -116,7 +116,11 @@ def spark_session(settings: Settings, master: str | None = None, jobs: Sequence[
 
     A session that was already active (a test's, a notebook's) is reused and left running.
     """
-    owned = SparkSession.getActiveSession() is None
+    # The process's SparkContext, not getActiveSession(): the active session is per thread, and a
+    # block run in another thread (the stream's) must not stop a session its process already had.
+    from pyspark import SparkContext
+
+    owned = SparkContext._active_spark_context is None
     spark = build_spark_session(settings, master, jobs)
     try:
         yield spark
