@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from interestlake import constants as C
 from interestlake.lake.schemas import TABLES, table_spec
-from interestlake.lake.tables import LakeError
+from interestlake.lake.errors import LakeError
 
 STAGE = "upgrade"
 CREATE, REWRITE, RESET, RECOMPUTE = "create", "rewrite", "reset", "recompute"
