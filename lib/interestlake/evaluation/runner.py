@@ -39,7 +39,8 @@ STEERED = {
     f"{METHOD}_multi_interest": {"multi_interest": {"enabled": True}},
     f"{METHOD}_mmr": {"mmr_weight": 0.3},
 }
-METHODS = (METHOD, ZERO_SHOT, *BASELINES, *STEERED)
+DEFAULT_METHODS = (METHOD, ZERO_SHOT, *BASELINES)
+METHODS = (*DEFAULT_METHODS, *STEERED)
 # Buckets of training history length for the metric-by-history plot.
 HISTORY_BUCKETS = ((1, 3), (4, 5), (6, 10), (11, 20), (21, 50), (51, 100), (101, None))
 
@@ -94,7 +95,7 @@ def evaluate(
     k: int | None = None,
     max_k: int | None = None,
     split_params: dict[str, Any] | None = None,
-    methods: tuple[str, ...] = METHODS,
+    methods: tuple[str, ...] = DEFAULT_METHODS,
     encoder: Any = None,
     run_id: str | None = None,
 ) -> EvaluationResult:
