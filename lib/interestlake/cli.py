@@ -59,10 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="ISO-8601 logical time of the run; a retry with the same value commits nothing twice",
         )
         sub.add_argument("--json", action="store_true", help="print the stage reports as JSON lines")
-        sub.add_argument(
-            "--wait", type=float, default=0.0, metavar="SECONDS",
-            help="wait this long for another writer to finish (default: exit at once with code 3)",
-        )
+        _add_writer_wait(sub)
         if name in ("interests", "recommend", "refresh"):
             sub.add_argument("--full", action="store_true", help="recompute every user instead of only the changed ones")
 
@@ -78,16 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     maintain.add_argument("--tables", default=None, metavar="TABLE[,TABLE]", help="tables to compact, vacuum and checkpoint (default: all)")
     maintain.add_argument("--json", action="store_true", help="print the step reports as JSON lines")
-    maintain.add_argument(
-        "--wait", type=float, default=0.0, metavar="SECONDS",
-        help="wait this long for another writer to finish (default: exit at once with code 3)",
-    )
+    _add_writer_wait(maintain)
 
     stream = command("stream", "run the pipeline continuously: new landing files reach recommendations within seconds")
-    stream.add_argument(
-        "--wait", type=float, default=0.0, metavar="SECONDS",
-        help="wait this long for another writer to finish before starting (default: exit at once with code 3)",
-    )
+    _add_writer_wait(stream, " before starting")
 
     check = command("validate", "check landing files as ingest would, without writing anything")
     check.add_argument("path", help="a landing root (events/, reviews/, items/), one kind's folder, or one file")
@@ -98,10 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     forget.add_argument("user_id", help="the user's id as the platform knows it (not its pseudonym)")
     forget.add_argument("--run-id", default=None, help="name of this run, shown to writers that wait for the lake")
     forget.add_argument("--json", action="store_true", help="print the report as JSON")
-    forget.add_argument(
-        "--wait", type=float, default=0.0, metavar="SECONDS",
-        help="wait this long for another writer to finish (default: exit at once with code 3)",
-    )
+    _add_writer_wait(forget)
 
     demo = command("demo", "generate the sample data, run refresh, print what it produced")
     demo.add_argument("--users", type=int, default=None, help="sample users (default sample.users)")
@@ -190,10 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade.add_argument("--dry-run", action="store_true", help="list the changes; write nothing")
     upgrade.add_argument("--run-id", default=None, help="run id recorded in pipeline_runs (default manual__<time>)")
     upgrade.add_argument("--json", action="store_true", help="print the report as JSON")
-    upgrade.add_argument(
-        "--wait", type=float, default=0.0, metavar="SECONDS",
-        help="wait this long for another writer to finish (default: exit at once with code 3)",
-    )
+    _add_writer_wait(upgrade)
 
     sql = command("sql", "run SQL over the lake tables' current snapshot, registered by name")
     sql.add_argument("query", help='e.g. "SELECT * FROM recommendations WHERE user_id = \'u-0001\'"')
@@ -337,6 +322,14 @@ def _upgrade(args: argparse.Namespace, settings: Settings) -> int:
     print(report.to_json() if args.json else report.summary())
     return 0
 
+
+
+def _add_writer_wait(parser: argparse.ArgumentParser, when: str = "") -> None:
+    """``--wait SECONDS`` of every command that takes the lake's writer lock."""
+    parser.add_argument(
+        "--wait", type=float, default=0.0, metavar="SECONDS",
+        help=f"wait this long for another writer to finish{when} (default: exit at once with code 3)",
+    )
 
 def _choices(allowed: Sequence[str]):
     """argparse type of a comma-separated subset of ``allowed``."""
