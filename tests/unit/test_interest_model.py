@@ -87,9 +87,10 @@ def test_training_refuses_histories_without_a_next_item():
         train(data, context=10, params=TrainParams(dim=8, epochs=1))
 
 
-def test_blocked_scoring_with_the_knn_term_equals_the_brute_force_reference():
-    """The recommend stage adds the kNN term block by block as sparse arrays; same lists as the dict reference."""
-    from interestlake.models.scoring import TopKPool
+@pytest.mark.parametrize("dense_cells", [10**9, 0], ids=["dense", "sorted-pairs"])
+def test_blocked_scoring_with_the_knn_term_equals_the_brute_force_reference(dense_cells):
+    """The recommend stage adds the kNN term block by block (dense or as sorted pairs); same lists and sums as the dict reference."""
+    from interestlake.models.scoring import KnnBonus, TopKPool
 
     data = generated_history(users=40, items=60)
     params = TrainParams(dim=8, epochs=2, patience=1, batch_size=64, neighbors=10, seed=7)
@@ -98,28 +99,36 @@ def test_blocked_scoring_with_the_knn_term_equals_the_brute_force_reference():
     item_ids = list(data.item_ids)
     items = model.item_vectors(item_ids, data.vectors[data.item_vec])
     rng = np.random.default_rng(5)
-    recent = [[item_ids[i] for i in rng.choice(60, size=int(rng.integers(0, 6)), replace=False)] + [None] for _ in range(12)]
+    # Repeats and unknown ids in the histories: each adds nothing.
+    recent = [[item_ids[i] for i in rng.choice(60, size=int(rng.integers(0, 6)), replace=False)] + [None, "unknown"]
+              for _ in range(12)]
+    recent[3] = recent[3] + recent[3][:2]
     users = rng.normal(size=(12, model.dim)).astype(np.float32)
     excluded = [set(r[:1]) - {None} for r in recent]
 
-    bonus = model.knn_bonus_block(recent)
+    # Here the matrix's keys are the model's rows.
+    bonus = KnnBonus(len(recent), *model.knn_terms(recent), len(item_ids), dense_cells=dense_cells)
+    assert (bonus.dense is not None) == (dense_cells > 0)
     ranking = TopKPool(len(users), 5)
     for start in range(48, -1, -16):  # blocks of the catalog, in reverse order
         keys = np.arange(start, min(start + 16, 60))
         scores = users @ items[keys].T
-        bonus.add_to(scores, model.rows([item_ids[key] for key in keys]))
+        bonus.add_to(scores, start)
         for row, skip in enumerate(excluded):
             scores[row, [c for c, key in enumerate(keys) if item_ids[key] in skip]] = -np.inf
         ranking.add(keys, np.argsort(np.argsort(item_ids))[keys], scores)
     results = [([item_ids[key] for key in keys], scores.tolist(), None) for keys, scores in ranking.results()]
     for row, (got_items, got_scores, _) in enumerate(results):
         scores = items @ users[row]
-        for item, value in model.knn_bonus(recent[row]).items():
+        reference = model.knn_bonus(recent[row])
+        for item, value in reference.items():
             scores[item_ids.index(item)] += value
         expected = sorted((i for i in range(60) if item_ids[i] not in excluded[row]), key=lambda i: (-scores[i], item_ids[i]))[:5]
         assert got_items == [item_ids[i] for i in expected]
         assert got_scores == pytest.approx([float(scores[i]) for i in expected], abs=1e-6)
-    assert len(model.knn_bonus_block(recent).values) == sum(len(model.knn_bonus(r)) for r in recent) > 0
+        # Every item's term, looked up: the reference's sums (in float32), 0 elsewhere.
+        assert bonus.at(row, np.arange(60)).tolist() == [float(np.float32(reference.get(item, 0.0))) for item in item_ids]
+    assert sum(len(model.knn_bonus(r)) for r in recent) > 0
 
 
 def test_knn_term_is_decayed_neighbour_similarity_of_distinct_recent_items():
@@ -140,3 +149,21 @@ def test_knn_term_is_decayed_neighbour_similarity_of_distinct_recent_items():
     assert bonus == pytest.approx({ids[3]: 2.0 * 0.5, ids[4]: 2.0 * 0.25 + 2.0 * 0.5 * 1.0})
     model.meta["knn_weight"] = 0.0
     assert model.knn_bonus([ids[0]]) == {}
+
+
+def test_a_loaded_model_is_kept_while_its_files_are_unchanged(tmp_path):
+    """A stream's batches apply one loaded model; a re-saved model is read again."""
+    from interestlake.models.interest_model import load_model
+    from interestlake.settings import load_settings
+
+    data = generated_history(users=30, items=24, length=3)
+    model = train(data, context=5, params=TrainParams(dim=4, epochs=1, patience=1, batch_size=32, neighbors=2, seed=3)).model
+    folder = model.save(tmp_path / "model")
+    settings = load_settings(None, env={"INTERESTLAKE__LAKE__ROOT": str(tmp_path / "lake"),
+                                        "INTERESTLAKE__MODEL__URI": str(folder)})
+    first = load_model(settings)
+    assert load_model(settings) is first
+    model.meta["knn_weight"] = 3.0
+    model.save(folder)
+    again = load_model(settings)
+    assert again is not first and again.meta["knn_weight"] == 3.0

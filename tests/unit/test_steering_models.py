@@ -47,6 +47,23 @@ def test_need_constraints_on_items():
     assert parse_need("acoustic guitar strings").term_match("fender guitar picks") == pytest.approx(1 / 3)
 
 
+@pytest.mark.parametrize("query", ["guitar strings under $20", "bass and bassoon reeds", "hi-fi fi speaker",
+                                   "吉他 strings under 300", "guitar guitar strings", "不要Yarrow，236.49元以下的keyboards & pianos",
+                                   "glass glasses, not apple"])
+def test_needs_check_many_candidates_as_one_by_one(query):
+    """term_match's one-pattern search and allows_each give what the per-term, per-item rules give."""
+    from interestlake.models.needs import _contains
+
+    texts = ["guitar strings set", "bass guitar", "bassoon reed", "hi-fi speaker fi", "吉他弦 guitar", "strings", "string",
+             "guitars and bassoons", "nothing here", "glass glasses", "apple glass", "yarrow keyboards", "pianos"]
+    prices = np.array([5.0, 15.0, 20.0, 25.0, 200.0, np.nan, 300.0, 19.99, 1.0, 50.0, 10.0, 100.0, 236.49])
+    need = parse_need(query)
+    for text in texts:
+        expected = sum(_contains(text, term) for term in need.terms) / len(need.terms) if need.terms else 0.0
+        assert need.term_match(text) == pytest.approx(expected)
+    assert need.allows_each(prices, texts).tolist() == [need.allows(p, t) for p, t in zip(prices.tolist(), texts)]
+
+
 def test_negative_feedback_rule():
     rule = DislikeRule(max_rating=2, review_text_max_rating=3)
     assert rule.is_dislike(1) and rule.is_dislike(2, "fine")
@@ -172,6 +189,35 @@ def test_reasons_name_the_evidence_in_the_users_language():
     assert explain("x", item, "strings", 9.0, None, *searched) == "Matches your interests"
     assert explain("x", item, "light gauge strings", 9.0, None, history[:0], [], [], [], {}, ["guitar strings"]) == (
         'Matches your interest in "guitar strings"')
+
+
+def test_one_block_of_users_gets_the_lines_each_user_gets_alone():
+    """The writer's batched closest-entry product gives every user the line of a one-off writer."""
+    from interestlake.models.reasons import ReasonWriter
+
+    rng = np.random.default_rng(4)
+    kinds_of = ["view", "purchase", "review", "dislike", "search", "cart"]
+    users = []
+    for u in range(7):
+        m = [0, 1, 5, 8, 3, 0, 6][u]  # users without history and with a single entry too
+        history = unit(*rng.normal(size=(m, 3)).tolist()) if m else np.zeros((0, 3), np.float32)
+        kinds = [kinds_of[i] for i in rng.integers(0, len(kinds_of), m)]
+        labels = [f"entry {u}-{i}" if i % 4 else ("吉他" if u % 2 else "") for i in range(m)]
+        items = [None if kind == "search" else f"i{rng.integers(0, 6)}" for kind in kinds]
+        users.append((history, kinds, labels, items, {items[0]: 4.0} if m and items[0] else {}, ["guitar strings"]))
+    listed = [[f"i{j}" for j in rng.choice(6, size=int(rng.integers(0, 5)), replace=False)] for _ in users]
+    vectors = [unit(*rng.normal(size=(len(ids), 3)).tolist()) if ids else np.zeros((0, 3), np.float32) for ids in listed]
+    texts = [["guitar strings" if j % 2 else "tent" for j in range(len(ids))] for ids in listed]
+    prices = [[10.0] * len(ids) for ids in listed]
+    needs = [[parse_need("strings under $20") if j == 0 and u == 2 else None for j in range(len(ids))]
+             for u, ids in enumerate(listed)]
+    writer = ReasonWriter(np.concatenate([h for h, *_ in users]), [len(k) for _, k, *_ in users],
+                          *[[user[part] for user in users] for part in range(1, 6)])
+    block = writer.write(listed, np.concatenate(vectors), texts, prices, needs)
+    alone = [[explain(item, vector, text, price, need, *user) for item, vector, text, price, need in
+              zip(listed[u], vectors[u], texts[u], prices[u], needs[u])] for u, user in enumerate(users)]
+    assert block == alone
+    assert sum(len(lines) for lines in block) > 10 and any('Matches your search' in line for lines in block for line in lines)
 
 
 def test_steered_lists_equal_one_argmax_per_slot(monkeypatch):

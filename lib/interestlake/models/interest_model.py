@@ -148,67 +148,53 @@ class InterestModel:
 
     def knn_bonus(self, recent_items: Sequence[str | None]) -> dict[str, float]:
         """kNN term per item for one user's recent history items (newest first, repeats ignored)."""
-        rows, values = self.knn_bonus_rows(recent_items)
-        return {self.item_ids[j]: value for j, value in zip(rows.tolist(), values.tolist())}
+        owners, rows, terms = self.knn_terms([recent_items])
+        rows, terms = rows[rows >= 0], terms[rows >= 0]
+        if not len(rows):
+            return {}
+        found, slot = np.unique(rows, return_inverse=True)
+        values = np.bincount(slot, weights=terms, minlength=len(found))
+        return {self.item_ids[j]: value for j, value in zip(found.tolist(), values.tolist())}
 
-    def knn_bonus_rows(self, recent_items: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
-        """(item rows, kNN term) of ``knn_bonus``, rows unique, as arrays; summed in float64 in history order."""
-        weight, decay = float(self.meta["knn_weight"]), float(self.meta["knn_decay"])
-        seen: list[int] = []
-        if weight != 0:
-            for row in self.rows(recent_items).tolist():
-                if row >= 0 and row not in seen:
-                    seen.append(row)
-        if not seen:
-            return np.zeros(0, np.int64), np.zeros(0, np.float64)
-        scale = np.array([weight * decay**rank for rank in range(len(seen))])
-        neighbors = self.arrays["neighbor_idx"][seen].ravel()
-        terms = (scale[:, None] * self.arrays["neighbor_sim"][seen].astype(np.float64)).ravel()
-        valid = neighbors >= 0
-        rows, slot = np.unique(neighbors[valid], return_inverse=True)
-        values = np.zeros(len(rows))
-        np.add.at(values, slot, terms[valid])
-        return rows.astype(np.int64), values
+    def knn_terms(self, recent_per_row: Sequence[Sequence[str | None] | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every addend of the kNN term of a block of query rows, un-summed.
 
-    def knn_bonus_of(self, recent_items: Sequence[str | None], item_ids: Sequence[str]) -> np.ndarray:
-        """The kNN term of ``item_ids`` for one history (``knn_bonus``), as an array in their order."""
-        rows, values = self.knn_bonus_rows(recent_items)
-        wanted = self.rows(item_ids)
-        slot = np.minimum(np.searchsorted(rows, wanted), max(len(rows) - 1, 0))
-        found = (wanted >= 0) & (rows[slot] == wanted) if len(rows) else np.zeros(len(wanted), dtype=bool)
-        return np.where(found, values[slot] if len(rows) else 0.0, 0.0)
+        A row's term for item j is the sum, over its distinct known recent items s (newest
+        first, rank r among them), of ``knn_weight * knn_decay**r * sim(s -> j)`` for each
+        neighbour j of s. The addends come seed by seed in history order, so summing them
+        in the order given (``np.bincount``) gives the same float64 sums everywhere.
 
-    def knn_bonus_block(self, recent_per_row: Sequence[Sequence[str | None] | None]):
-        """The kNN term of a block of query rows (recent items per row) as a ``SparseBonus``.
+        Args:
+            recent_per_row: Each query row's recent item ids, newest first (None entries and
+                unknown ids add nothing, repeats count once).
 
-        The same sums as ``knn_bonus_rows`` row by row (float64, in history order), computed for
-        the whole block at once: a Python loop per row cost more than the block's products.
+        Returns:
+            (query row, neighbour's row in the model's catalog, float64 addend), one per
+            addend; a seed's missing neighbours (row -1) come with addend 0, as filtering a
+            million addends out costs more than carrying them.
         """
-        from interestlake.models.scoring import SparseBonus
-
-        n = len(self.item_ids)
+        empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64))
         weight, decay = float(self.meta["knn_weight"]), float(self.meta["knn_decay"])
-        owners, seeds, ranks = [], [], []
-        if weight != 0:
-            for owner, recent in enumerate(recent_per_row):
-                seen: list[int] = []
-                for row in self.rows(recent or []).tolist():
-                    if row >= 0 and row not in seen:
-                        seen.append(row)
-                owners += [owner] * len(seen)
-                seeds += seen
-                ranks += range(len(seen))
-        if not seeds:
-            return SparseBonus(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), n)
-        owners, seeds = np.array(owners, dtype=np.int64), np.array(seeds, dtype=np.int64)
-        scale = weight * decay ** np.array(ranks, dtype=np.float64)
+        lengths = np.array([len(recent or ()) for recent in recent_per_row], dtype=np.int64)
+        if weight == 0 or not lengths.sum():
+            return empty
+        seeds = self.rows([item for recent in recent_per_row for item in (recent or ())])
+        owners = np.repeat(np.arange(len(lengths)), lengths)
+        # The first occurrence of each (row, item) in history order is a seed; repeats are not.
+        _, first = np.unique(owners * (len(self.item_ids) + 1) + seeds + 1, return_index=True)
+        keep = np.zeros(len(seeds), dtype=bool)
+        keep[first] = True
+        keep &= seeds >= 0
+        owners, seeds = owners[keep], seeds[keep]
+        if not len(seeds):
+            return empty
+        # Rank of each seed among its row's seeds (rows come in order, seeds newest first).
+        starts = np.r_[0, np.flatnonzero(np.diff(owners)) + 1]
+        ranks = np.arange(len(owners)) - np.repeat(starts, np.diff(np.r_[starts, len(owners)]))
         neighbors = self.arrays["neighbor_idx"][seeds]
-        terms = scale[:, None] * self.arrays["neighbor_sim"][seeds].astype(np.float64)
-        valid = neighbors >= 0
-        keys = (owners[:, None] * n + neighbors)[valid]
-        pairs, slot = np.unique(keys, return_inverse=True)
-        values = np.bincount(slot, weights=terms[valid], minlength=len(pairs))
-        return SparseBonus(pairs // n, pairs % n, values.astype(np.float32), n)
+        terms = (weight * decay ** ranks.astype(np.float64))[:, None] * self.arrays["neighbor_sim"][seeds].astype(np.float64)
+        terms[neighbors < 0] = 0.0
+        return np.repeat(owners, neighbors.shape[1]), neighbors.ravel(), terms.ravel()
 
     def save(self, folder: str | Path) -> Path:
         """Writes the model to ``folder`` (two files); returns the folder."""
@@ -251,4 +237,14 @@ def load_model(settings) -> InterestModel | None:
         return None
     if uri.startswith("models:/"):
         raise ValueError(f"model.uri {uri!r} must be resolved to a version before the stages run")
-    return InterestModel.load(uri)
+    # Kept per process while its files are unchanged: a long-running `stream` (and each stage of
+    # one refresh) applies the same version batch after batch, and reading it costs seconds.
+    files = [Path(uri) / name for name in (MODEL_FILE, META_FILE)]
+    stamp = (str(Path(uri).resolve()), *((f.stat().st_mtime_ns, f.stat().st_size) for f in files if f.exists()))
+    if _LOADED.get("stamp") != stamp:
+        _LOADED.clear()
+        _LOADED.update(stamp=stamp, model=InterestModel.load(uri))
+    return _LOADED["model"]
+
+
+_LOADED: dict[str, Any] = {}

@@ -15,8 +15,10 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _CURRENCY = r"(?:[$€£¥￥]\s*)?"
@@ -130,6 +132,21 @@ class Need:
                 return False
         return not self.excludes(item_text)
 
+    def allows_each(self, prices: np.ndarray, item_texts: Sequence[str]) -> np.ndarray:
+        """``allows`` of many items at once (prices as a float array, nan: unknown), as a bool array."""
+        prices = np.asarray(prices, dtype=np.float64)
+        allowed = np.ones(len(prices), dtype=bool)
+        if self.price_min is not None or self.price_max is not None:
+            with np.errstate(invalid="ignore"):
+                allowed &= ~np.isnan(prices)
+                if self.price_min is not None:
+                    allowed &= prices >= self.price_min
+                if self.price_max is not None:
+                    allowed &= prices <= self.price_max
+        if self.excluded:
+            allowed &= ~np.array([self.excludes(text) for text in item_texts], dtype=bool)
+        return allowed
+
     def excludes(self, item_text: str) -> bool:
         """True when an item's text names one of the words the query excludes ("not Apple")."""
         return bool(self.excluded) and any(_contains(item_text, word) for word in self.excluded)
@@ -138,7 +155,11 @@ class Need:
         """Share of the need's terms found in an item's text (0 when the need has none)."""
         if not self.terms:
             return 0.0
-        return sum(_contains(item_text, term) for term in self.terms) / len(self.terms)
+        pattern, chinese = _terms_pattern(self.terms)
+        if pattern is None:
+            return sum(_contains(item_text, term) for term in self.terms) / len(self.terms)
+        found = set(pattern.findall(item_text))
+        return sum(term in item_text if zh else term in found for term, zh in zip(self.terms, chinese)) / len(self.terms)
 
     def describe(self) -> str:
         """The parsed constraints in one line, for logs and tests."""
@@ -168,6 +189,23 @@ def _word_pattern(word: str) -> re.Pattern | None:
     if has_cjk(word):
         return None
     return re.compile(rf"(?<![a-z0-9]){re.escape(word)}(?:s|es)?(?![a-z0-9])")
+
+
+@functools.lru_cache(maxsize=4096)
+def _terms_pattern(terms: tuple[str, ...]) -> tuple[re.Pattern | None, tuple[bool, ...]]:
+    """One pattern finding any of a need's English terms as whole words, and which terms are Chinese.
+
+    One search per candidate instead of one per term. The pattern is None when one term
+    starts another ("bass", "bassoon"), where one match could hide the other, or a term has
+    inner punctuation ("hi-fi", whose parts may be terms too): each term is then searched
+    on its own.
+    """
+    chinese = tuple(has_cjk(term) for term in terms)
+    english = sorted({term for term, zh in zip(terms, chinese) if not zh})
+    if any(b.startswith(a) for a, b in zip(english, english[1:])) or not all(t.isalnum() for t in english):
+        return None, chinese
+    alternatives = "|".join(re.escape(term) for term in english) or "(?!)"
+    return re.compile(rf"(?<![a-z0-9])({alternatives})(?:s|es)?(?![a-z0-9])"), chinese
 
 
 def _amount(number: str, thousands: str | None) -> float:

@@ -40,6 +40,8 @@ SAME_ITEM_TEMPLATES = {
     C.EVENT_RATE: "You rated this",
 }
 FALLBACK_REASON = "Matches your interests"
+# Entries that are never evidence for an item.
+_NOT_EVIDENCE = frozenset({C.EVENT_DISLIKE, C.EVENT_SEARCH})
 ZH_TEMPLATES = {
     C.EVENT_VIEW: '与您浏览过的"{label}"相似',
     C.EVENT_CLICK: '与您看过的"{label}"相似',
@@ -62,90 +64,133 @@ def _short(label: str) -> str:
 
 
 def explain(item_id: str, item_vector: np.ndarray, item_text: str, item_price: float, need: Need | None, *evidence) -> str:
-    """The reason line of one item: ``ReasonWriter(*evidence)(item_id, ...)``, for a one-off line."""
-    return ReasonWriter(*evidence)(item_id, item_vector, item_text, item_price, need)
+    """The reason line of one item for one user's evidence, for a one-off line.
+
+    ``evidence``: the user's (history vectors (m, d), kinds, labels, history items, ratings, topics).
+    """
+    history, kinds, labels, items, ratings, topics = evidence
+    writer = ReasonWriter(np.asarray(history), [len(kinds)], [kinds], [labels], [items], [ratings], [topics])
+    return writer.write([[item_id]], np.asarray(item_vector)[None, :], [[item_text]], [[item_price]], [[need]])[0][0]
 
 
 class ReasonWriter:
-    """One user's reason lines: the evidence is prepared once per user, then each listed item costs one product.
+    """The reason lines of a block of users' lists: the one reason writer of the recommend stage.
+
+    Each user's evidence is prepared once; every listed item's closest liked entry comes
+    from one batched product for the whole block (a product and a Python call per user
+    cost more than the scoring itself), then each line is one template.
 
     Args:
-        history_vectors: The user's recent entries' vectors, newest first, shape (m, d).
-        kinds: Their kinds (``dislike`` entries are skipped).
-        labels: Their labels (item title or query text).
-        history_items: Their item ids (None for queries).
-        ratings: The user's latest rating of each item they rated.
-        topics: The user's topic labels, heaviest first.
+        history: Every user's recent entries' vectors, user after user, each newest first, shape (n, d).
+        lengths: Entries of each user in ``history``.
+        kinds: Per user, the entries' kinds (``dislike`` and ``search`` entries are never evidence).
+        labels: Per user, the entries' labels (item title or query text).
+        history_items: Per user, the entries' item ids (None for queries).
+        ratings: Per user, their latest rating of each item they rated.
+        topics: Per user, their topic labels, heaviest first.
     """
 
     def __init__(
         self,
-        history_vectors: np.ndarray,
-        kinds: Sequence[str],
-        labels: Sequence[str | None],
-        history_items: Sequence[str | None],
-        ratings: Mapping[str, float],
-        topics: Sequence[str],
+        history: np.ndarray,
+        lengths: Sequence[int],
+        kinds: Sequence[Sequence[str]],
+        labels: Sequence[Sequence[str | None]],
+        history_items: Sequence[Sequence[str | None]],
+        ratings: Sequence[Mapping[str, float]],
+        topics: Sequence[Sequence[str]],
     ):
-        self.history = np.asarray(history_vectors)
-        self.kinds, self.labels, self.items = list(kinds), list(labels), list(history_items)
+        self.history = np.asarray(history, dtype=np.float32)
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.offsets = np.r_[0, np.cumsum(self.lengths)][:-1].astype(np.int64)
+        self.kinds, self.labels, self.items = kinds, labels, history_items
         self.ratings, self.topics = ratings, topics
-        # Most histories hold no Chinese at all: one look at all labels spares one per entry.
-        self.chinese = chinese = has_cjk("".join(label or "" for label in labels))
-        # The newest same-item entry wins, as the history is newest first.
-        self.same_item: dict[str, str] = {}
-        for kind, seen, label in zip(kinds, history_items, labels):
-            if kind in SAME_ITEM_TEMPLATES and seen is not None and seen not in self.same_item:
-                self.same_item[seen] = (ZH_SAME_ITEM if chinese and has_cjk(label or "") else SAME_ITEM_TEMPLATES)[kind]
-        self.liked = [i for i, kind in enumerate(kinds)
-                      if kind not in (C.EVENT_DISLIKE, C.EVENT_SEARCH) and (labels[i] or "").strip()]
-        self.fallback = ZH_FALLBACK if chinese else FALLBACK_REASON
+        # Most blocks hold no Chinese at all: one look at every label spares one per user.
+        any_chinese = has_cjk("".join(label for user_labels in labels for label in user_labels if label))
+        self.chinese = [any_chinese and has_cjk("".join(label or "" for label in user_labels)) for user_labels in labels]
+        # Per user, item -> its newest entry of a same-item kind (the history is newest first, so
+        # walking it backwards lets the newest overwrite).
+        self.same_item = [
+            {seen: i for i, kind, seen in zip(range(len(user_kinds) - 1, -1, -1), reversed(user_kinds), reversed(user_items))
+             if kind in SAME_ITEM_TEMPLATES and seen is not None}
+            for user_kinds, user_items in zip(kinds, history_items)
+        ]
+        liked = [kind not in _NOT_EVIDENCE and bool(label and label.strip())
+                 for user_kinds, user_labels in zip(kinds, labels) for kind, label in zip(user_kinds, user_labels)]
+        # Entries that may be evidence (not disliked, not a search, with a label), as rows of ``history``.
+        self.liked = np.flatnonzero(np.array(liked, dtype=bool)) if len(self.history) else np.zeros(0, np.int64)
 
-    def many(self, item_ids: Sequence[str], vectors: np.ndarray, texts: Sequence[str], prices: Sequence[float],
-             needs: Sequence[Need | None]) -> list[str]:
-        """The reason lines of a whole list (the arguments of ``__call__``, one per item).
-
-        Every item's closest liked entry comes from one product.
-        """
-        closest = [None] * len(item_ids)
-        if self.liked and len(self.history) and len(item_ids):
-            rows = np.argmax(self.history[self.liked] @ np.asarray(vectors).T, axis=0)
-            closest = [self.liked[row] for row in rows.tolist()]
-        return [self(*args) for args in zip(item_ids, vectors, texts, prices, needs, closest)]
-
-    def __call__(self, item_id: str, item_vector: np.ndarray, item_text: str, item_price: float, need: Need | None,
-                 closest: int | None = None) -> str:
-        """The reason line of one listed item.
+    def write(
+        self,
+        item_ids: Sequence[Sequence[str]],
+        vectors: np.ndarray,
+        texts: Sequence[Sequence[str]],
+        prices: Sequence[Sequence[float]],
+        needs: Sequence[Sequence[Need | None]],
+    ) -> list[list[str]]:
+        """Per user, the reason line of each listed item.
 
         Args:
-            item_id: The item.
-            item_vector: Its unit vector.
-            item_text: Its lower-cased ``title. category. description``.
-            item_price: Its price (nan: unknown).
-            need: The fresh need that placed it, whose constraints it meets (None: an interest did).
-            closest: The liked entry closest to the item, when already known (``many``).
+            item_ids: Per user, the listed items.
+            vectors: The listed items' unit vectors, user after user, shape (listed, d).
+            texts: Per user, their lower-cased ``title. category. description``.
+            prices: Per user, their prices (nan: unknown).
+            needs: Per user, the fresh need that placed each item (None: an interest did).
         """
+        closest = self._closest([len(ids) for ids in item_ids], vectors)
+        return [[self._line(u, *item) for item in zip(item_ids[u], texts[u], prices[u], needs[u], closest[u])]
+                for u in range(len(item_ids))]
+
+    def _closest(self, listed: Sequence[int], vectors: np.ndarray) -> list[list[int | None]]:
+        """Per user and listed item, the index of the liked entry closest to it in the user's history (None: none)."""
+        users = len(listed)
+        out: list[list[int | None]] = [[None] * n for n in listed]
+        if not len(self.liked) or not sum(listed):
+            return out
+        # (user, slot) -> row: each user's liked entries, and listed items, padded to the longest.
+        owner = np.searchsorted(self.offsets, self.liked, side="right") - 1
+        slot = np.arange(len(self.liked)) - np.searchsorted(owner, owner)
+        entries = np.full((users, int(slot.max()) + 1), -1, dtype=np.int64)
+        entries[owner, slot] = self.liked
+        listed = np.asarray(listed, dtype=np.int64)
+        starts = np.r_[0, np.cumsum(listed)][:-1]
+        picks = np.arange(int(listed.max()))[None, :]
+        pick_rows = np.where(picks < listed[:, None], starts[:, None] + picks, -1)
+        similarity = np.matmul(np.asarray(vectors, dtype=np.float32)[np.maximum(pick_rows, 0)],
+                               self.history[np.maximum(entries, 0)].transpose(0, 2, 1))
+        similarity[np.broadcast_to((entries < 0)[:, None, :], similarity.shape)] = -np.inf
+        best = (np.take_along_axis(entries, similarity.argmax(axis=2), axis=1) - self.offsets[:, None]).tolist()
+        has_liked = (entries[:, 0] >= 0).tolist()
+        for u in range(users):
+            if has_liked[u]:
+                out[u] = best[u][:listed[u]]
+        return out
+
+    def _line(self, u: int, item_id: str, item_text: str, item_price: float, need: Need | None,
+              closest: int | None) -> str:
+        """The reason line of one listed item of user ``u`` (``closest``: its closest liked entry)."""
         # The writer checks the claim itself: a need's line only for an item meeting its constraints.
         if need is not None and need.allows(item_price, item_text):
             template = ZH_TEMPLATES if need.lang == "zh" else REASON_TEMPLATES
             return template[C.EVENT_SEARCH].format(label=_short(need.text))
-        if item_id in self.same_item:
-            return self.same_item[item_id]
-        liked = self.liked
-        if liked and len(self.history):
-            best = closest if closest is not None else liked[int(np.argmax(self.history[liked] @ item_vector))]
-            label, kind = _short(self.labels[best]), self.kinds[best]
-            lang = "zh" if self.chinese and has_cjk(label) else "en"
-            rating = self.ratings.get(self.items[best]) if self.items[best] is not None else None
+        same = self.same_item[u].get(item_id)
+        if same is not None:
+            chinese = self.chinese[u] and has_cjk(self.labels[u][same] or "")
+            return (ZH_SAME_ITEM if chinese else SAME_ITEM_TEMPLATES)[self.kinds[u][same]]
+        if closest is not None:
+            label, kind = _short(self.labels[u][closest]), self.kinds[u][closest]
+            lang = "zh" if self.chinese[u] and has_cjk(label) else "en"
+            item = self.items[u][closest]
+            rating = self.ratings[u].get(item) if item is not None else None
             if kind in (C.EVENT_RATE, C.EVENT_REVIEW) and rating is not None:
                 return RATED[lang].format(label=label, stars=f"{rating:g}")
             template = (ZH_TEMPLATES if lang == "zh" else REASON_TEMPLATES).get(kind)
             if template:
                 return template.format(label=label)
-        if self.topics:
+        if self.topics[u]:
             item_words = set(words(item_text))
-            for topic in self.topics:
+            for topic in self.topics[u]:
                 # A topic is its head word ("strings" of "guitar strings"): the item must name it.
                 if (has_cjk(topic) and topic in item_text) or (not has_cjk(topic) and head(topic) in item_words):
                     return TOPIC["zh" if has_cjk(topic) else "en"].format(label=_short(topic))
-        return self.fallback
+        return self.chinese[u] and ZH_FALLBACK or FALLBACK_REASON

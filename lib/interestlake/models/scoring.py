@@ -8,45 +8,68 @@ Both are imported only when used.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-
 import numpy as np
 
 
-@dataclass(frozen=True)
-class SparseBonus:
-    """Scores added to some (query row, item) pairs of a block of query rows: the learned model's item-kNN term.
+# Above this many (query row x item) cells a block's kNN term is kept as sorted pairs, not a
+# dense matrix: 8M cells are 64 MiB of float64 while summing.
+_DENSE_BONUS_CELLS = 8_000_000
 
-    Kept as arrays, not a dict per row, because a user's kNN term touches hundreds of
-    items and each item block would otherwise cost a Python loop over all of them.
 
-    Attributes:
-        users: The query row, per pair.
-        rows: The item's row in the model's catalog, per pair.
-        values: The bonus (float32), per pair; (query row, item row) pairs are unique.
-        catalog_size: Rows in the model's catalog.
+class KnnBonus:
+    """The learned model's item-kNN term of a block of query rows, over the item matrix's keys.
+
+    A user's term touches a few hundred to a few thousand items. It is summed once per
+    block of query rows (``np.bincount``: float64 in the order ``InterestModel.knn_terms``
+    gives, then float32, the same sums as ``InterestModel.knn_bonus``) into a dense
+    rows x items matrix while that is small, so each block of the scan adds one slice;
+    otherwise into (item key, row) pairs sorted by key, so each block finds its own pairs
+    with one binary search. A Python loop per row, or a sort per block, cost more than
+    the block's products.
+
+    Args:
+        rows: Query rows of the block.
+        owners: The query row of each addend.
+        keys: The item's key in the item matrix, per addend (-1: not in the matrix, dropped).
+        terms: The float64 addends.
+        size: Items in the matrix.
+        dense_cells: Largest rows x size kept dense.
     """
 
-    users: np.ndarray
-    rows: np.ndarray
-    values: np.ndarray
-    catalog_size: int
-
-    def add_to(self, scores: np.ndarray, block_rows: np.ndarray) -> None:
-        """Adds the bonus of a block's items to ``scores`` (query rows x the block's items) in place.
-
-        Args:
-            scores: The block's scores.
-            block_rows: Each block item's row in the model's catalog (-1: unknown to the model).
-        """
-        if not len(self.values):
+    def __init__(self, rows: int, owners: np.ndarray, keys: np.ndarray, terms: np.ndarray, size: int,
+                 dense_cells: int = _DENSE_BONUS_CELLS):
+        self.rows, self.size = rows, size
+        self.dense: np.ndarray | None = None
+        if rows * size <= dense_cells:
+            # Key -1 sums into a column in front, dropped after: cheaper than filtering the addends.
+            cells = np.bincount(owners * (size + 1) + keys + 1, weights=terms, minlength=rows * (size + 1))
+            self.dense = cells.reshape(rows, size + 1)[:, 1:].astype(np.float32)
             return
-        column = np.full(self.catalog_size, -1, dtype=np.int64)
-        known = block_rows >= 0
-        column[block_rows[known]] = np.flatnonzero(known)
-        columns = column[self.rows]
-        here = columns >= 0
-        scores[self.users[here], columns[here]] += self.values[here]
+        known = keys >= 0
+        owners, keys, terms = owners[known], keys[known], terms[known]
+        self.codes, slot = np.unique(keys * rows + owners, return_inverse=True)
+        self.values = np.bincount(slot, weights=terms, minlength=len(self.codes)).astype(np.float32)
+
+    def add_to(self, scores: np.ndarray, start: int) -> None:
+        """Adds the term of items ``start`` .. ``start + scores.shape[1]`` to ``scores`` (query rows x those items) in place."""
+        stop = start + scores.shape[1]
+        if self.dense is not None:
+            scores += self.dense[:, start:stop]
+            return
+        first, last = np.searchsorted(self.codes, [start * self.rows, stop * self.rows])
+        codes = self.codes[first:last]
+        scores[codes % self.rows, codes // self.rows - start] += self.values[first:last]
+
+    def at(self, row: int, keys: np.ndarray) -> np.ndarray:
+        """The term of query row ``row`` for the items ``keys`` (float32, 0 where it has none)."""
+        keys = np.asarray(keys, dtype=np.int64)
+        if self.dense is not None:
+            return self.dense[row, keys]
+        if not len(self.codes):
+            return np.zeros(len(keys), np.float32)
+        wanted = keys * self.rows + row
+        slot = np.minimum(np.searchsorted(self.codes, wanted), len(self.codes) - 1)
+        return np.where(self.codes[slot] == wanted, self.values[slot], np.float32(0)).astype(np.float32)
 
 
 class TopKPool:
@@ -72,31 +95,41 @@ class TopKPool:
         """Keeps the best ``depth`` per row of the pool so far and one block.
 
         Args:
-            keys: The block's item keys (their row in the item matrix), shape (b,).
-            ranks: The block's items' positions in item id order, shape (b,).
+            keys: The block's item keys (their row in the item matrix), shape (b,), or
+                (rows, b) when each row has its own items (an approximate search).
+            ranks: The block's items' positions in item id order, shaped as ``keys``.
             scores: Query rows x the block's items (float32; ``-inf``: never).
         """
         if scores.shape[1] == 0 or scores.shape[0] == 0:
             return
+        held = self.scores.shape[1]
         merged = np.concatenate([self.scores, scores], axis=1)
-        merged_keys = np.concatenate([self.keys, np.broadcast_to(keys, scores.shape)], axis=1)
-        merged_ranks = np.concatenate([self.ranks, np.broadcast_to(ranks, scores.shape)], axis=1)
         keep = min(self.depth, merged.shape[1])
-        if keep < merged.shape[1]:
+        if keep == merged.shape[1]:
+            chosen = np.broadcast_to(np.arange(keep), merged.shape)
+        else:
             chosen = np.argpartition(-merged, keep - 1, axis=1)[:, :keep]
-            bound = np.take_along_axis(merged, chosen, axis=1).min(axis=1)
+            kept = np.take_along_axis(merged, chosen, axis=1)
+            bound = kept.min(axis=1)
             # Rows where argpartition split items tied at the bound: the lower id ranks win.
             tied_all = (merged == bound[:, None]).sum(axis=1)
-            tied_kept = (np.take_along_axis(merged, chosen, axis=1) == bound[:, None]).sum(axis=1)
+            tied_kept = (kept == bound[:, None]).sum(axis=1)
             for row in np.flatnonzero((tied_all > tied_kept) & np.isfinite(bound)).tolist():
                 above = np.flatnonzero(merged[row] > bound[row])
                 tied = np.flatnonzero(merged[row] == bound[row])
-                tied = tied[np.argsort(merged_ranks[row, tied], kind="stable")][: keep - len(above)]
+                block_ranks = ranks[row] if ranks.ndim == 2 else ranks
+                tied_ranks = np.where(tied < held, self.ranks[row, np.minimum(tied, held - 1)] if held else 0,
+                                      block_ranks[np.maximum(tied - held, 0)])
+                tied = tied[np.argsort(tied_ranks, kind="stable")][: keep - len(above)]
                 chosen[row] = np.concatenate([above, tied])
-            merged = np.take_along_axis(merged, chosen, axis=1)
-            merged_keys = np.take_along_axis(merged_keys, chosen, axis=1)
-            merged_ranks = np.take_along_axis(merged_ranks, chosen, axis=1)
-        self.scores, self.keys, self.ranks = merged, merged_keys, merged_ranks
+        # Keys and ranks of the chosen columns, without materialising rows x block copies of them.
+        old = chosen < held
+        from_pool = np.minimum(chosen, max(held - 1, 0))
+        from_block = np.maximum(chosen - held, 0)
+        self.keys = np.where(old, np.take_along_axis(self.keys, from_pool, axis=1) if held else 0, _columns(keys, from_block))
+        self.ranks = np.where(old, np.take_along_axis(self.ranks, from_pool, axis=1) if held else 0,
+                              _columns(ranks, from_block))
+        self.scores = np.take_along_axis(merged, chosen, axis=1)
 
     def results(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per row: (item keys, scores), best first (ties by id order); fewer than ``depth`` when few items were eligible."""
@@ -105,6 +138,11 @@ class TopKPool:
         keys = np.take_along_axis(self.keys, order, axis=1)
         finite = np.isfinite(scores)
         return [(keys[row][finite[row]], scores[row][finite[row]]) for row in range(len(scores))]
+
+
+def _columns(values: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """``values`` (shape (b,), or (rows, b)) at the per-row ``columns`` (rows, c)."""
+    return np.take_along_axis(values, columns, axis=1) if values.ndim == 2 else values[columns]
 
 
 def scoring_device(requested: str) -> str:

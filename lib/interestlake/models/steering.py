@@ -155,7 +155,7 @@ def assemble(
     for j, (query, slots) in enumerate(zip(needs, need_slots(k, conf.needs.share, needs))):
         match = np.array([query.need.term_match(t) for t in texts])
         cosine = vectors @ np.asarray(query.vector, dtype=np.float64)
-        allowed = np.array([query.need.allows(p, t) for p, t in zip(prices.tolist(), texts)], dtype=bool)
+        allowed = query.need.allows_each(prices, texts)
         allowed &= (match > 0) | (cosine >= NEED_MIN_COSINE)
         relevance = cosine + conf.needs.term_weight * match - demotion
         if model_fit is not None:
@@ -284,14 +284,15 @@ class UserQueries:
             not self.conf.enabled or self.conf.mmr_weight == 0)
 
     def relevances(
-        self, item_ids: Sequence[str], vectors: np.ndarray, score_vectors: np.ndarray | None
+        self, vectors: np.ndarray, score_vectors: np.ndarray | None, knn_terms: Sequence[np.ndarray] | None = None
     ) -> tuple[list[InterestRelevance], np.ndarray | None]:
         """Each interest's relevance of the candidates, and under a model its fit for the needs.
 
         Args:
-            item_ids: The candidates.
-            vectors: Their encoder vectors (c, d).
+            vectors: The candidates' encoder vectors (c, d).
             score_vectors: Their ``[v_j, b_j]`` under a model (c, h + 1), else None.
+            knn_terms: Under a model, each interest's item-kNN term of the candidates
+                (``InterestModel.knn_terms`` of its ``recent_items``, summed), else None.
 
         Returns:
             (one ``InterestRelevance`` per interest, the first interest's model score scaled
@@ -301,18 +302,18 @@ class UserQueries:
             out = [InterestRelevance(vectors.astype(np.float64) @ q.vector.astype(np.float64), q.share) for q in self.interests]
             return out, None
         out = []
-        for query in self.interests:
-            relevance = score_vectors.astype(np.float64) @ query.vector.astype(np.float64)
-            relevance += self.model.knn_bonus_of(query.recent_items, item_ids)
+        for query, terms in zip(self.interests, knn_terms):
+            # float32 as retrieval scores, so a pool's order and the re-ranker's agree.
+            relevance = ((score_vectors @ query.vector) + terms).astype(np.float64)
             spread = float(relevance.max() - relevance.min()) if len(relevance) else 0.0
             out.append(InterestRelevance(relevance, query.share, spread if spread > 0 else 1.0))
         first = out[0]
         return out, (first.relevance - first.relevance.min()) / first.unit
 
     def rank(self, item_ids: Sequence[str], vectors: np.ndarray, score_vectors: np.ndarray | None, prices: np.ndarray,
-             texts: Sequence[str], k: int) -> list[Pick]:
-        """The user's top K from their pooled candidates (sorted by id)."""
-        interests, fit = self.relevances(item_ids, vectors, score_vectors)
+             texts: Sequence[str], k: int, knn_terms: Sequence[np.ndarray] | None = None) -> list[Pick]:
+        """The user's top K from their pooled candidates (sorted by id); ``knn_terms`` as ``relevances``."""
+        interests, fit = self.relevances(vectors, score_vectors, knn_terms)
         return assemble(item_ids, vectors, prices, texts if self.needs else [], interests, self.needs, self.disliked,
                         k, self.conf, fit)
 

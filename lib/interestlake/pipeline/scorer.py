@@ -34,7 +34,7 @@ from pyspark.sql import types as T
 from interestlake import constants as C
 from interestlake.lake.schemas import arrow_schema
 from interestlake.models.reasons import ReasonWriter
-from interestlake.models.scoring import ApproximateTopK, TopKPool, block_scores, scoring_device
+from interestlake.models.scoring import ApproximateTopK, KnnBonus, TopKPool, block_scores, scoring_device
 from interestlake.models.steering import UserQueries
 from interestlake.pipeline.frames import Rows, map_in_arrow
 from interestlake.settings import Settings
@@ -93,11 +93,14 @@ def _score_partition(items_uri: str, settings: Settings, model, approximate: boo
         for batch in batches:
             for start in range(0, batch.num_rows, recommend.user_block_size):
                 users = batch.slice(start, recommend.user_block_size)
-                queries = [UserQueries(row, steer, weights, learned) for row in _user_rows(users, matrix, steer, learned)]
+                rows, history, lengths = _user_rows(users, matrix, steer, learned)
+                queries = [UserQueries(row, steer, weights, learned) for row in rows]
                 plain = all(q.plain for q in queries)
-                pools = _retrieve(queries, matrix, learned, recommend.k if plain else recommend.k * steer.pool_factor,
-                                  device, index)
-                yield _ranked(queries, pools, matrix, recommend.k)
+                pools, knn_terms = _retrieve(queries, matrix, learned,
+                                             recommend.k if plain else recommend.k * steer.pool_factor, device, index)
+                writer = ReasonWriter(history, lengths, [q.kinds for q in queries], [q.labels for q in queries],
+                                      [q.items for q in queries], [q.ratings for q in queries], [q.topics for q in queries])
+                yield _ranked(queries, pools, knn_terms, writer, matrix, recommend.k)
 
     return run
 
@@ -158,7 +161,13 @@ class ItemMatrix:
         self.ranks = np.argsort(np.argsort(np.array(ids, dtype=object), kind="stable"), kind="stable").astype(np.int64)
         self.prices = np.concatenate(prices).astype(np.float64) if prices else np.zeros(0)
         self.texts = texts
-        self.model_rows = model.rows(ids) if model is not None else None
+        # Each model catalog row's key here (-1: not in the matrix), for the kNN term; one more
+        # entry, -1, at the end, so that row -1 (no neighbour) maps to key -1 without a test.
+        self.model_keys = None
+        if model is not None:
+            rows = model.rows(ids)
+            self.model_keys = np.full(len(model.item_ids) + 1, -1, dtype=np.int64)
+            self.model_keys[rows[rows >= 0]] = np.flatnonzero(rows >= 0)
         self.embeddings = _stack(embeddings)
         self.scores = _stack(scores) if model is not None else None
         self._index = None
@@ -207,6 +216,11 @@ class ItemMatrix:
         """Key of each item, -1 when it is not in the matrix (or None)."""
         return np.array([self.position.get(item, -1) if item is not None else -1 for item in item_ids], dtype=np.int64)
 
+    def knn_bonus(self, model, recent_per_row: Sequence[Sequence[str | None]]) -> KnnBonus:
+        """The learned model's kNN term of query rows with these recent items, over this matrix's keys."""
+        owners, rows, terms = model.knn_terms(recent_per_row)
+        return KnnBonus(len(recent_per_row), owners, self.model_keys[rows], terms, len(self))
+
     def index(self) -> ApproximateTopK:
         """The FAISS index of the encoder vectors, built once per worker: building costs far more than a search."""
         if self._index is None:
@@ -233,8 +247,11 @@ def _matrix(vectors: pa.Array) -> np.ndarray:
 _VECTOR_COLUMNS = ("interest", "disliked_vec", "need_vec")
 
 
-def _user_rows(users: pa.RecordBatch, matrix: ItemMatrix, steer, model) -> list[dict]:
+def _user_rows(users: pa.RecordBatch, matrix: ItemMatrix, steer, model) -> tuple[list[dict], np.ndarray, np.ndarray]:
     """The block's users as dicts; vector columns as float32 arrays ((d,) or (m, d), None when null).
+
+    Also returns every user's recent-entry vectors in one (n, d) array, user after user (each
+    dict's ``hist_vec`` is its part), and each user's entry count: the reason writer's input.
 
     ``hist_vec`` becomes each user's (m, d) recent-entry vectors: shipped ones as they are,
     listed items' from the matrix (``evidence.reason_history`` ships them as ids only).
@@ -249,13 +266,14 @@ def _user_rows(users: pa.RecordBatch, matrix: ItemMatrix, steer, model) -> list[
         values = _vector_values(column) if name in _VECTOR_COLUMNS else column.to_pylist()
         for row, value in zip(rows, values):
             row[name] = value
-    for row, vectors in zip(rows, _history_vectors(users, matrix)):
+    history, lengths = _history_vectors(users, matrix)
+    for row, vectors in zip(rows, np.split(history, np.cumsum(lengths)[:-1]) if len(lengths) else []):
         row["hist_vec"] = vectors
-    return rows
+    return rows, history, lengths
 
 
-def _history_vectors(users: pa.RecordBatch, matrix: ItemMatrix) -> list[np.ndarray]:
-    """Per user: the (m, d) float32 vectors of their recent entries, newest first."""
+def _history_vectors(users: pa.RecordBatch, matrix: ItemMatrix) -> tuple[np.ndarray, np.ndarray]:
+    """Every user's recent entries' float32 vectors, newest first, user after user (n, d), and each user's count."""
     import pyarrow.compute as pc
 
     column, items = users.column("hist_vec"), users.column("hist_item")
@@ -274,7 +292,7 @@ def _history_vectors(users: pa.RecordBatch, matrix: ItemMatrix) -> list[np.ndarr
         if known.any():
             looked_up[known] = matrix.fetch(missing[known])[0]
         history[~shipped] = looked_up
-    return np.split(history, np.cumsum(lengths)[:-1]) if len(lengths) else []
+    return history, lengths.astype(np.int64)
 
 
 def _vector_values(column: pa.Array) -> list[np.ndarray | None]:
@@ -306,8 +324,12 @@ def _vector_values(column: pa.Array) -> list[np.ndarray | None]:
 
 def _retrieve(
     queries: list[UserQueries], matrix: ItemMatrix, model, depth: int, device: str, index: ApproximateTopK | None
-) -> list[list[tuple[np.ndarray, np.ndarray]]]:
-    """Per user, per query row (interests, then needs): the row's pool as (keys, scores), best first."""
+) -> tuple[list[list[tuple[np.ndarray, np.ndarray]]], list[list[np.ndarray]] | None]:
+    """Per user, per query row (interests, then needs): the row's pool as (keys, scores), best first.
+
+    Also, under a model, per user and interest: that interest's kNN term of every item
+    any of the user's pools holds (the re-ranker scores the union), else None.
+    """
     owner, learned, vectors, recent, needs = [], [], [], [], []
     for u, query in enumerate(queries):
         for interest in query.interests:
@@ -328,7 +350,7 @@ def _retrieve(
         by_cosine, by_model = np.flatnonzero(~learned), np.flatnonzero(learned)
         cosine_queries = np.stack([vectors[r] for r in by_cosine]).astype(np.float32) if len(by_cosine) else None
         model_queries = np.stack([vectors[r] for r in by_model]).astype(np.float32) if len(by_model) else None
-        bonus = model.knn_bonus_block([recent[r] for r in by_model]) if len(by_model) else None
+        bonus = matrix.knn_bonus(model, [recent[r] for r in by_model]) if len(by_model) else None
         masks = _Masks(queries, owner, needs, matrix)
         if index is not None:
             # Approximate: a deeper search, then the same masks as the scan.
@@ -343,12 +365,12 @@ def _retrieve(
                     scores = block_scores(cosine_queries, embeddings, device)
                 elif not len(by_cosine):
                     scores = block_scores(model_queries, score_vectors, device)
-                    bonus.add_to(scores, matrix.model_rows[start:start + len(embeddings)])
+                    bonus.add_to(scores, start)
                 else:
                     scores = np.empty((len(owner), len(embeddings)), np.float32)
                     scores[by_cosine] = block_scores(cosine_queries, embeddings, device)
                     learned_scores = block_scores(model_queries, score_vectors, device)
-                    bonus.add_to(learned_scores, matrix.model_rows[start:start + len(embeddings)])
+                    bonus.add_to(learned_scores, start)
                     scores[by_model] = learned_scores
                 masks.apply_block(scores, start)
                 pool.add(np.arange(start, start + len(embeddings)), matrix.ranks[start:start + len(embeddings)], scores)
@@ -356,7 +378,20 @@ def _retrieve(
     out: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in queries]
     for row, u in enumerate(owner.tolist()):
         out[u].append(pools[row])
-    return out
+    if model is None:
+        return out, None
+    bonus_row = np.full(len(owner), -1, dtype=np.int64)
+    bonus_row[by_model] = np.arange(len(by_model))
+    terms: list[list[np.ndarray]] = [[] for _ in queries]
+    for row, u in enumerate(owner.tolist()):
+        if bonus_row[row] >= 0 and not queries[u].plain:
+            terms[u].append(bonus.at(int(bonus_row[row]), _candidates(out[u])))
+    return out, terms
+
+
+def _candidates(pools: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """The keys of a user's pooled items, once each, sorted (their order by key)."""
+    return np.unique(np.concatenate([keys for keys, _ in pools])) if pools else np.zeros(0, np.int64)
 
 
 class _Masks:
@@ -410,40 +445,48 @@ class _Masks:
 
 
 def _ranked(
-    queries: list[UserQueries], pools: list[list[tuple[np.ndarray, np.ndarray]]], matrix: ItemMatrix, k: int
+    queries: list[UserQueries], pools: list[list[tuple[np.ndarray, np.ndarray]]], knn_terms: list[list[np.ndarray]] | None,
+    writer: ReasonWriter, matrix: ItemMatrix, k: int,
 ) -> pa.RecordBatch:
-    """The block's rows (user_id, rank, item_id, score, reason): the re-ranker where it is needed, then reasons."""
-    chosen = [np.unique(np.concatenate([keys for keys, _ in pools[u]])) if not q.plain and pools[u] else
-              (pools[u][0][0][:k] if pools[u] else np.zeros(0, np.int64)) for u, q in enumerate(queries)]
+    """The block's rows (user_id, rank, item_id, score, reason): the re-ranker where it is needed, then reasons.
+
+    ``knn_terms``: ``_retrieve``'s kNN term of each re-ranked user's candidates per interest (None without a model).
+    """
+    chosen = [_candidates(pools[u]) if not q.plain else (pools[u][0][0][:k] if pools[u] else np.zeros(0, np.int64))
+              for u, q in enumerate(queries)]
     wanted = np.unique(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
     held_vectors, held_scores = matrix.fetch(wanted)
-    out = {name: [] for name in _RANKED_ARROW_SCHEMA.names}
+    picked, scores, needs = [], [], []
     for u, query in enumerate(queries):
         keys = chosen[u]
-        rows = np.searchsorted(wanted, keys)
         if query.plain:
-            scores = pools[u][0][1][:k].astype(np.float64) if pools[u] else np.zeros(0)
-            picked, needs = keys, [None] * len(keys)
-        else:
-            keys = keys[np.argsort(matrix.ranks[keys], kind="stable")]  # candidates sorted by id
-            rows = np.searchsorted(wanted, keys)
-            picks = query.rank(
-                [matrix.ids[key] for key in keys.tolist()], held_vectors[rows],
-                None if held_scores is None else held_scores[rows], matrix.prices[keys],
-                [matrix.texts[key] for key in keys.tolist()], k,
-            )
-            position = {matrix.ids[key]: i for i, key in enumerate(keys.tolist())}
-            picked = keys[[position[p.item_id] for p in picks]] if picks else np.zeros(0, np.int64)
-            rows = np.searchsorted(wanted, picked)
-            scores = np.array([p.score for p in picks])
-            needs = [None if p.need is None else query.needs[p.need].need for p in picks]
-        ids = [matrix.ids[key] for key in picked.tolist()]
-        writer = ReasonWriter(query.history, query.kinds, query.labels, query.items, query.ratings, query.topics)
-        reasons = writer.many(ids, held_vectors[rows], [matrix.texts[key] for key in picked.tolist()],
-                              matrix.prices[picked].tolist(), needs)
-        out[C.COL_USER_ID] += [query.user_id] * len(ids)
-        out[C.COL_RANK] += list(range(1, len(ids) + 1))
-        out[C.COL_ITEM_ID] += ids
-        out[C.COL_SCORE] += scores.tolist()
-        out[C.COL_REASON] += reasons
-    return pa.RecordBatch.from_pydict(out, schema=_RANKED_ARROW_SCHEMA)
+            picked.append(keys)
+            scores.append(pools[u][0][1][:k].astype(np.float64) if pools[u] else np.zeros(0))
+            needs.append([None] * len(keys))
+            continue
+        order = np.argsort(matrix.ranks[keys], kind="stable")  # the re-ranker takes candidates sorted by id
+        keys = keys[order]
+        rows = np.searchsorted(wanted, keys)
+        picks = query.rank(
+            [matrix.ids[key] for key in keys.tolist()], held_vectors[rows],
+            None if held_scores is None else held_scores[rows], matrix.prices[keys],
+            [matrix.texts[key] for key in keys.tolist()], k,
+            None if knn_terms is None else [terms[order] for terms in knn_terms[u]],
+        )
+        position = {matrix.ids[key]: i for i, key in enumerate(keys.tolist())}
+        picked.append(keys[[position[p.item_id] for p in picks]] if picks else np.zeros(0, np.int64))
+        scores.append(np.array([p.score for p in picks], dtype=np.float64))
+        needs.append([None if p.need is None else query.needs[p.need].need for p in picks])
+    ids = [[matrix.ids[key] for key in keys.tolist()] for keys in picked]
+    listed = np.concatenate(picked) if picked else np.zeros(0, np.int64)
+    reasons = writer.write(ids, held_vectors[np.searchsorted(wanted, listed)],
+                           [[matrix.texts[key] for key in keys.tolist()] for keys in picked],
+                           [matrix.prices[keys].tolist() for keys in picked], needs)
+    lengths = [len(user_ids) for user_ids in ids]
+    return pa.RecordBatch.from_pydict({
+        C.COL_USER_ID: [q.user_id for q, n in zip(queries, lengths) for _ in range(n)],
+        C.COL_RANK: [rank for n in lengths for rank in range(1, n + 1)],
+        C.COL_ITEM_ID: [item for user_ids in ids for item in user_ids],
+        C.COL_SCORE: np.concatenate(scores) if scores else np.zeros(0),
+        C.COL_REASON: [line for lines in reasons for line in lines],
+    }, schema=_RANKED_ARROW_SCHEMA)
