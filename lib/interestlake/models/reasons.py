@@ -15,6 +15,7 @@ evidence (the item may fail its constraints), and neither is a disliked entry.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import chain
 
 import numpy as np
 
@@ -115,10 +116,11 @@ class ReasonWriter:
              if kind in SAME_ITEM_TEMPLATES and seen is not None}
             for user_kinds, user_items in zip(kinds, history_items)
         ]
-        liked = [kind not in _NOT_EVIDENCE and bool(label and label.strip())
-                 for user_kinds, user_labels in zip(kinds, labels) for kind, label in zip(user_kinds, user_labels)]
         # Entries that may be evidence (not disliked, not a search, with a label), as rows of ``history``.
-        self.liked = np.flatnonzero(np.array(liked, dtype=bool)) if len(self.history) else np.zeros(0, np.int64)
+        entries = int(self.lengths.sum())
+        evidence = np.fromiter((kind not in _NOT_EVIDENCE for kind in chain.from_iterable(kinds)), bool, entries)
+        evidence &= np.fromiter((bool(label) and not label.isspace() for label in chain.from_iterable(labels)), bool, entries)
+        self.liked = np.flatnonzero(evidence) if len(self.history) else np.zeros(0, np.int64)
 
     def write(
         self,

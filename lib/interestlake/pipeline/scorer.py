@@ -158,6 +158,7 @@ class ItemMatrix:
                     embeddings = scores = None  # streamed from storage instead
         self.ids = ids
         self.position = {item: row for row, item in enumerate(ids)}
+        self.id_array = pa.array(ids, pa.string())
         self.ranks = np.argsort(np.argsort(np.array(ids, dtype=object), kind="stable"), kind="stable").astype(np.int64)
         self.prices = np.concatenate(prices).astype(np.float64) if prices else np.zeros(0)
         self.texts = texts
@@ -212,8 +213,13 @@ class ItemMatrix:
         out_scores = np.stack([found_scores[key] for key in keys.tolist()]) if found_scores and len(keys) else None
         return out, out_scores
 
-    def keys(self, item_ids: Sequence[str | None]) -> np.ndarray:
-        """Key of each item, -1 when it is not in the matrix (or None)."""
+    def keys(self, item_ids: Sequence[str | None] | pa.Array) -> np.ndarray:
+        """Key of each item, -1 when it is not in the matrix (or None); an Arrow array is looked up in Arrow."""
+        if isinstance(item_ids, pa.Array):
+            import pyarrow.compute as pc
+
+            found = pc.index_in(item_ids.cast(pa.string()), value_set=self.id_array)
+            return pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
         return np.array([self.position.get(item, -1) if item is not None else -1 for item in item_ids], dtype=np.int64)
 
     def knn_bonus(self, model, recent_per_row: Sequence[Sequence[str | None]]) -> KnnBonus:
@@ -281,17 +287,16 @@ def _history_vectors(users: pa.RecordBatch, matrix: ItemMatrix) -> tuple[np.ndar
     entries = column.flatten()
     shipped = ~entries.is_null().to_numpy(zero_copy_only=False)
     values = entries.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
-    missing = matrix.keys([item for item, has in zip(items.flatten().to_pylist(), shipped) if not has])
+    keys = matrix.keys(items.flatten())
+    lookup = ~shipped & (keys >= 0)
+    if len(lookup) and lookup.all():  # the usual block: every entry a listed item, one gather
+        return matrix.fetch(keys)[0], lengths.astype(np.int64)
     width = matrix.dim or (len(values) // max(int(shipped.sum()), 1))
     history = np.zeros((len(shipped), width), np.float32)
     if len(values):
         history[shipped] = values.reshape(-1, width)
-    if len(missing):
-        known = missing >= 0
-        looked_up = np.zeros((len(missing), width), np.float32)
-        if known.any():
-            looked_up[known] = matrix.fetch(missing[known])[0]
-        history[~shipped] = looked_up
+    if lookup.any():
+        history[lookup] = matrix.fetch(keys[lookup])[0]
     return history, lengths.astype(np.int64)
 
 
