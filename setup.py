@@ -30,7 +30,7 @@ setup(
         "pandas>=2.2,<3",
         "pyarrow>=15",
         # `interestlake sql` and `status` in process, over the Delta snapshots' Parquet files
-        # (no JVM; README: SQL on the lake). 2.x: tested; allowed_directories needs >= 1.3.
+        # (no JVM; docs/sql.md). 2.x: tested; allowed_directories needs >= 1.3.
         "duckdb>=2.0,<3",
         "numpy>=1.26",
         # Sparse interaction matrices of the evaluation baselines.

@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--examples", type=int, default=3, help="rejected rows shown per reason (default 3)")
     check.add_argument("--json", action="store_true", help="print the counts and examples as one JSON object")
 
-    forget = command("forget", "remove one user from every table, then vacuum (see README: Privacy)")
+    forget = command("forget", "remove one user from every table, then vacuum (see docs/privacy.md)")
     forget.add_argument("user_id", help="the user's id as the platform knows it (not its pseudonym)")
     forget.add_argument("--run-id", default=None, help="name of this run, shown to writers that wait for the lake")
     forget.add_argument("--json", action="store_true", help="print the report as JSON")

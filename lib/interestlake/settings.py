@@ -398,7 +398,7 @@ class SmallBatchSettings(_Section):
 
 
 class StreamSettings(_Section):
-    """``interestlake stream``: the long-running pipeline (README: "Continuous mode")."""
+    """``interestlake stream``: the long-running pipeline (docs/operations.md: "Continuous mode")."""
 
     # Seconds between the starts of two micro-batches (Spark's processing-time trigger): a
     # landing file waits at most this long before its batch starts. Also how often a

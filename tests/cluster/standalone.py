@@ -2,8 +2,8 @@
 
 Started with the launcher shipped in the pyspark package (``pyspark/bin/spark-class``,
 which ``exec``s the JVM, so each process id is the JVM's), each process in the
-cluster's own folder; stopped by those process ids. The README's "Running on a
-cluster" shows the same commands.
+cluster's own folder; stopped by those process ids. docs/cluster.md ("A standalone
+cluster on one machine") shows the same commands.
 """
 
 from __future__ import annotations

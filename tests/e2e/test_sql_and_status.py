@@ -1,5 +1,5 @@
 """Analysts and operators on a refreshed lake: `interestlake sql` (both engines), `interestlake status`,
-the README's reading snippets.
+the reading snippets of docs/sql.md.
 
 One refresh over a small generated sample serves the module; tests that change the
 lake work on a copy of it.
@@ -29,12 +29,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 USERS, ITEMS = 20, 25
 CONF = str(REPO / "conf" / "local.yaml")
 USER = "u-0001"
-README = REPO / "README.md"
+# The page whose section "Reading the outputs elsewhere" holds the reading snippets.
+READING_PAGE = REPO / "docs" / "sql.md"
 
 
 @pytest.fixture(scope="module")
 def demo(spark, tmp_path_factory):
-    """A lake named `lakehouse` (as the README's snippets call it) after one refresh."""
+    """A lake named `lakehouse` (as the reading snippets call it) after one refresh."""
     from interestlake.lake.tables import open_lake
     from interestlake.pipeline.refresh import Pipeline
 
@@ -257,12 +258,12 @@ def test_status_of_an_empty_lake(tmp_path, capsys):
     assert "none yet" in _cli(capsys, settings, "status")[1]
 
 
-# -- README ------------------------------------------------------------------------------
+# -- reading snippets (docs/sql.md) ------------------------------------------------------
 
 
 def readme_snippets() -> dict[str, str]:
-    """The ```python blocks of the README section on reading the outputs, by the heading above each."""
-    text = README.read_text(encoding="utf-8")
+    """The ```python blocks of the docs/sql.md section on reading the outputs, by the heading above each."""
+    text = READING_PAGE.read_text(encoding="utf-8")
     section = text.split("## Reading the outputs elsewhere", 1)[1].split("\n## ", 1)[0]
     return {heading.strip(): code for heading, code in re.findall(r"\n\*\*(.+?)\*\*[^\n]*\n+```python\n(.*?)```", section, re.S)}
 
@@ -278,7 +279,7 @@ def test_the_readme_reading_snippets_run(spark, demo, monkeypatch, capsys):
                                f"WHERE r.user_id = '{USER}' ORDER BY r.rank")[1])
     for name, code in runnable.items():
         scope: dict = {}
-        exec(compile(code, f"README: {name}", "exec"), scope)
+        exec(compile(code, f"docs/sql.md: {name}", "exec"), scope)
         top = scope["top"]
         titles = list(top["title"]) if hasattr(top, "columns") else [row["title"] for row in top]
         assert titles == [row["title"] for row in expected], name

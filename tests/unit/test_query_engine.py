@@ -47,7 +47,7 @@ def test_the_list_age_threshold_is_validated(tmp_path):
 
 def test_a_filter_on_a_column_without_log_statistics_finds_its_rows(tmp_path):
     """Our writers keep min/max of user ids out of the Delta log; delta-rs 1.6's own dataset then
-    filters every row out (README: Reading the outputs elsewhere). Both of our read paths must not."""
+    filters every row out (docs/sql.md: Reading the outputs elsewhere). Both of our read paths must not."""
     import duckdb
     import pyarrow as pa
     import pyarrow.dataset as ds
