@@ -25,7 +25,7 @@ interestlake_lock_wait_seconds ``600``: how long a job waits for another writer 
 ============================== =================================================================
 
 The Spark master, deploy mode and queue come from the Airflow connection
-``spark_default`` (see the README).
+``spark_default`` (see docs/operations.md, "Deploying to an existing Airflow with a Spark cluster").
 """
 
 from __future__ import annotations
