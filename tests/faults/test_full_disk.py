@@ -192,7 +192,7 @@ def test_the_airflow_ingest_task_fails_on_a_full_disk_is_retried_and_succeeds(sp
         monkeypatch.setattr(task, "on_retry_callback", [space_returns])
         capfd.readouterr()
         dag_run = dag.test(logical_date=datetime(2026, 11, 3, tzinfo=timezone.utc),
-                       mark_success_pattern="encode|interests|recommend")
+                           mark_success_pattern="encode|interests|recommend")
         log = capfd.readouterr()
 
     assert dag_run.state == "success"
