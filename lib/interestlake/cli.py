@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from datetime import date, datetime
@@ -204,8 +205,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    # py4j logs every callback of the streaming ingest at INFO.
-    logging.getLogger("py4j").setLevel(logging.WARNING)
+    # py4j logs every callback of the streaming ingest at INFO, and an error raised in one
+    # (a full disk under ingest) at ERROR with both stack traces, before the same error
+    # reaches the command, which names it in one line: both only with -v.
+    logging.getLogger("py4j").setLevel(logging.WARNING if args.verbose else logging.CRITICAL)
     settings = None
     try:
         # validate reads only the files it is given: no conf file is needed.
@@ -239,10 +242,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             # The lake's storage cannot be reached or written (missing mount, permissions, network,
             # a full disk or a read-only file system, also when a Spark task or delta-rs met it).
             where = f" at {settings.lake.root}" if settings is not None else ""
-            cause = f"{type(exc).__name__}: {exc}" if isinstance(exc, OSError) else storage_failure(exc)
+            cause = f"{type(exc).__name__}: {_one_line(str(exc))}" if isinstance(exc, OSError) else storage_failure(exc)
             print(f"interestlake {args.command}: the lake{where} cannot be used: {cause}", file=sys.stderr)
             return 1
         raise
+
+
+def _one_line(text: str) -> str:
+    """A message on one line: delta-rs' errors chain their causes on lines of their own, in colour."""
+    return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", text).split())
 
 
 def _run_stages(args: argparse.Namespace, settings: Settings) -> int:

@@ -150,7 +150,8 @@ def test_commands_on_an_old_lake_say_to_run_upgrade(spark, tmp_path, monkeypatch
         archive.extractall(tmp_path, filter="data")
     monkeypatch.setenv("INTERESTLAKE__LAKE__ROOT", str(tmp_path / "lake"))
     conf = str(Path(__file__).resolve().parents[2] / "conf" / "local.yaml")
-    for command in (["refresh"], ["recommend"], ["maintain"], ["forget", "u1"], ["sql", "SELECT 1", "--engine", "spark"]):
+    for command in (["refresh"], ["recommend"], ["maintain"], ["forget", "u1"], ["sql", "SELECT 1", "--engine", "spark"],
+                    ["sql", "SELECT count(*) FROM events"]):
         capsys.readouterr()
         assert main([*command, "--conf", conf, "-q"]) == 1, command
         [line] = capsys.readouterr().err.strip().splitlines()

@@ -18,6 +18,19 @@ def test_the_engine_knows_every_declared_table_in_the_same_order():
     assert list(C.LAKE_TABLES) == list(TABLES)
 
 
+def test_the_layout_fingerprint_is_that_of_the_declared_schemas():
+    """Readers without Spark tell a current lake by it: update it with every schema change."""
+    from interestlake.lake.layout import LAYOUT_FINGERPRINT, layout_fingerprint, maybe_outdated
+
+    declared = {name: spec.columns for name, spec in TABLES.items()}
+    assert layout_fingerprint(declared) == LAYOUT_FINGERPRINT, (
+        f"lake/schemas.py changed: set LAYOUT_FINGERPRINT in lake/layout.py to {layout_fingerprint(declared)!r}")
+    assert not maybe_outdated(declared) and not maybe_outdated({name: None for name in TABLES})
+    # A column more or less, a table missing: outdated.
+    assert maybe_outdated({**declared, C.EVENTS: declared[C.EVENTS][:-1]})
+    assert maybe_outdated({**declared, C.USER_TOPICS: None})
+
+
 def test_delta_types_map_to_duckdb_types():
     vector = {"type": "array", "elementType": "float", "containsNull": True}
     counts = {"type": "map", "keyType": "string", "valueType": "long", "valueContainsNull": True}

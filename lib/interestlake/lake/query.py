@@ -13,7 +13,11 @@ Both engines return the same ``QueryResult`` (timestamps as naive UTC datetimes,
 PySpark gives them on a UTC driver; vectors as lists) and raise ``QueryError`` with
 one line naming the problem for a query that cannot run as written.
 
-Nothing here imports PySpark unless the Spark engine is asked for.
+Both refuse a lake written by an earlier table layout with the one line of every other
+command, saying to run ``interestlake upgrade`` (``LakeError``).
+
+Nothing here imports PySpark unless the Spark engine is asked for, or the lake's
+columns differ from this version's layout (to name what differs).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from interestlake import constants as C
+from interestlake.lake.errors import LakeError
 from interestlake.settings import LakeSettings, Settings
 
 ENGINES = ("duckdb", "spark")
@@ -103,6 +108,23 @@ class LakeSnapshot:
             self._connection = connection
         return self._connection
 
+    def old_layout(self) -> str | None:
+        """The one line saying to run ``interestlake upgrade`` when an earlier version wrote the lake, else None.
+
+        A lake at this version's layout is told by a fingerprint of its stored columns,
+        without importing Spark; only a lake whose columns differ imports the declared
+        schemas, to name what differs.
+        """
+        from interestlake.lake.layout import maybe_outdated
+
+        stored = {name: None if self.table(name) is None else [f.name for f in self.table(name).schema().fields]
+                  for name in C.LAKE_TABLES}
+        if not maybe_outdated(stored):
+            return None
+        from interestlake.lake.upgrade import old_layout_message
+
+        return old_layout_message(self.lake.root, stored)
+
     def register_version(self, name: str, version: int, view: str) -> bool:
         """Registers an older version of a table as the view ``view``; False when the version is gone."""
         from deltalake import DeltaTable
@@ -159,6 +181,11 @@ def run_query(settings: Settings, sql: str, limit: int, engine: str = "duckdb", 
         raise ValueError(f"unknown engine {engine!r}; engines are {', '.join(ENGINES)}")
     snapshot = LakeSnapshot(settings.lake)
     try:
+        # As the Spark engine (and every other command) refuses an old lake: its tables
+        # would answer with the columns of another version.
+        outdated = snapshot.old_layout()
+        if outdated:
+            raise LakeError(outdated)
         return snapshot.query(sql, limit)
     finally:
         snapshot.close()

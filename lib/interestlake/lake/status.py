@@ -119,24 +119,11 @@ def lake_status(settings: Settings, quarantine_runs: int = 5, now: datetime | No
         status.quarantine = _quarantine(snapshot, available, quarantine_runs)
         if C.LANDING_FILES in available:
             status.held_files = _held_files(snapshot)
-        outdated = _old_layout(snapshot)
+        outdated = [problem for problem in [snapshot.old_layout()] if problem]
     finally:
         snapshot.close()
     status.problems = outdated + _problems(status, settings.status.max_list_age_minutes)
     return status
-
-
-def _old_layout(snapshot: LakeSnapshot) -> list[str]:
-    """The problem of a lake written by an earlier layout, saying to run ``interestlake upgrade``."""
-    from interestlake.lake.schemas import TABLES
-    from interestlake.lake.upgrade import UPGRADE_HINT, layout_differences
-
-    stored = {name: None if snapshot.table(name) is None else [f.name for f in snapshot.table(name).schema().fields]
-              for name in TABLES}
-    differences = layout_differences(stored)
-    if not differences:
-        return []
-    return [f"the lake was written by an earlier version of interestlake ({'; '.join(differences)}); {UPGRADE_HINT}"]
 
 
 def _tables(snapshot: LakeSnapshot, available: list[str]) -> list[dict[str, Any]]:

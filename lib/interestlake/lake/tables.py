@@ -357,17 +357,14 @@ class LakeTables(ABC):
         Only the given tables are checked (default: all, where a missing table among existing
         ones is an old layout too; a lake without any table is new).
         """
-        from interestlake.lake.upgrade import UPGRADE_HINT, layout_differences
+        from interestlake.lake.upgrade import old_layout_message
 
         stored = self.stored_columns(tables)
         if tables is not None:
             stored = {name: columns for name, columns in stored.items() if columns is not None}
-        differences = layout_differences(stored)
-        if differences:
-            raise LakeError(
-                f"the lake at {self.lake.root} was written by an earlier version of interestlake "
-                f"({'; '.join(differences)}); {UPGRADE_HINT}"
-            )
+        message = old_layout_message(self.lake.root, stored)
+        if message:
+            raise LakeError(message)
 
     def read_stored(self, table: str) -> DataFrame:
         """Every row of a table's latest version read under the declared schema, whatever columns its

@@ -79,6 +79,20 @@ def layout_differences(existing: dict[str, list[str] | None]) -> list[str]:
     return differences
 
 
+def old_layout_message(root: str, stored: dict[str, list[str] | None]) -> str | None:
+    """The one line of every command refusing a lake of an earlier layout, naming what differs; None when current.
+
+    Args:
+        root: The lake root, named in the message.
+        stored: Table name -> its stored column names (``layout_differences``).
+    """
+    differences = layout_differences(stored)
+    if not differences:
+        return None
+    return (f"the lake at {root} was written by an earlier version of interestlake "
+            f"({'; '.join(differences)}); {UPGRADE_HINT}")
+
+
 def plan(existing: dict[str, list[str] | None]) -> list[Step]:
     """The steps that bring tables with these columns to the declared layout, in the order they run.
 
