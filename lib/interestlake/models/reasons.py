@@ -140,8 +140,29 @@ class ReasonWriter:
             needs: Per user, the fresh need that placed each item (None: an interest did).
         """
         closest = self._closest([len(ids) for ids in item_ids], vectors)
-        return [[self._line(u, *item) for item in zip(item_ids[u], texts[u], prices[u], needs[u], closest[u])]
-                for u in range(len(item_ids))]
+        out = []
+        for u, ids in enumerate(item_ids):
+            # A user's items often share their closest entry, whose line is the same for each.
+            same, entry_lines, lines = self.same_item[u], {}, []
+            for item_id, text, price, need, entry in zip(ids, texts[u], prices[u], needs[u], closest[u]):
+                # The writer checks the claim itself: a need's line only for an item meeting its constraints.
+                if need is not None and need.allows(price, text):
+                    template = ZH_TEMPLATES if need.lang == "zh" else REASON_TEMPLATES
+                    lines.append(template[C.EVENT_SEARCH].format(label=_short(need.text)))
+                    continue
+                seen = same.get(item_id)
+                if seen is not None:
+                    chinese = self.chinese[u] and has_cjk(self.labels[u][seen] or "")
+                    lines.append((ZH_SAME_ITEM if chinese else SAME_ITEM_TEMPLATES)[self.kinds[u][seen]])
+                    continue
+                line = None
+                if entry is not None:
+                    if entry not in entry_lines:
+                        entry_lines[entry] = self._entry_line(u, entry)
+                    line = entry_lines[entry]
+                lines.append(line if line is not None else self._topic_line(u, text))
+            out.append(lines)
+        return out
 
     def _closest(self, listed: Sequence[int], vectors: np.ndarray) -> list[list[int | None]]:
         """Per user and listed item, the index of the liked entry closest to it in the user's history (None: none)."""
@@ -168,27 +189,19 @@ class ReasonWriter:
                 out[u] = best[u][:listed[u]]
         return out
 
-    def _line(self, u: int, item_id: str, item_text: str, item_price: float, need: Need | None,
-              closest: int | None) -> str:
-        """The reason line of one listed item of user ``u`` (``closest``: its closest liked entry)."""
-        # The writer checks the claim itself: a need's line only for an item meeting its constraints.
-        if need is not None and need.allows(item_price, item_text):
-            template = ZH_TEMPLATES if need.lang == "zh" else REASON_TEMPLATES
-            return template[C.EVENT_SEARCH].format(label=_short(need.text))
-        same = self.same_item[u].get(item_id)
-        if same is not None:
-            chinese = self.chinese[u] and has_cjk(self.labels[u][same] or "")
-            return (ZH_SAME_ITEM if chinese else SAME_ITEM_TEMPLATES)[self.kinds[u][same]]
-        if closest is not None:
-            label, kind = _short(self.labels[u][closest]), self.kinds[u][closest]
-            lang = "zh" if self.chinese[u] and has_cjk(label) else "en"
-            item = self.items[u][closest]
-            rating = self.ratings[u].get(item) if item is not None else None
-            if kind in (C.EVENT_RATE, C.EVENT_REVIEW) and rating is not None:
-                return RATED[lang].format(label=label, stars=f"{rating:g}")
-            template = (ZH_TEMPLATES if lang == "zh" else REASON_TEMPLATES).get(kind)
-            if template:
-                return template.format(label=label)
+    def _entry_line(self, u: int, entry: int) -> str | None:
+        """The line naming user ``u``'s history entry ``entry`` (None: its kind has no template)."""
+        label, kind = _short(self.labels[u][entry]), self.kinds[u][entry]
+        lang = "zh" if self.chinese[u] and has_cjk(label) else "en"
+        item = self.items[u][entry]
+        rating = self.ratings[u].get(item) if item is not None else None
+        if kind in (C.EVENT_RATE, C.EVENT_REVIEW) and rating is not None:
+            return RATED[lang].format(label=label, stars=f"{rating:g}")
+        template = (ZH_TEMPLATES if lang == "zh" else REASON_TEMPLATES).get(kind)
+        return template.format(label=label) if template else None
+
+    def _topic_line(self, u: int, item_text: str) -> str:
+        """The line of an item no entry explains: a topic of the user's that it names, else the generic line."""
         if self.topics[u]:
             item_words = set(words(item_text))
             for topic in self.topics[u]:
