@@ -237,6 +237,7 @@ def user_batch(users, excluded):
         "hist_kind": nothing, "hist_item": nothing, "hist_label": nothing,
         "hist_ts": pa.nulls(len(users), pa.list_(pa.timestamp("us"))),
         "hist_vec": pa.nulls(len(users), pa.list_(pa.list_(pa.float32()))),
+        "hist_shipped": pa.nulls(len(users), pa.list_(pa.int32())),
     })
 
 
@@ -307,3 +308,48 @@ def test_scoring_tasks_one_per_slot_until_users_are_many():
     assert scoring_tasks(20_000, 2) == 2
     assert scoring_tasks(1, 8) == 1
     assert scoring_tasks(1_000_000, 2) == 5
+
+
+def test_only_shipped_history_vectors_travel_with_their_positions():
+    """hist_vec keeps the vectors the scorers cannot look up, hist_shipped their entries; null lists stay null."""
+    import pyarrow as pa
+
+    from interestlake.pipeline.evidence import shipped_vectors
+
+    vector = pa.list_(pa.float32())
+    aligned = pa.array([[None, [1.0, 2.0], None, [3.0, 4.0]], None, [], [None], [[5.0, 6.0]]], pa.list_(vector))
+    for sliced, expected_vectors, expected_positions in [
+        (aligned, [[[1.0, 2.0], [3.0, 4.0]], None, [], [], [[5.0, 6.0]]], [[1, 3], None, [], [], [0]]),
+        (aligned.slice(3), [[], [[5.0, 6.0]]], [[], [0]]),
+    ]:
+        vectors, positions = shipped_vectors(sliced)
+        assert vectors.to_pylist() == expected_vectors
+        assert positions.to_pylist() == expected_positions
+
+
+def test_scorer_takes_listed_entries_from_the_matrix_and_shipped_ones_as_shipped(tmp_path):
+    """Per entry: its shipped vector, else its item's matrix vector, else zeros (an unknown item), user after user."""
+    import pyarrow as pa
+
+    from interestlake.pipeline.scorer import ItemMatrix, _history_vectors
+
+    items = np.eye(4, dtype=np.float32)
+    write_item_matrix(tmp_path, items)
+    matrix = ItemMatrix(str(tmp_path), block_size=2, cache_mb=64)
+    text = np.full(4, 0.5, np.float32)
+    batch = pa.RecordBatch.from_pydict({
+        "hist_item": [["i01", None, "i03"], None, ["gone", "i02"]],
+        "hist_vec": pa.array([[text.tolist()], None, []], pa.list_(pa.list_(pa.float32()))),
+        "hist_shipped": pa.array([[1], None, []], pa.list_(pa.int32())),
+    })
+    history, lengths = _history_vectors(batch, matrix)
+    assert lengths.tolist() == [3, 0, 2]
+    assert np.array_equal(history, np.stack([items[1], text, items[3], np.zeros(4, np.float32), items[2]]))
+    # A block of listed entries only: one gather, the same vectors.
+    listed = pa.RecordBatch.from_pydict({"hist_item": [["i00", "i02"]],
+                                         "hist_vec": pa.array([[]], pa.list_(pa.list_(pa.float32()))),
+                                         "hist_shipped": pa.array([[]], pa.list_(pa.int32()))})
+    assert np.array_equal(_history_vectors(listed, matrix)[0], items[[0, 2]])
+    # Sliced batches count their offsets from their own start.
+    history, lengths = _history_vectors(batch.slice(1), matrix)
+    assert lengths.tolist() == [0, 2] and np.array_equal(history, np.stack([np.zeros(4, np.float32), items[2]]))

@@ -273,7 +273,7 @@ def _user_schema(model):
     fields = [
         (C.COL_USER_ID, pa.string()), ("interest", vector), ("excluded", strings), ("hist_kind", strings),
         ("hist_item", strings), ("hist_label", strings), ("hist_ts", pa.list_(pa.timestamp("us"))),
-        ("hist_vec", pa.list_(vector)), ("ref_ts", pa.timestamp("us")),
+        ("hist_vec", pa.list_(vector)), ("hist_shipped", pa.list_(pa.int32())), ("ref_ts", pa.timestamp("us")),
         ("need_text", strings), ("need_ts", pa.list_(pa.timestamp("us"))), ("need_vec", pa.list_(vector)),
         ("disliked_items", strings), ("disliked_vec", pa.list_(vector)), ("rated_items", strings),
         ("rated_values", pa.list_(pa.float64())), ("topics", strings),
@@ -303,7 +303,7 @@ def _user_row(n: int, seed: int, dim: int, history: int, item_ids, item_matrix, 
         "hist_label": [f"item {i}" for i in recent],
         "hist_ts": [now - datetime.timedelta(hours=i) for i in range(len(recent))],
         # Listed items' entries travel without a vector, as the stage ships them (reason_history).
-        "hist_vec": [None] * len(recent), "ref_ts": now,
+        "hist_vec": [], "hist_shipped": [], "ref_ts": now,
         "need_text": [_NEED] if need else None, "need_ts": [now] if need else None,
         "need_vec": [unit_vector(seed + 1, n, dim)] if need else None,
         "disliked_items": None, "disliked_vec": None, "rated_items": None, "rated_values": None, "topics": _TOPICS,

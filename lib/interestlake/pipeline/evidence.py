@@ -85,8 +85,9 @@ def user_side_on_driver(lake: LakeTables, settings: Settings, versions: dict, us
     recent = recent.set_column(recent.schema.get_field_index(C.COL_EMBEDDING), C.COL_EMBEDDING,
                                pc.if_else(pc.fill_null(shipped, True), embedding, pa.scalar(None, embedding.type)))
     history = lists_per_user(ids, recent, ["kind", C.COL_ITEM_ID, "label", C.COL_TS, C.COL_EMBEDDING])
+    vectors, positions = shipped_vectors(history[C.COL_EMBEDDING])
     columns.update({"hist_kind": history["kind"], "hist_item": history[C.COL_ITEM_ID], "hist_label": history["label"],
-                    "hist_ts": history[C.COL_TS], "hist_vec": history[C.COL_EMBEDDING]})
+                    "hist_ts": history[C.COL_TS], "hist_vec": vectors, "hist_shipped": positions})
     if settings.steer.enabled:
         columns.update(user_evidence_on_driver(lake, settings, versions, users, events, reviews))
     return pa.table(columns)
@@ -107,13 +108,14 @@ def excluded_items(lake: LakeTables, versions: dict, users: DataFrame, event_typ
 
 
 def reason_history(recent: DataFrame, listed: DataFrame) -> DataFrame:
-    """(user_id, hist_kind, hist_item, hist_label, hist_ts, hist_vec): recent entries as arrays, newest first.
+    """(user_id, hist_kind, hist_item, hist_label, hist_ts, hist_vec, hist_shipped): recent entries as arrays, newest first.
 
     An entry's vector is shipped only when the scoring workers cannot look it up: a text's
     vector (searches, reviews), or an item no longer in the catalog. An entry of a listed
-    item gets a null vector and takes its item's vector from the item matrix each worker
-    holds: shipping 20 vectors per user through the joins, the shuffle and Arrow cost more
-    than scoring them.
+    item takes its item's vector from the item matrix each worker holds: shipping 20
+    vectors per user through the joins, the shuffle and Arrow cost more than scoring them.
+    ``hist_vec`` holds only the shipped vectors, ``hist_shipped`` the position of each one's
+    entry: even a null per entry cost the JVM's Arrow conversion a fifth of its time.
 
     Args:
         recent: The users' resolved recent entries (``resolve_vectors`` of ``stored_refs``).
@@ -134,8 +136,27 @@ def reason_history(recent: DataFrame, listed: DataFrame) -> DataFrame:
         F.col(f"_hist.{C.COL_ITEM_ID}").alias("hist_item"),
         F.col("_hist.label").alias("hist_label"),
         F.col(f"_hist.{C.COL_TS}").alias("hist_ts"),
-        F.col(f"_hist.{C.COL_EMBEDDING}").alias("hist_vec"),
+        F.expr(f"filter(_hist.{C.COL_EMBEDDING}, v -> v IS NOT NULL)").alias("hist_vec"),
+        F.expr(f"filter(transform(_hist, (h, i) -> IF(h.{C.COL_EMBEDDING} IS NULL, -1, i)), i -> i >= 0)").alias("hist_shipped"),
     )
+
+
+def shipped_vectors(aligned: pa.ListArray) -> tuple[pa.Array, pa.Array]:
+    """``reason_history``'s (hist_vec, hist_shipped) from one vector-or-null per entry, on the driver."""
+    import numpy as np
+
+    offsets = aligned.offsets.to_numpy()
+    offsets = offsets - offsets[0]
+    entries = aligned.flatten()
+    valid = entries.is_valid().to_numpy(zero_copy_only=False)
+    counted = np.r_[0, np.cumsum(valid)].astype(np.int32)
+    rows = np.flatnonzero(valid)
+    owner = np.searchsorted(offsets, rows, side="right") - 1
+    missing = aligned.is_null()
+    vectors = pa.ListArray.from_arrays(pa.array(counted[offsets]), entries.filter(pa.array(valid)), mask=missing)
+    positions = pa.ListArray.from_arrays(pa.array(counted[offsets]), pa.array((rows - offsets[owner]).astype(np.int32)),
+                                         mask=missing)
+    return vectors, positions
 
 
 def user_evidence(lake: LakeTables, settings: Settings, versions: dict, users: DataFrame) -> DataFrame:

@@ -263,7 +263,7 @@ def _user_rows(users: pa.RecordBatch, matrix: ItemMatrix, steer, model) -> tuple
     listed items' from the matrix (``evidence.reason_history`` ships them as ids only).
     ``hist_ts`` is read only where the model builds cluster vectors from it.
     """
-    skip = {"hist_vec"} | (set() if model is not None and steer.enabled and steer.multi_interest.enabled else {"hist_ts"})
+    skip = {"hist_vec", "hist_shipped"} | (set() if model is not None and steer.enabled and steer.multi_interest.enabled else {"hist_ts"})
     rows = [{} for _ in range(users.num_rows)]
     for name in users.schema.names:
         if name in skip:
@@ -279,25 +279,33 @@ def _user_rows(users: pa.RecordBatch, matrix: ItemMatrix, steer, model) -> tuple
 
 
 def _history_vectors(users: pa.RecordBatch, matrix: ItemMatrix) -> tuple[np.ndarray, np.ndarray]:
-    """Every user's recent entries' float32 vectors, newest first, user after user (n, d), and each user's count."""
+    """Every user's recent entries' float32 vectors, newest first, user after user (n, d), and each user's count.
+
+    An entry's vector is the one shipped with it (``hist_vec`` at ``hist_shipped``: a text's
+    vector, or an item the matrix lacks), else its item's from the matrix, else zeros.
+    """
     import pyarrow.compute as pc
 
-    column, items = users.column("hist_vec"), users.column("hist_item")
-    lengths = pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False)
-    entries = column.flatten()
-    shipped = ~entries.is_null().to_numpy(zero_copy_only=False)
-    values = entries.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    items = users.column("hist_item")
+    lengths = pc.fill_null(pc.list_value_length(items), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    starts = np.r_[0, np.cumsum(lengths)][:-1]
     keys = matrix.keys(items.flatten())
+    shipped = np.zeros(len(keys), dtype=bool)
+    positions = users.column("hist_shipped")
+    counts = pc.fill_null(pc.list_value_length(positions), 0).to_numpy(zero_copy_only=False)
+    rows = np.repeat(starts, counts) + positions.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
+    shipped[rows] = True
     lookup = ~shipped & (keys >= 0)
     if len(lookup) and lookup.all():  # the usual block: every entry a listed item, one gather
-        return matrix.fetch(keys)[0], lengths.astype(np.int64)
-    width = matrix.dim or (len(values) // max(int(shipped.sum()), 1))
-    history = np.zeros((len(shipped), width), np.float32)
-    if len(values):
-        history[shipped] = values.reshape(-1, width)
+        return matrix.fetch(keys)[0], lengths
+    values = users.column("hist_vec").flatten().flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    width = matrix.dim or (len(values) // max(len(rows), 1))
+    history = np.zeros((len(keys), width), np.float32)
+    if len(rows):
+        history[rows] = values.reshape(len(rows), width)
     if lookup.any():
         history[lookup] = matrix.fetch(keys[lookup])[0]
-    return history, lengths.astype(np.int64)
+    return history, lengths
 
 
 def _vector_values(column: pa.Array) -> list[np.ndarray | None]:
