@@ -1,7 +1,8 @@
-"""The text encoder as a Spark UDF (``predict_batch_udf``).
+"""The text encoder: finding, checking and loading the model offline, and encoding texts.
 
-torch and sentence-transformers are imported only inside the function that
-runs on executors, so the driver, the CLI and Airflow never load them.
+No Spark here: the encode stage wraps ``load_encoder`` and ``encode_texts`` in its UDF
+(``interestlake.pipeline.encode.encoder_udf``). torch and sentence-transformers are imported
+only inside the functions that load a model, so the driver, the CLI and Airflow never load them.
 """
 
 from __future__ import annotations
@@ -9,11 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pyspark.sql import types as T
-
 from interestlake.settings import EncoderSettings
 
-EMBEDDING_TYPE = T.ArrayType(T.FloatType())
 # Weight files that torch would unpickle (running any code they carry); only safetensors is loaded.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 # Every model load goes through these: no code from the model folder, weights from safetensors only.
@@ -114,8 +112,6 @@ def load_encoder(
     elif device == "cuda" and not torch.cuda.is_available():
         raise EncoderError("encoder.device is cuda but torch sees no CUDA device on this executor")
     if model_path.startswith("models:/"):
-        from interestlake.models.registry import load_registered
-
         if not tracking_uri:
             raise EncoderError(f"encoder {model_path} is a registered model but no MLflow tracking URI was given")
         model = load_registered(model_path, tracking_uri).to(device)
@@ -169,45 +165,20 @@ def prepare_backend(encoder: EncoderSettings, lake_root: str) -> str | None:
     return str(folder)
 
 
-def encoder_udf(encoder: EncoderSettings, threads_per_task: int = 1, onnx_folder: str | None = None, loads=None):
-    """A ``predict_batch_udf`` mapping a string column to its embedding.
+def load_registered(model_uri: str, tracking: str):
+    """Loads a registered sentence-transformers model (on an executor or the driver).
 
-    The model loads once per Python worker (predict_batch_udf caches it) and
-    each task uses ``threads_per_task`` torch threads, so tasks x threads
-    matches the executor's cores instead of oversubscribing them.
-
-    Args:
-        encoder: Encoder settings.
-        threads_per_task: Intra-op threads of each task's model.
-        onnx_folder: The export ``prepare_backend`` made, for the ONNX backends.
-        loads: Optional Spark accumulator (int) that each model load adds 1 to, on
-            the executor that loads it: the driver sees how many Python workers
-            loaded the model (a reload per task would show here).
+    Not through ``mlflow.sentence_transformers.load_model``: it loads with
+    ``trust_remote_code=True`` and puts logged code on ``sys.path``. The
+    artifacts are downloaded and loaded like a local folder, safetensors only.
     """
-    from pyspark.ml.functions import predict_batch_udf
-
-    model_path = resolve_model_path(encoder)
-    device, max_len, batch_size = encoder.device, encoder.max_seq_length, encoder.batch_size
-    precision = encoder.precision
-    # A registered model is loaded from the store the driver resolved it in.
-    tracking = _driver_tracking_uri() if model_path.startswith("models:/") and not onnx_folder else None
-
-    def make_predict_fn():
-        model = load_encoder(model_path, device, max_len, threads_per_task, tracking, precision, onnx_folder)
-        if loads is not None:
-            loads.add(1)
-
-        def predict(texts):
-            return encode_texts(model, texts, batch_size)
-
-        return predict
-
-    # Several model batches per Arrow batch, so sentence-transformers can sort
-    # texts by length inside it and pad less.
-    return predict_batch_udf(make_predict_fn, return_type=EMBEDDING_TYPE, batch_size=batch_size * 8)
-
-
-def _driver_tracking_uri() -> str:
     import mlflow
+    from mlflow.artifacts import download_artifacts
+    from mlflow.sentence_transformers import SENTENCE_TRANSFORMERS_DATA_PATH
+    from sentence_transformers import SentenceTransformer
 
-    return mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(tracking)
+    folder = Path(download_artifacts(model_uri)) / SENTENCE_TRANSFORMERS_DATA_PATH
+    check_model_files(folder)
+    return SentenceTransformer(str(folder), **SAFE_LOAD_KWARGS)

@@ -207,27 +207,6 @@ def with_encoder(settings: Settings, resolved: ResolvedEncoder) -> Settings:
     return settings.model_copy(update={"encoder": encoder})
 
 
-def load_registered(model_uri: str, tracking: str):
-    """Loads a registered sentence-transformers model (on an executor or the driver).
-
-    Not through ``mlflow.sentence_transformers.load_model``: it loads with
-    ``trust_remote_code=True`` and puts logged code on ``sys.path``. The
-    artifacts are downloaded and loaded like a local folder, safetensors only.
-    """
-    import mlflow
-    from mlflow.artifacts import download_artifacts
-    from mlflow.sentence_transformers import SENTENCE_TRANSFORMERS_DATA_PATH
-    from sentence_transformers import SentenceTransformer
-
-    from interestlake.models.encoder import SAFE_LOAD_KWARGS, check_model_files
-
-    mlflow.set_tracking_uri(tracking)
-    mlflow.set_registry_uri(tracking)
-    folder = Path(download_artifacts(model_uri)) / SENTENCE_TRANSFORMERS_DATA_PATH
-    check_model_files(folder)
-    return SentenceTransformer(str(folder), **SAFE_LOAD_KWARGS)
-
-
 def _requirements() -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 

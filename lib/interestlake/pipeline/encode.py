@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from interestlake import constants as C
 from interestlake.lake.tables import LakeHistoryGone, LakeTables
-from interestlake.models.encoder import encoder_udf, prepare_backend
+from interestlake.models.encoder import encode_texts, load_encoder, prepare_backend, resolve_model_path
 from interestlake.pipeline.history import item_text, new_texts_on_driver, text_hash, texts_to_encode
 from interestlake.pipeline.run import RunContext, StageReport, few_new_rows, last_progress, log, params_digest
 from interestlake.settings import Settings
@@ -148,3 +149,47 @@ def _refresh_item_vectors(lake: LakeTables, version: str, now: dict, run: RunCon
         report.commits.append(lake.merge(C.ITEM_EMBEDDINGS, changed, txn=run.txn(STAGE), metadata=metadata))
     changed.unpersist()
     return written
+
+
+def encoder_udf(encoder: EncoderSettings, threads_per_task: int = 1, onnx_folder: str | None = None, loads=None):
+    """A ``predict_batch_udf`` mapping a string column to its embedding.
+
+    The model loads once per Python worker (predict_batch_udf caches it) and
+    each task uses ``threads_per_task`` torch threads, so tasks x threads
+    matches the executor's cores instead of oversubscribing them.
+
+    Args:
+        encoder: Encoder settings.
+        threads_per_task: Intra-op threads of each task's model.
+        onnx_folder: The export ``prepare_backend`` made, for the ONNX backends.
+        loads: Optional Spark accumulator (int) that each model load adds 1 to, on
+            the executor that loads it: the driver sees how many Python workers
+            loaded the model (a reload per task would show here).
+    """
+    from pyspark.ml.functions import predict_batch_udf
+
+    model_path = resolve_model_path(encoder)
+    device, max_len, batch_size = encoder.device, encoder.max_seq_length, encoder.batch_size
+    precision = encoder.precision
+    # A registered model is loaded from the store the driver resolved it in.
+    tracking = _driver_tracking_uri() if model_path.startswith("models:/") and not onnx_folder else None
+
+    def make_predict_fn():
+        model = load_encoder(model_path, device, max_len, threads_per_task, tracking, precision, onnx_folder)
+        if loads is not None:
+            loads.add(1)
+
+        def predict(texts):
+            return encode_texts(model, texts, batch_size)
+
+        return predict
+
+    # Several model batches per Arrow batch, so sentence-transformers can sort
+    # texts by length inside it and pad less.
+    return predict_batch_udf(make_predict_fn, return_type=T.ArrayType(T.FloatType()), batch_size=batch_size * 8)
+
+
+def _driver_tracking_uri() -> str:
+    import mlflow
+
+    return mlflow.get_tracking_uri()
