@@ -215,7 +215,6 @@ class Stream:
             log.info("%s", batch_line(batch_id, found, reports))
         finally:
             self.turns.end()
-        _release_memory()
 
     def _derived(self, run: RunContext, found: list[LandingFile]) -> list[StageReport]:
         """encode -> interests -> recommend; the recommend row gets the freshness of the batch's files."""
@@ -343,19 +342,3 @@ def _make_landing_folders(settings: Settings) -> None:
 
 
 __all__ = ["Stream", "StreamFailed", "StreamStopped", "batch_line", "freshness_counts", "run_stream"]
-
-
-def _release_memory() -> None:
-    """Frees what a batch left behind before the stream waits for the next one.
-
-    A batch's Arrow tables go back to pyarrow's memory pool, which keeps freed pages for
-    reuse, and its reference cycles wait for Python's collector: over hours of small
-    batches, both read as a driver that grows. Both are returned here, after the commit,
-    so a batch's freshness does not pay for it.
-    """
-    import gc
-
-    import pyarrow as pa
-
-    gc.collect()
-    pa.default_memory_pool().release_unused()
