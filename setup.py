@@ -23,6 +23,8 @@ setup(
     python_requires=">=3.11",
     package_dir={"": "lib"},
     packages=find_packages("lib"),
+    # The sample generator's words (datasets/sample.py reads them with importlib.resources).
+    package_data={"interestlake.datasets": ["sample_vocabulary.json"]},
     install_requires=[
         "pyspark==4.3.*",
         "deltalake>=1.6,<2",
