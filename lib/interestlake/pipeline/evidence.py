@@ -66,11 +66,12 @@ def user_side_on_driver(lake: LakeTables, settings: Settings, versions: dict, us
     columns = {C.COL_USER_ID: users.column(C.COL_USER_ID), "interest": users.column("interest")}
     # excluded_items: distinct (user, item) of the excluded event types and of reviews.
     excluded_types = set(settings.recommend.exclude_event_types)
-    pairs = sorted({
-        (user, item)
-        for user, kind, item in zip(*(events.column(n).to_pylist() for n in (C.COL_USER_ID, C.COL_EVENT_TYPE, C.COL_ITEM_ID)))
-        if kind in excluded_types and item is not None
-    } | {(user, item) for user, item in zip(*(reviews.column(n).to_pylist() for n in (C.COL_USER_ID, C.COL_ITEM_ID)))})
+    excluding = events.filter(pc.fill_null(pc.and_(
+        pc.is_in(events.column(C.COL_EVENT_TYPE), value_set=pa.array(sorted(excluded_types), pa.string())),
+        pc.is_valid(events.column(C.COL_ITEM_ID))), False))
+    pairs = sorted(
+        set(zip(*(excluding.column(n).to_pylist() for n in (C.COL_USER_ID, C.COL_ITEM_ID))))
+        | {(user, item) for user, item in zip(*(reviews.column(n).to_pylist() for n in (C.COL_USER_ID, C.COL_ITEM_ID)))})
     pairs_table = pa.table({C.COL_USER_ID: pa.array([u for u, _ in pairs], pa.string()),
                             "excluded": pa.array([i for _, i in pairs], pa.string())})
     columns.update(lists_per_user(ids, pairs_table, ["excluded"]))
@@ -262,8 +263,6 @@ def user_evidence_on_driver(
     ids = users.column(C.COL_USER_ID).to_pylist()
     ref_ts = [recent[0][C.COL_TS] if recent else None for recent in users.column("recent").to_pylist()]
     evidence = {"ref_ts": pa.array(ref_ts, pa.timestamp("us", tz="UTC"))}
-    event_rows = list(zip(*(events.column(n).to_pylist() for n in
-                            (C.COL_USER_ID, C.COL_TS, C.COL_EVENT_TYPE, C.COL_ITEM_ID, C.COL_TEXT, C.COL_RATING))))
     if conf.needs.enabled:
         oldest = {user: ts - timedelta(seconds=int(conf.needs.max_age_days * 86400))
                   for user, ts in zip(ids, ref_ts) if ts is not None}
@@ -295,8 +294,10 @@ def user_evidence_on_driver(
         evidence.update(lists_per_user(ids, needs, ["need_text", "need_ts", "need_vec"]))
     # max_by(rating, ts) per (user, item), then sort_array(struct(item_id, rating)) per user.
     latest: dict[tuple, tuple] = {}
-    rated = [(user, item, ts, rating) for user, ts, kind, item, _, rating in event_rows
-             if kind == C.EVENT_RATE and rating is not None]
+    # Only rating events become Python rows (a history is mostly other events).
+    rates = events.filter(pc.fill_null(pc.and_(pc.equal(events.column(C.COL_EVENT_TYPE), C.EVENT_RATE),
+                                               pc.is_valid(events.column(C.COL_RATING))), False))
+    rated = list(zip(*(rates.column(n).to_pylist() for n in (C.COL_USER_ID, C.COL_ITEM_ID, C.COL_TS, C.COL_RATING))))
     rated += zip(*(reviews.column(n).to_pylist() for n in (C.COL_USER_ID, C.COL_ITEM_ID, C.COL_TS, C.COL_RATING)))
     for user, item, ts, rating in rated:
         if (user, item) not in latest or ts > latest[(user, item)][0]:
