@@ -1,7 +1,8 @@
 """Continuous mode in this process (the shared session): what changes between batches is applied.
 
 A changed setting (a new K) re-scores every user without any file landing; a catalog file is
-ingested like any other and re-scores every user once, as in refresh.
+ingested like any other and re-scores every user once, as in refresh; a writer asking for a turn
+gets one even while files land faster than batches end.
 """
 
 import json
@@ -68,6 +69,39 @@ def test_stream_applies_a_settings_change_and_a_catalog_file_between_batches(spa
 
         wait_until(lambda: len(DeltaTable(str(root / C.PIPELINE_RUNS)).file_uris()) == 1, "compaction")
         assert len(DeltaTable(str(root / C.LANDING_FILES)).file_uris()) == 1
+
+        # Files landing faster than batches end leave the stream no idle moment: a writer that
+        # asks for a turn (the maintenance DAG) still gets one, after a batch, and the stream
+        # goes on once it is done.
+        from interestlake.lake.lock import writer_lock
+
+        flowing = threading.Event()
+        flowing.set()
+
+        def land_steadily() -> None:
+            n = 0
+            while flowing.is_set():
+                event = {"event_id": f"flow-{n}", "user_id": "u-flow", "item_id": "i-stream", "event_type": "view",
+                         "ts": f"2026-11-03T00:{n // 60 % 60:02d}:{n % 60:02d}Z"}
+                hidden = root / "landing" / "events" / f".flow-{n}.tmp"
+                hidden.write_text(json.dumps(event) + "\n")
+                hidden.rename(root / "landing" / "events" / f"flow-{n:04d}.jsonl")
+                n += 1
+                time.sleep(0.3)
+
+        lander = threading.Thread(target=land_steadily, daemon=True)
+        lander.start()
+        try:
+            flowing_from = stream.batches
+            wait_until(lambda: stream.batches >= flowing_from + 2, "batches of the steady flow")
+            with writer_lock(str(root), "maintain-test", wait_seconds=120):
+                during = stream.batches
+                time.sleep(3)
+                assert stream.batches == during, "the stream wrote while another writer had the lake"
+        finally:
+            flowing.clear()
+            lander.join()
+        wait_until(lambda: stream.batches > during, "the stream taking the lake back")
     finally:
         stream.stop_asked.set()
         thread.join(timeout=120)

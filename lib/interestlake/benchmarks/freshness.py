@@ -259,16 +259,22 @@ def _memory_trend(series: list[tuple[float, float, float]]) -> dict[str, Any]:
     """Medians of the second and the last fifth of the samples, per process kind, and their ratio.
 
     The first fifth is the warm-up (the first batches allocate what later ones reuse); growth
-    after it is what would not stay flat over a long run.
+    after it is what would not stay flat over a long run. A busy stream's samples swing
+    between its floor (between batches) and its peak (in one) by a batch's working memory,
+    so each fifth's lowest and highest sample are reported as well: a floor that rises is
+    memory kept, a median that rises alone is batches taking longer.
     """
     if len(series) < 10:
         return {"samples": len(series)}
     fifth = max(1, len(series) // 5)
     out: dict[str, Any] = {"samples": len(series)}
     for index, kind in enumerate(("driver_python", "driver_jvm", "python_worker")):
-        early = float(np.median([s[index] for s in series[fifth:2 * fifth]]))
-        last = float(np.median([s[index] for s in series[-fifth:]]))
-        out[kind] = {"second_fifth_mb": round(early, 1), "last_fifth_mb": round(last, 1),
+        second = [s[index] for s in series[fifth:2 * fifth]]
+        last = [s[index] for s in series[-fifth:]]
+        early, late = float(np.median(second)), float(np.median(last))
+        out[kind] = {"second_fifth_mb": round(early, 1), "last_fifth_mb": round(late, 1),
                      "peak_mb": round(max(s[index] for s in series), 1),
-                     "last_over_second": round(last / early, 3) if early else None}
+                     "last_over_second": round(late / early, 3) if early else None,
+                     "second_fifth_low_high_mb": [round(min(second), 1), round(max(second), 1)],
+                     "last_fifth_low_high_mb": [round(min(last), 1), round(max(last), 1)]}
     return out

@@ -182,7 +182,8 @@ class Stream:
                     finally:
                         self.turns.end()
         except StreamingQueryException as exc:
-            if not self.turns.stopping:
+            # A stop asked while another writer had the lake ends the query from inside a batch.
+            if not self.turns.stopping and not self.stop_asked.is_set():
                 log.error("stream: the query failed: %s", exc)
                 raise StreamFailed(f"the stream stopped on an error: {str(exc).splitlines()[0]}") from None
         log.info("stream: stopping after the current batch")
@@ -213,6 +214,10 @@ class Stream:
             reports = [pipeline.recorded("ingest", run, ingest_work), *self._derived(run, found)]
             self.batches += 1
             log.info("%s", batch_line(batch_id, found, reports))
+            # Here too, not only when the main loop finds the stream idle: files landing faster
+            # than batches end leave it no idle moment, and a waiting maintenance run or the
+            # bookkeeping tables' compaction would wait for a quiet spell that never comes.
+            self._housekeeping()
         finally:
             self.turns.end()
 
@@ -236,6 +241,10 @@ class Stream:
             run = RunContext.create(f"{self.owner}__change__{datetime.now(timezone.utc).isoformat(timespec='seconds')}")
             reports = self._derived(run, [])
             log.info("stream: settings or models changed; %s", "; ".join(r.summary() for r in reports))
+        self._housekeeping()
+
+    def _housekeeping(self) -> None:
+        """Compacts the bookkeeping tables when due; lets writers that asked for a turn write."""
         if self.batches - self._compacted_at >= self.compact_every:
             from interestlake.pipeline.maintain import compact
 
