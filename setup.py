@@ -13,6 +13,10 @@ MLFLOW = ["mlflow>=3,<4", "matplotlib>=3.8"]
 ONNX = ["onnxruntime>=1.18", "onnx>=1.16", "onnxscript>=0.1"]
 # recommend.ann_min_items: approximate top K for large catalogs.
 ANN = ["faiss-cpu>=1.8"]
+# The evaluation's peers, each from its own library (evaluation/peers.py): implicit's ALS
+# and BPR; cornac's SASRec, BERT4Rec, EASE and BiVAE (rectools requires numpy<2 on Python
+# 3.11, cornac's LightGCN requires dgl). Bounds: the releases tested with numpy 2.4 / torch 2.13.
+PEERS = ["implicit>=0.7.3,<0.8", "cornac>=3.0.1,<3.1", "threadpoolctl>=3"]
 
 setup(
     name="interestlake",
@@ -52,6 +56,7 @@ setup(
         "dev": ["pytest>=8", *AIRFLOW, *MLFLOW, *ONNX, *ANN],
         "onnx": ONNX,
         "ann": ANN,
+        "peers": PEERS,
         "airflow": AIRFLOW,
         # Evaluation tracking and the encoder registry (interestlake evaluate / encoder).
         "mlflow": MLFLOW,

@@ -149,10 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--quantile", type=float, default=None, help="temporal: the cut as a quantile of times (default 0.8)")
     ev.add_argument("--ties", choices=["input", "random"], default=None,
                     help="leave-last-out: equal times keep the input order (default) or draw with the seed")
-    ev.add_argument("--methods", default=",".join(["interestlake", "interestlake_zero_shot", "popularity", "item_knn", "als"]),
-                    help="comma-separated subset of interestlake,interestlake_zero_shot,popularity,item_knn,als; "
-                    "also interestlake_negative, interestlake_multi_interest, interestlake_mmr (the learned model with "
-                    "one more part of steering on)")
+    ev.add_argument("--methods", default=None,
+                    help="comma-separated methods (default: interestlake,interestlake_zero_shot,popularity,item_knn,als "
+                    "and the peers sasrec,implicit_als,implicit_bpr,ease,bivae, which need pip install -e '.[peers]'); "
+                    "also bert4rec, and interestlake_negative, interestlake_multi_interest, interestlake_mmr (the learned "
+                    "model with one more part of steering on)")
     ev.add_argument("--json", action="store_true", help="print only the JSON result on stdout")
 
     enc = command("encoder", "the encoder in the MLflow model registry")
@@ -467,12 +468,14 @@ def _import_dataset(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
-    from interestlake.evaluation.runner import evaluate
+    import pandas as pd
+
+    from interestlake.evaluation.runner import DEFAULT_METHODS, evaluate
     from interestlake.evaluation.tracking import log_evaluation
     from interestlake.models import registry
     from interestlake.spark_session import spark_session
 
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip()) if args.methods else DEFAULT_METHODS
     # The encoder evaluated is a registered version: encoder.model_path when it names
     # one, else @champion (the configured encoder is registered first if there is none).
     if registry.is_registry_uri(settings.encoder.model_path):
@@ -491,7 +494,9 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     table = result.table()
     columns = ["method", *table.columns]
-    rows = [{"method": name, **{c: f"{v:.4f}" for c, v in row.items()}} for name, row in table.iterrows()]
+    # "-": a metric the method has no value for (cold_* of a peer that cannot fold a history in).
+    rows = [{"method": name, **{c: "-" if pd.isna(v) else f"{v:.4f}" for c, v in row.items()}}
+            for name, row in table.iterrows()]
     print(f"{result.dataset}, {result.protocol}, K={result.k}, {result.counts['test_users']} test users, "
           f"encoder {result.params['encoder_model_uri']}, {result.seconds['total']:.0f}s"
           + (f" (training the interest model {result.seconds['train']:.0f}s)" if "train" in result.seconds else ""))

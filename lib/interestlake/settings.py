@@ -228,6 +228,43 @@ class ALSGridSettings(_Section):
     max_iter: int = Field(default=10, gt=0)
 
 
+def _default_peer_grids() -> dict[str, dict[str, list[Any]]]:
+    return {
+        "sasrec": {"embedding_dim": [64], "n_epochs": [10], "max_len": [50], "dropout": [0.2, 0.5]},
+        "bert4rec": {"embedding_dim": [64], "n_epochs": [10], "max_len": [50], "dropout": [0.2]},
+        "implicit_als": {"factors": [64, 128], "regularization": [0.01, 0.1], "alpha": [1.0, 10.0], "iterations": [15]},
+        "implicit_bpr": {"factors": [64, 128], "learning_rate": [0.01, 0.05], "regularization": [0.01],
+                         "iterations": [100]},
+        "ease": {"lamb": [100.0, 500.0, 2000.0], "posB": [False]},
+        "bivae": {"k": [50], "encoder_structure": [[100]], "likelihood": ["pois"], "n_epochs": [100, 200],
+                  "batch_size": [128], "learning_rate": [0.001]},
+    }
+
+
+class PeersSettings(_Section):
+    """The peers of the evaluation (``evaluation/peers.py``): threads and each one's grid.
+
+    A grid maps the library model's keyword arguments to the values tried; every
+    combination is fitted on the validation split.
+    """
+
+    threads: int = Field(default=2, gt=0)
+    grids: dict[str, dict[str, list[Any]]] = Field(default_factory=_default_peer_grids)
+
+    @field_validator("grids")
+    @classmethod
+    def _known(cls, value: dict[str, dict[str, list[Any]]]) -> dict[str, dict[str, list[Any]]]:
+        known = set(_default_peer_grids())
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"unknown peer(s) {unknown}; peers are {sorted(known)}")
+        empty = sorted(f"{name}.{key}" for name, grid in value.items() for key, values in grid.items() if not values)
+        if empty:
+            raise ValueError(f"empty grid value list(s): {empty}")
+        # A peer left out of the conf keeps its default grid.
+        return {**_default_peer_grids(), **value}
+
+
 class EvaluationSettings(_Section):
     """Offline evaluation (``interestlake evaluate``); CLI flags override."""
 
@@ -242,6 +279,7 @@ class EvaluationSettings(_Section):
     # cold_* metrics: each test user's training history cut to its last N interactions.
     cold_history: int = Field(default=3, gt=0)
     als: ALSGridSettings = Field(default_factory=ALSGridSettings)
+    peers: PeersSettings = Field(default_factory=PeersSettings)
 
     @field_validator("lake_root")
     @classmethod

@@ -58,7 +58,9 @@ def test_evaluate_runs_every_method_and_logs_an_mlflow_run(spark, tmp_path):
         "INTERESTLAKE__EVALUATION__ALS": "{ranks: [4], reg_params: [0.1], alphas: [1.0], max_iter: 3}",
         "INTERESTLAKE__EVALUATION__MAX_K": "12",
     })
-    result = evaluate(spark, settings, "movielens", data, "leave-last-out", k=5, run_id="eval-test-1")
+    # The peers have their own test below (their fits would only lengthen this one).
+    result = evaluate(spark, settings, "movielens", data, "leave-last-out", k=5, run_id="eval-test-1",
+                      methods=("interestlake", "interestlake_zero_shot", "popularity", "item_knn", "als"))
     summary = result.to_json()
     assert set(summary["methods"]) == {"interestlake", "interestlake_zero_shot", "popularity", "item_knn", "als"}
     for values in summary["methods"].values():
@@ -98,11 +100,63 @@ def test_evaluate_runs_every_method_and_logs_an_mlflow_run(spark, tmp_path):
     assert run.data.metrics["item_knn.recall"] == pytest.approx(result.methods["item_knn"]["recall"])
     assert len(client.get_metric_history(run_id, "als.ndcg_at_k")) == 12
     artifacts = {a.path for a in client.list_artifacts(run_id)}
-    assert {"metrics.csv", "metrics.json", "recall_at_k.png", "ndcg_at_k.png", "ndcg_by_history_length.png"} <= artifacts
+    assert {"metrics.csv", "metrics.json", "als_grid.csv", "recall_at_k.png", "ndcg_at_k.png",
+            "ndcg_by_history_length.png"} <= artifacts
     # Artifacts live under the lake, not in ./mlruns of the working directory.
     assert str(tmp_path) in run.info.artifact_uri
     logged = json.loads(open(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="metrics.json")).read())
     assert logged["mlflow_run_id"] == run_id
+
+
+PEERS = ("{grids: {ease: {lamb: [1.0, 10.0], posB: [false]}, "
+         "implicit_bpr: {factors: [4], iterations: [20], learning_rate: [0.05]}}}")
+
+
+def test_evaluate_runs_peers_on_the_same_split_with_their_grids_in_mlflow(spark, tmp_path):
+    pytest.importorskip("cornac", reason="cornac not installed (pip install -e '.[peers]')")
+    pytest.importorskip("implicit", reason="implicit not installed (pip install -e '.[peers]')")
+    from mlflow.tracking import MlflowClient
+
+    from interestlake.evaluation.runner import evaluate
+    from interestlake.evaluation.tracking import log_evaluation
+
+    data = write_movielens(tmp_path / "ml")
+    settings = make_settings(tmp_path / "lake", {"INTERESTLAKE__EVALUATION__PEERS": PEERS})
+    result = evaluate(spark, settings, "movielens", data, "leave-last-out", k=5,
+                      methods=("popularity", "ease", "implicit_bpr"))
+    assert set(result.methods) == {"popularity", "ease", "implicit_bpr"}
+    # Two points searched on the validation split, the chosen one recorded; BPR cannot
+    # fold in a cut history, so it has no cold metrics (rather than wrong ones).
+    assert [row["lamb"] for row in result.grids["ease"]] == [1.0, 10.0]
+    assert result.params["ease_lamb"] in (1.0, 10.0) and "ease_posB" in result.params
+    assert "cold_ndcg" in result.methods["ease"] and "cold_ndcg" not in result.methods["implicit_bpr"]
+    # Two taste groups: EASE's item-item weights find the user's group.
+    assert result.methods["ease"]["hit_rate"] > result.methods["popularity"]["hit_rate"]
+    assert {"ease", "implicit_bpr"} <= set(result.seconds)
+
+    run_id = log_evaluation(result, settings)
+    client = MlflowClient()
+    assert {"ease_grid.csv", "implicit_bpr_grid.csv"} <= {a.path for a in client.list_artifacts(run_id)}
+    run = client.get_run(run_id)
+    assert run.data.params["ease_lamb"] == str(result.params["ease_lamb"])
+    assert "ease.ndcg" in run.data.metrics and "seconds.ease" in run.data.metrics
+
+
+def test_evaluate_skips_a_peer_whose_library_is_missing_with_one_line(spark, tmp_path, monkeypatch, caplog):
+    import sys
+
+    from interestlake.evaluation.runner import evaluate
+
+    # None in sys.modules makes `import cornac` fail as if it were not installed.
+    monkeypatch.setitem(sys.modules, "cornac", None)
+    data = write_movielens(tmp_path / "ml")
+    settings = make_settings(tmp_path / "lake")
+    with caplog.at_level("INFO", logger="interestlake"):
+        result = evaluate(spark, settings, "movielens", data, "leave-last-out", k=5, methods=("popularity", "ease"))
+    assert set(result.methods) == {"popularity"}
+    about = [r for r in caplog.records if "ease" in r.getMessage()]
+    assert len(about) == 1 and about[0].exc_info is None
+    assert "pip install -e '.[peers]'" in about[0].getMessage() and "\n" not in about[0].getMessage()
 
 
 def test_encoder_registered_loaded_by_alias_and_pinned_per_run(spark, tmp_path, monkeypatch, capsys):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,19 +49,36 @@ class Catalog:
             pd.Index(np.sort(train[C.COL_ITEM_ID].unique()).astype(object)),
         )
 
-    def matrix(self, interactions: pd.DataFrame, users: Sequence[str] | None = None) -> sp.csr_matrix:
-        """Binary (users x items) matrix; rows follow ``users`` (default: all), unknown items dropped."""
+    def matrix(
+        self, interactions: pd.DataFrame, users: Sequence[str] | None = None, ordered: bool = False
+    ) -> sp.csr_matrix:
+        """(users x items) matrix; rows follow ``users`` (default: all), unknown items dropped.
+
+        Args:
+            interactions: user_id, item_id (and ts when ``ordered``).
+            users: Row order; default all users of the catalog.
+            ordered: False: every entry is 1. True: an entry is the interaction's 1-based
+                position in the user's history by time (ties in input order; a repeated item
+                keeps its last position), which sequential models read; ``> 0`` is still
+                the binary matrix.
+        """
         row_ids = self.users if users is None else pd.Index(list(users), dtype=object)
         known = interactions[
             interactions[C.COL_ITEM_ID].isin(self.items) & interactions[C.COL_USER_ID].isin(row_ids)
         ]
+        if ordered:
+            known = known.assign(_pos=np.arange(len(known))).sort_values([C.COL_USER_ID, C.COL_TS, "_pos"], kind="stable")
+            values = known.groupby(C.COL_USER_ID, sort=False).cumcount().to_numpy(dtype=np.float64) + 1.0
+        else:
+            values = np.ones(len(known), dtype=np.float64)
         rows = row_ids.get_indexer(known[C.COL_USER_ID])
         cols = self.items.get_indexer(known[C.COL_ITEM_ID])
-        matrix = sp.csr_matrix(
-            (np.ones(len(known), dtype=np.float64), (rows, cols)), shape=(len(row_ids), len(self.items))
+        # COO -> CSR sums duplicates; build through a frame that keeps one value per cell instead.
+        cells = pd.DataFrame({"r": rows, "c": cols, "v": values}).groupby(["r", "c"], sort=False)["v"].max()
+        return sp.csr_matrix(
+            (cells.to_numpy(), (cells.index.get_level_values(0), cells.index.get_level_values(1))),
+            shape=(len(row_ids), len(self.items)),
         )
-        matrix.data[:] = 1.0  # duplicates summed above count once
-        return matrix
 
 
 def top_k(scores: np.ndarray, exclude: sp.csr_matrix, k: int) -> np.ndarray:
@@ -84,7 +101,7 @@ def recommend(model: Baseline, catalog: Catalog, history: sp.csr_matrix, users: 
     users = np.asarray(list(users), dtype=object)
     for start in range(0, len(users), _CHUNK):
         block = history[start : start + _CHUNK]
-        picked = top_k(model.score(block), block, k)
+        picked = top_k(model.score(block, users[start : start + _CHUNK]), block, k)
         rows, ranks = np.nonzero(picked >= 0)
         frames.append(pd.DataFrame({
             C.COL_USER_ID: users[start + rows],
@@ -104,7 +121,12 @@ class Baseline:
     def fit(self, train: sp.csr_matrix) -> Baseline:
         raise NotImplementedError
 
-    def score(self, history: sp.csr_matrix) -> np.ndarray:
+    def score(self, history: sp.csr_matrix, users: Sequence[str] | None = None) -> np.ndarray:
+        """Scores of every catalog item (columns) for each history row.
+
+        ``users`` names the rows; only models that keep trained user vectors and
+        cannot fold a history in (``implicit``'s BPR) need it.
+        """
         raise NotImplementedError
 
     def params(self) -> dict[str, Any]:
@@ -120,7 +142,7 @@ class Popularity(Baseline):
         self.counts = np.asarray(train.sum(axis=0), dtype=np.float64).ravel()
         return self
 
-    def score(self, history: sp.csr_matrix) -> np.ndarray:
+    def score(self, history: sp.csr_matrix, users: Sequence[str] | None = None) -> np.ndarray:
         return np.broadcast_to(self.counts, (history.shape[0], len(self.counts)))
 
 
@@ -135,7 +157,7 @@ class ItemKNN(Baseline):
         self.inv_sqrt = np.where(counts > 0, 1.0 / np.sqrt(np.maximum(counts, 1)), 0.0)
         return self
 
-    def score(self, history: sp.csr_matrix) -> np.ndarray:
+    def score(self, history: sp.csr_matrix, users: Sequence[str] | None = None) -> np.ndarray:
         # Σ_i h_i C_ij / sqrt(n_i n_j) with C = XᵀX, computed as ((h D^-½) Xᵀ) X D^-½
         # so the items x items matrix is never built.
         weighted = history.multiply(self.inv_sqrt[None, :]).tocsr()
@@ -191,7 +213,7 @@ class ALSBaseline(Baseline):
             out[row] = np.linalg.solve(lhs, (1.0 + self.alpha) * y.sum(axis=0))
         return out
 
-    def score(self, history: sp.csr_matrix) -> np.ndarray:
+    def score(self, history: sp.csr_matrix, users: Sequence[str] | None = None) -> np.ndarray:
         return self.user_vectors(history) @ self.item_factors.T
 
 
@@ -228,18 +250,44 @@ def search_als(
     Returns:
         (best parameters, one row per grid point with its validation NDCG@k and Recall@k).
     """
+    return search(lambda point, _: ALSBaseline(spark, seed=seed, **point), grid.points(), train, validation, k, "ALS")
+
+
+def search(
+    build: Callable[[dict[str, Any], Catalog], Baseline],
+    points: list[dict[str, Any]],
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    k: int,
+    label: str,
+    ordered: bool = False,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Fits ``build(point)`` for every grid point on ``train`` and picks the best NDCG@k on ``validation``.
+
+    Args:
+        build: A model for one grid point and the training part's catalog (not fitted yet).
+        points: The grid, one dict of parameters per point.
+        train: Interactions the models are fitted on (the training part of a validation split).
+        validation: Held-out interactions they are scored against.
+        k: Cut-off of the metrics.
+        label: Name in the log lines.
+        ordered: Fit and score on ``Catalog.matrix(..., ordered=True)`` (sequential models).
+
+    Returns:
+        (best parameters, one row per grid point with its validation NDCG@k and Recall@k).
+    """
     from interestlake.evaluation import metrics
 
     catalog = Catalog.of(train)
-    matrix = catalog.matrix(train)
+    matrix = catalog.matrix(train, ordered=ordered)
     users = np.sort(validation[C.COL_USER_ID].unique())
-    history = catalog.matrix(train, users)
+    history = catalog.matrix(train, users, ordered=ordered)
     results = []
-    for point in grid.points():
-        model = ALSBaseline(spark, seed=seed, **point).fit(matrix)
+    for point in points:
+        model = build(point, catalog).fit(matrix)
         recs = recommend(model, catalog, history, users, k)
         scores = metrics.summary(metrics.ranking_hits(recs, validation, k, users), k, len(catalog.items))
         results.append({**point, "ndcg": scores["ndcg"], "recall": scores["recall"]})
-        log.info("evaluate: ALS %s validation NDCG@%d %.4f", point, k, scores["ndcg"])
+        log.info("evaluate: %s %s validation NDCG@%d %.4f", label, point, k, scores["ndcg"])
     best = max(results, key=lambda row: (row["ndcg"], row["recall"]))
-    return {name: best[name] for name in ("rank", "reg_param", "alpha", "max_iter")}, results
+    return {name: best[name] for name in points[0]}, results

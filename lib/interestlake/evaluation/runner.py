@@ -1,11 +1,13 @@
 """One evaluation: a dataset, a protocol, our pipeline and every baseline on the same split.
 
 ``evaluate`` reads the dataset, splits it, checks the split for leakage, fits
-and scores popularity, item-kNN and ALS (grid-searched on a validation split
-of the training part) and runs our pipeline's stages on the training part,
-then scores every method twice: with the full training histories, and with
+and scores popularity, item-kNN, ALS and the peers from their own libraries
+(``peers.py``; ALS and the peers grid-searched on a validation split of the
+training part) and runs our pipeline's stages on the training part, then
+scores every method twice: with the full training histories, and with
 each test user's history cut to its last ``cold_history`` interactions
-(``cold_*`` metrics; the models' item side stays as trained on the full part).
+(``cold_*`` metrics; the models' item side stays as trained on the full part;
+a peer that cannot fold a history in gets no ``cold_*`` metrics).
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ import pandas as pd
 from interestlake import constants as C
 from interestlake.datasets.public import load_dataset
 from interestlake.evaluation import metrics as M
-from interestlake.evaluation.baselines import ALSBaseline, ALSGrid, Catalog, ItemKNN, Popularity, recommend, search_als
+from interestlake.evaluation import peers as P
+from interestlake.evaluation.baselines import (
+    ALSBaseline, ALSGrid, Catalog, ItemKNN, Popularity, recommend, search, search_als,
+)
 from interestlake.evaluation.diversity import add_list_similarity
 from interestlake.evaluation.leakage import check_no_leakage
 from interestlake.evaluation.pipeline_method import (
@@ -39,8 +44,10 @@ STEERED = {
     f"{METHOD}_multi_interest": {"multi_interest": {"enabled": True}},
     f"{METHOD}_mmr": {"mmr_weight": 0.3},
 }
-DEFAULT_METHODS = (METHOD, ZERO_SHOT, *BASELINES)
-METHODS = (*DEFAULT_METHODS, *STEERED)
+# bert4rec is cornac's second transformer next to sasrec: selectable, not run by default.
+PEERS = tuple(name for name in P.PEERS if name != "bert4rec")
+DEFAULT_METHODS = (METHOD, ZERO_SHOT, *BASELINES, *PEERS)
+METHODS = (*DEFAULT_METHODS, "bert4rec", *STEERED)
 # Buckets of training history length for the metric-by-history plot.
 HISTORY_BUCKETS = ((1, 3), (4, 5), (6, 10), (11, 20), (21, 50), (51, 100), (101, None))
 
@@ -57,7 +64,8 @@ class EvaluationResult:
     methods: dict[str, dict[str, float]]
     curves: pd.DataFrame
     by_history: pd.DataFrame
-    als_grid: list[dict[str, Any]]
+    # Validation grid of each searched method (ALS, the peers): one row per point.
+    grids: dict[str, list[dict[str, Any]]]
     counts: dict[str, int]
     seconds: dict[str, float] = field(default_factory=dict)
     mlflow_run_id: str | None = None
@@ -113,7 +121,8 @@ def evaluate(
         split_params: Protocol parameters (``ratio``, ``cut``, ``quantile``, ``ties``).
         methods: Which of ``interestlake`` (the learned interest model, trained here on the
             training part), ``interestlake_zero_shot`` (the untrained pooling),
-            ``popularity``, ``item_knn``, ``als`` to run.
+            ``popularity``, ``item_knn``, ``als`` and the peers (``peers.PEERS``) to run; a
+            peer whose library is missing is skipped with one log line.
         encoder: The registered encoder version our pipeline uses (``ResolvedEncoder``);
             None uses ``settings.encoder`` as it is.
         run_id: Id recorded in the evaluation lake (default ``evaluation__<time>``).
@@ -151,8 +160,9 @@ def evaluate(
 
     lists: dict[str, dict[str, pd.DataFrame]] = {}
     train_matrix = catalog.matrix(split.train)
-    als_grid: list[dict[str, Any]] = []
+    grids: dict[str, list[dict[str, Any]]] = {}
     run_params: dict[str, Any] = {}
+    validation = None
     for name in BASELINES:
         if name not in methods:
             continue
@@ -163,11 +173,28 @@ def evaluate(
             model = ItemKNN().fit(train_matrix)
         else:
             grid = ALSGrid(tuple(conf.als.ranks), tuple(conf.als.reg_params), tuple(conf.als.alphas), conf.als.max_iter)
-            validation = make_split(protocol, split.train, seed=seed + 1, **_validation_params(protocol, params))
-            best, als_grid = search_als(spark, validation.train, validation.test, grid, k, seed)
+            validation = validation or make_split(protocol, split.train, seed=seed + 1, **_validation_params(protocol, params))
+            best, grids[name] = search_als(spark, validation.train, validation.test, grid, k, seed)
             run_params.update({f"als_{key}": value for key, value in best.items()})
             model = ALSBaseline(spark, seed=seed, **best).fit(train_matrix)
         lists[name] = {mode: recommend(model, catalog, history, users, max_k) for mode, history in histories.items()}
+        seconds[name] = time.perf_counter() - clock
+
+    peer_names = P.available([name for name in methods if name in P.PEERS])
+    if peer_names:
+        # Peers read the order of a history (sequential models); the others binarise it.
+        ordered = {"full": catalog.matrix(split.train, users, ordered=True),
+                   "cold": catalog.matrix(cold_train, users, ordered=True)}
+        validation = validation or make_split(protocol, split.train, seed=seed + 1, **_validation_params(protocol, params))
+    for name in peer_names:
+        clock = time.perf_counter()
+        build = P.builder(name, seed, conf.peers.threads)
+        best, grids[name] = search(build, P.grid_points(conf.peers.grids[name]), validation.train, validation.test, k,
+                                   name, ordered=True)
+        run_params.update({f"{name}_{key}": value for key, value in best.items()})
+        model = build(best, catalog).fit(catalog.matrix(split.train, ordered=True))
+        modes = ordered if model.folds_in else {"full": ordered["full"]}
+        lists[name] = {mode: recommend(model, catalog, history, users, max_k) for mode, history in modes.items()}
         seconds[name] = time.perf_counter() - clock
 
     if {METHOD, ZERO_SHOT, *STEERED} & set(methods):
@@ -185,9 +212,10 @@ def evaluate(
     scores, curve_rows, bucket_rows = {}, [], []
     for name, by_mode in lists.items():
         full = M.ranking_hits(by_mode["full"], split.test, max_k, users)
-        cold = M.ranking_hits(by_mode["cold"], split.test, max_k, users)
         result = M.summary(full, k, len(catalog.items))
-        result.update({f"cold_{key}": value for key, value in M.summary(cold, k, len(catalog.items)).items()})
+        if "cold" in by_mode:
+            cold = M.ranking_hits(by_mode["cold"], split.test, max_k, users)
+            result.update({f"cold_{key}": value for key, value in M.summary(cold, k, len(catalog.items)).items()})
         scores[name] = result
         curve = M.curves(full, range(1, max_k + 1)).reset_index()
         curve_rows.append(curve.assign(method=name))
@@ -212,7 +240,7 @@ def evaluate(
         methods=scores,
         curves=pd.concat(curve_rows, ignore_index=True) if curve_rows else pd.DataFrame(),
         by_history=pd.DataFrame(bucket_rows),
-        als_grid=als_grid,
+        grids=grids,
         counts={
             **{f"dataset_{key}": value for key, value in data.summary().items()},
             "interactions": len(interactions), "train_interactions": len(split.train), "test_interactions": len(split.test),

@@ -4,7 +4,8 @@ Metric names are ``<method>.<metric>`` (e.g. ``interestlake.ndcg``, ``als.cold_r
 at the evaluation's K; the curves are logged as ``<method>.recall_at_k`` and
 ``<method>.ndcg_at_k`` with K as the step. Artifacts: ``metrics.csv`` and
 ``metrics.json`` (the table and the printed JSON), ``curves.csv``,
-``by_history_length.csv``, ``als_grid.csv`` and the plots ``recall_at_k.png``,
+``by_history_length.csv``, ``<method>_grid.csv`` (the validation grid of ALS and of each
+peer) and the plots ``recall_at_k.png``,
 ``ndcg_at_k.png`` and ``ndcg_by_history_length.png``.
 """
 
@@ -57,9 +58,9 @@ def write_artifacts(result: EvaluationResult, folder: Path) -> list[Path]:
     paths[1].write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
     result.curves.to_csv(paths[2], index=False)
     result.by_history.to_csv(paths[3], index=False)
-    if result.als_grid:
-        paths.append(folder / "als_grid.csv")
-        pd.DataFrame(result.als_grid).to_csv(paths[-1], index=False)
+    for method, rows in result.grids.items():
+        paths.append(folder / f"{method}_grid.csv")
+        pd.DataFrame(rows).to_csv(paths[-1], index=False)
     if not result.curves.empty:
         paths.append(metric_at_k_plot(result.curves, "recall", folder / "recall_at_k.png", f"Recall@K, {title}"))
         paths.append(metric_at_k_plot(result.curves, "ndcg", folder / "ndcg_at_k.png", f"NDCG@K, {title}"))
