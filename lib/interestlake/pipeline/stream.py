@@ -117,6 +117,9 @@ class Stream:
         self.batches = 0
         self.compact_every = COMPACT_EVERY_BATCHES
         self._compacted_at = 0
+        # Set when a stop came while another writer had its turn: the query then ends from
+        # inside a batch (it must not write without the lock), which is a clean stop, not a failure.
+        self._stopped_during_turn = False
         self._last_check = time.monotonic()
 
     def run(self) -> int:
@@ -182,8 +185,7 @@ class Stream:
                     finally:
                         self.turns.end()
         except StreamingQueryException as exc:
-            # A stop asked while another writer had the lake ends the query from inside a batch.
-            if not self.turns.stopping and not self.stop_asked.is_set():
+            if not self.turns.stopping and not self._stopped_during_turn:
                 log.error("stream: the query failed: %s", exc)
                 raise StreamFailed(f"the stream stopped on an error: {str(exc).splitlines()[0]}") from None
         log.info("stream: stopping after the current batch")
@@ -295,6 +297,7 @@ class Stream:
             except LakeBusyError:
                 if self.stop_asked.is_set():
                     # The query must not write without the lock: stop now, between batches.
+                    self._stopped_during_turn = True
                     raise StreamStopped("stopped while another writer had the lake") from None
                 time.sleep(0.5)
         log.info("stream: took the lake back")
