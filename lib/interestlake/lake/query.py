@@ -31,6 +31,7 @@ from typing import Any
 
 from interestlake import constants as C
 from interestlake.lake.errors import LakeError
+from interestlake.lake.uris import readable_uri
 from interestlake.settings import LakeSettings, Settings
 
 ENGINES = ("duckdb", "spark")
@@ -215,8 +216,6 @@ def _spark_query(settings: Settings, sql: str, limit: int, master: str | None) -
 
 def register(connection, name: str, table) -> None:
     """Registers one version of a Delta table (a ``deltalake.DeltaTable``) as the DuckDB view ``name``."""
-    from interestlake.datasets.landing import readable_uri
-
     files = [readable_uri(uri) for uri in table.file_uris()]
     fields = json.loads(table.schema().to_json())["fields"]
     view = f"CREATE VIEW {_identifier(name)} AS SELECT "

@@ -313,7 +313,7 @@ class LakeTables(ABC):
         """
         import pyarrow.fs as pafs
 
-        from interestlake.datasets.landing import readable_uri
+        from interestlake.lake.uris import readable_uri
 
         parent = f"{self.lake.root.rstrip('/')}/_scratch"
         fs, base = pafs.FileSystem.from_uri(readable_uri(parent))
@@ -766,7 +766,7 @@ def _arrow_dataset(files: Sequence[str], schema: pa.Schema):
     import pyarrow.dataset as ds
     import pyarrow.fs as pafs
 
-    from interestlake.datasets.landing import readable_uri
+    from interestlake.lake.uris import readable_uri
 
     if not files:
         return ds.dataset(schema.empty_table())
