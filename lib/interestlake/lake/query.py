@@ -38,7 +38,7 @@ from interestlake.lake.uris import readable_uri
 from interestlake.settings import LakeSettings
 
 if TYPE_CHECKING:
-    from interestlake.lake.tables import LakeTables
+    from interestlake.lake.base import LakeTables
 
 ENGINES = ("duckdb", "spark")
 
