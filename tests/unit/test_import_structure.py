@@ -137,3 +137,15 @@ def test_the_lake_rule_sees_an_import_inside_a_function(tmp_path):
     modules = {"interestlake.lake.query": module, "interestlake.pipeline.refresh": module}
     found = _imports("interestlake.lake.query", module, modules)
     assert _reaches_above(found) == ["interestlake.pipeline.refresh"]
+
+
+def test_the_lake_package_re_exports_the_names_of_lake_tables():
+    """``interestlake.lake`` loads the names of ``lake/tables.py`` lazily, from a list of its own: the same list."""
+
+    def names(path: Path, variable: str) -> list[str]:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        value = next(node.value for node in tree.body if isinstance(node, ast.Assign) and node.targets[0].id == variable)
+        return sorted(ast.literal_eval(value))
+
+    lake = LIB / "interestlake" / "lake"
+    assert names(lake / "__init__.py", "_FROM_TABLES") == names(lake / "tables.py", "__all__")

@@ -13,18 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
+# The public names of lake/tables.py (its __all__; a unit test keeps the two lists equal).
 _FROM_TABLES = (
-    "CommitResult",
-    "DeltaRsTables",
-    "DeltaSparkTables",
-    "LakeConflictError",
-    "LakeError",
-    "LakeHistoryGone",
-    "LakeTables",
-    "Txn",
-    "delta_spark_available",
-    "open_lake",
-    "storage_failure",
+    "CommitResult", "DeltaRsTables", "DeltaSparkTables", "LakeConflictError", "LakeError", "LakeHistoryGone",
+    "LakeTables", "Txn", "delta_spark_available", "open_lake", "storage_failure",
 )
 
 __all__ = list(_FROM_TABLES)
