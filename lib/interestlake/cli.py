@@ -398,9 +398,15 @@ def _generate_sample(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _sql(args: argparse.Namespace, settings: Settings) -> int:
-    from interestlake.lake.query import run_query
+    from interestlake.lake.query import run_query, spark_query
 
-    result = run_query(settings, args.query, args.limit, engine=args.engine, master=args.master)
+    if args.engine == "spark":
+        from interestlake.pipeline.refresh import open_pipeline
+
+        with open_pipeline(settings, args.master) as pipeline:
+            result = spark_query(pipeline.lake, args.query, args.limit)
+    else:
+        result = run_query(settings.lake, args.query, args.limit)
     if result.truncated:
         print(f"interestlake sql: showing the first {args.limit} rows (--limit)", file=sys.stderr)
     if args.json:

@@ -1,4 +1,5 @@
-"""The house rules of docs/architecture.md that a machine can check: no import circles, models/ without Spark.
+"""The house rules of docs/architecture.md that a machine can check: no import circles, models/ without Spark,
+lake/ importing nothing above it.
 
 Read from the source (``ast``), so the check costs no imports: every ``import`` of one of our
 modules counts, at the top of a module or inside a function.
@@ -105,3 +106,46 @@ def test_models_never_load_spark_when_imported():
             todo += [m for m in top.get(current, ()) if m in modules]
         brought = {external for module in seen for external in top[module] if external not in modules}
         assert "pyspark" not in brought, f"{name} imports pyspark at the top (through {sorted(seen)})"
+
+
+# The layers above lake/ (docs/architecture.md): the lake layer depends on nothing above it.
+ABOVE_LAKE = ("datasets", "pipeline", "models", "evaluation", "benchmarks", "cli")
+
+
+def _reaches_above(imported: set[str]) -> list[str]:
+    """The modules among ``imported`` that lie above the lake layer."""
+    return sorted(
+        m for m in imported if any(m == f"interestlake.{up}" or m.startswith(f"interestlake.{up}.") for up in ABOVE_LAKE)
+    )
+
+
+def test_lake_imports_nothing_above_it():
+    """No module under lake/ imports datasets/, pipeline/, models/, evaluation/, benchmarks/ or cli, even inside a function."""
+    modules = _modules()
+    wrong = {
+        name: above
+        for name, path in modules.items()
+        if name == "interestlake.lake" or name.startswith("interestlake.lake.")
+        if (above := _reaches_above(_imports(name, path, modules)))
+    }
+    assert wrong == {}
+
+
+def test_the_lake_rule_sees_an_import_inside_a_function(tmp_path):
+    module = tmp_path / "query.py"
+    module.write_text("def run():\n    from interestlake.pipeline.refresh import open_pipeline\n", encoding="utf-8")
+    modules = {"interestlake.lake.query": module, "interestlake.pipeline.refresh": module}
+    found = _imports("interestlake.lake.query", module, modules)
+    assert _reaches_above(found) == ["interestlake.pipeline.refresh"]
+
+
+def test_the_lake_package_re_exports_the_names_of_lake_tables():
+    """``interestlake.lake`` loads the names of ``lake/tables.py`` lazily, from a list of its own: the same list."""
+
+    def names(path: Path, variable: str) -> list[str]:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        value = next(node.value for node in tree.body if isinstance(node, ast.Assign) and node.targets[0].id == variable)
+        return sorted(ast.literal_eval(value))
+
+    lake = LIB / "interestlake" / "lake"
+    assert names(lake / "__init__.py", "_FROM_TABLES") == names(lake / "tables.py", "__all__")

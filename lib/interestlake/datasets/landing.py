@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 from interestlake.datasets import validation as V
+from interestlake.lake.uris import readable_uri
 
 # Extension (after an optional .gz) -> reader name.
 _FORMATS = {".jsonl": "json", ".ndjson": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -84,16 +84,6 @@ def landing_folder_exists(uri: str) -> bool:
 
     fs, path = pafs.FileSystem.from_uri(readable_uri(uri))
     return fs.get_file_info(path).type == pafs.FileType.Directory
-
-
-def readable_uri(path: str) -> str:
-    """A URI pyarrow can open for a path as Spark spells it ('file:/x', 's3a://b/k')."""
-    parsed = urlparse(path)
-    if parsed.scheme == "file":
-        return unquote(parsed.path)
-    if parsed.scheme in ("s3a", "s3n"):
-        return "s3://" + path.split("://", 1)[1]
-    return path
 
 
 def _uri(landing_uri: str, path: str) -> str:

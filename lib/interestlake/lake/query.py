@@ -8,6 +8,9 @@ and starts no JVM. The connection reads files under the lake root only.
 
 The ``spark`` engine registers the same names as Spark temporary views
 (``LakeTables.register_views``) and runs Spark SQL, for lakes too big for one process.
+It is handed an open table layer: the command (``cli.py``) opens the session with
+``pipeline.refresh.open_pipeline``, as every Spark command does, so this layer reaches
+nothing above it.
 
 Both engines return the same ``QueryResult`` (timestamps as naive UTC datetimes, as
 PySpark gives them on a UTC driver; vectors as lists) and raise ``QueryError`` with
@@ -27,11 +30,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from interestlake import constants as C
 from interestlake.lake.errors import LakeError
-from interestlake.settings import LakeSettings, Settings
+from interestlake.lake.uris import readable_uri
+from interestlake.settings import LakeSettings
+
+if TYPE_CHECKING:
+    from interestlake.lake.base import LakeTables
 
 ENGINES = ("duckdb", "spark")
 
@@ -173,13 +180,9 @@ class LakeSnapshot:
             self._connection = None
 
 
-def run_query(settings: Settings, sql: str, limit: int, engine: str = "duckdb", master: str | None = None) -> QueryResult:
-    """Runs ``sql`` over the lake of ``settings`` with the chosen engine (``ENGINES``)."""
-    if engine == "spark":
-        return _spark_query(settings, sql, limit, master)
-    if engine != "duckdb":
-        raise ValueError(f"unknown engine {engine!r}; engines are {', '.join(ENGINES)}")
-    snapshot = LakeSnapshot(settings.lake)
+def run_query(lake: LakeSettings, sql: str, limit: int) -> QueryResult:
+    """Runs ``sql`` over the lake with DuckDB, in this process (the default engine of ``ENGINES``)."""
+    snapshot = LakeSnapshot(lake)
     try:
         # As the Spark engine (and every other command) refuses an old lake: its tables
         # would answer with the columns of another version.
@@ -191,23 +194,25 @@ def run_query(settings: Settings, sql: str, limit: int, engine: str = "duckdb", 
         snapshot.close()
 
 
-def _spark_query(settings: Settings, sql: str, limit: int, master: str | None) -> QueryResult:
+def spark_query(tables: LakeTables, sql: str, limit: int) -> QueryResult:
+    """Runs ``sql`` with Spark SQL over the lake tables of an open table layer (the ``spark`` engine).
+
+    The caller opens the session and the table layer (``pipeline.refresh.open_pipeline``, which
+    also refuses a lake of an earlier layout); this only registers the views and runs the query.
+    """
     from pyspark.errors import PySparkException
 
-    from interestlake.pipeline.refresh import open_pipeline
-
-    with open_pipeline(settings, master) as pipeline:
-        names = pipeline.lake.register_views()
-        try:
-            result = pipeline.spark.sql(sql)
-            columns = result.columns
-            fetched = [row.asDict(recursive=True) for row in result.limit(limit + 1).collect()]
-        except PySparkException as exc:
-            condition = exc.getCondition() if hasattr(exc, "getCondition") else None
-            if condition == "TABLE_OR_VIEW_NOT_FOUND":
-                name = (exc.getMessageParameters() or {}).get("relationName", "?").replace("`", "")
-                raise QueryError(unknown_table_message(name, names)) from None
-            raise QueryError(_first_line(str(exc))) from None
+    names = tables.register_views()
+    try:
+        result = tables.spark.sql(sql)
+        columns = result.columns
+        fetched = [row.asDict(recursive=True) for row in result.limit(limit + 1).collect()]
+    except PySparkException as exc:
+        condition = exc.getCondition() if hasattr(exc, "getCondition") else None
+        if condition == "TABLE_OR_VIEW_NOT_FOUND":
+            name = (exc.getMessageParameters() or {}).get("relationName", "?").replace("`", "")
+            raise QueryError(unknown_table_message(name, names)) from None
+        raise QueryError(_first_line(str(exc))) from None
     # PySpark gives timestamps as naive datetimes in this process's local time zone.
     rows = [{column: _plain(row[column], naive_is_local=True) for column in columns} for row in fetched[:limit]]
     return QueryResult(columns, rows, len(fetched) > limit)
@@ -215,8 +220,6 @@ def _spark_query(settings: Settings, sql: str, limit: int, master: str | None) -
 
 def register(connection, name: str, table) -> None:
     """Registers one version of a Delta table (a ``deltalake.DeltaTable``) as the DuckDB view ``name``."""
-    from interestlake.datasets.landing import readable_uri
-
     files = [readable_uri(uri) for uri in table.file_uris()]
     fields = json.loads(table.schema().to_json())["fields"]
     view = f"CREATE VIEW {_identifier(name)} AS SELECT "

@@ -29,11 +29,11 @@ from interestlake.datasets.landing import (
     check_file,
     file_sha256,
     landing_folder_exists,
-    readable_uri,
     stat_file,
 )
 from interestlake.lake.schemas import arrow_schema, table_spec
 from interestlake.lake.tables import LakeTables, Txn
+from interestlake.lake.uris import readable_uri
 from interestlake.pipeline.frames import with_values
 from interestlake.pipeline.run import RunContext, StageReport, log
 from interestlake.privacy import Pseudonymizer, pseudonymizer

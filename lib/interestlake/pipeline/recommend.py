@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 
 from interestlake import constants as C
 from interestlake.lake.tables import LakeTables
+from interestlake.lake.uris import readable_uri
 from interestlake.models.feedback import dislike_rule
 from interestlake.models.interest_model import load_model
 from interestlake.pipeline.evidence import user_side, user_side_on_driver
@@ -190,8 +191,6 @@ def item_matrix(
     import uuid
 
     import pyarrow.dataset as ds
-
-    from interestlake.datasets.landing import readable_uri
 
     label = model_version if model is None or model_version else f"unlabelled-{uuid.uuid4().hex}"
     # "layout": the matrix's columns; a matrix kept by an earlier release has others.

@@ -33,6 +33,7 @@ from pyspark.sql import types as T
 
 from interestlake import constants as C
 from interestlake.lake.schemas import arrow_schema
+from interestlake.lake.uris import readable_uri
 from interestlake.models.reasons import ReasonWriter
 from interestlake.models.scoring import ApproximateTopK, KnnBonus, TopKPool, block_scores, scoring_device
 from interestlake.models.steering import UserQueries
@@ -137,8 +138,6 @@ class ItemMatrix:
 
     def __init__(self, uri: str, block_size: int, cache_mb: int, model=None):
         import pyarrow.dataset as ds
-
-        from interestlake.datasets.landing import readable_uri
 
         self.dataset = ds.dataset(readable_uri(uri), format="parquet")
         self.block_size = block_size

@@ -28,6 +28,7 @@ from pyspark.sql import functions as F
 
 from interestlake import constants as C
 from interestlake.lake.tables import LakeTables
+from interestlake.lake.uris import readable_uri
 from interestlake.models.training import HistoryData, TrainParams, TrainResult, train
 from interestlake.pipeline.history import history_refs
 from interestlake.settings import Settings
@@ -117,7 +118,6 @@ def _distributed(lake: LakeTables, settings: Settings, data: HistoryData, contex
     import pyarrow.fs as pafs
     from pyspark.ml.torch.distributor import TorchDistributor
 
-    from interestlake.datasets.landing import readable_uri
     from interestlake.models.training import RESULT_FILE, distributed_train
 
     spark = lake.spark
