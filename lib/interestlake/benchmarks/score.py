@@ -219,10 +219,13 @@ def _scorer(path: str, uris: dict[str, str], settings, model):
             users.withColumn("interest", F.col("learned_interest")).drop("learned_interest"), uris["learned_items"],
             settings, model=model,
         )
+    # Without a model the stage's user side has no model vector: the column written for the
+    # learned path is dropped, as its conversion would be timed otherwise.
+    without_model = (lambda users: users.drop("learned_interest")) if model is not None else (lambda users: users)
     if path == "cosine":
-        return lambda users: score_users(users, uris["items"], settings)
+        return lambda users: score_users(without_model(users), uris["items"], settings)
     plain = settings.model_copy(update={"steer": settings.steer.model_copy(update={"enabled": False})})
-    return lambda users: score_users(users, uris["items"], plain)
+    return lambda users: score_users(without_model(users), uris["items"], plain)
 
 
 def _random_model(item_ids: list[str], item_matrix: np.ndarray, settings, seed: int):
