@@ -31,6 +31,7 @@ def test_bench_score_times_every_scorer_against_als_and_checks_their_lists(spark
     # The top-level figures are the production path: a learned model with steering on.
     assert result["path"] == "learned" and set(result["paths"]) == {"learned", "cosine", "plain"}
     assert result["ours_seconds"] == result["paths"]["learned"]["seconds"] and result["als_seconds"] > 0
+    assert result["als_noop_seconds"] > 0 and result["paths"]["learned"]["ratio_to_als_noop"] > 0
     for name, path in result["paths"].items():
         assert path["exact_top_k_equal"], name
         assert path["seconds"] > 0 and path["python_worker_peak_mb"] > 0, name

@@ -118,6 +118,25 @@ def test_top_k_is_the_same_whatever_the_item_blocks():
         assert idx == expected
 
 
+def test_top_k_over_large_blocks_with_many_ties_equals_sorting():
+    """Blocks far wider than the pool, as the stage's are: after the first block only items at or
+    above a row's worst pooled score are merged; ties (coarse scores) still go to the lower id."""
+    rng = np.random.default_rng(8)
+    scores = rng.integers(0, 40, size=(9, 3000)).astype(np.float32)  # many ties at every score
+    scores[2, :] = 7.0  # one row where every item ties
+    scores[4, ::3] = -np.inf  # excluded items
+    scores[5, 100:] = -np.inf  # fewer eligible items in later blocks than the pool holds
+    ranks = rng.permutation(3000)  # id order differs from key order
+    for depth in (1, 10, 40):
+        pool = TopKPool(len(scores), depth)
+        for start in range(0, 3000, 1000):
+            pool.add(np.arange(start, start + 1000), ranks[start:start + 1000], scores[:, start:start + 1000].copy())
+        for row, (keys, got) in enumerate(pool.results()):
+            eligible = [n for n in range(3000) if np.isfinite(scores[row, n])]
+            expected = sorted(eligible, key=lambda n: (-scores[row, n], ranks[n]))[:depth]
+            assert keys.tolist() == expected and got.tolist() == scores[row, expected].tolist()
+
+
 def test_ties_at_the_pool_boundary_go_to_the_lower_id():
     """Many items tied at the k-th score: the pool keeps the ones first in id order, in any block split."""
     users = np.stack([E[0]])

@@ -107,7 +107,7 @@ def test_blocked_scoring_with_the_knn_term_equals_the_brute_force_reference(dens
     excluded = [set(r[:1]) - {None} for r in recent]
 
     # Here the matrix's keys are the model's rows.
-    bonus = KnnBonus(len(recent), *model.knn_terms(recent), len(item_ids), dense_cells=dense_cells)
+    bonus = KnnBonus(model.knn_seeds(recent) @ model.neighbor_matrix(), dense_cells=dense_cells)
     assert (bonus.dense is not None) == (dense_cells > 0)
     ranking = TopKPool(len(users), 5)
     for start in range(48, -1, -16):  # blocks of the catalog, in reverse order
@@ -121,6 +121,7 @@ def test_blocked_scoring_with_the_knn_term_equals_the_brute_force_reference(dens
     for row, (got_items, got_scores, _) in enumerate(results):
         scores = items @ users[row]
         reference = model.knn_bonus(recent[row])
+        assert reference == _summed_seed_by_seed(model, recent[row])
         for item, value in reference.items():
             scores[item_ids.index(item)] += value
         expected = sorted((i for i in range(60) if item_ids[i] not in excluded[row]), key=lambda i: (-scores[i], item_ids[i]))[:5]
@@ -129,6 +130,19 @@ def test_blocked_scoring_with_the_knn_term_equals_the_brute_force_reference(dens
         # Every item's term, looked up: the reference's sums (in float32), 0 elsewhere.
         assert bonus.at(row, np.arange(60)).tolist() == [float(np.float32(reference.get(item, 0.0))) for item in item_ids]
     assert sum(len(model.knn_bonus(r)) for r in recent) > 0
+
+
+def _summed_seed_by_seed(model, recent) -> dict[str, float]:
+    """The kNN term by its definition, one Python float64 addition at a time in history order."""
+    weight, decay = model.meta["knn_weight"], model.meta["knn_decay"]
+    seeds = list(dict.fromkeys(row for row in model.rows(recent).tolist() if row >= 0))
+    out: dict[str, float] = {}
+    for rank, seed in enumerate(seeds):
+        for neighbour, sim in zip(model.arrays["neighbor_idx"][seed].tolist(), model.arrays["neighbor_sim"][seed].tolist()):
+            if neighbour >= 0:
+                item = model.item_ids[neighbour]
+                out[item] = out.get(item, 0.0) + weight * decay**rank * sim
+    return out
 
 
 def test_knn_term_is_decayed_neighbour_similarity_of_distinct_recent_items():

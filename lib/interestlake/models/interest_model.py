@@ -148,36 +148,26 @@ class InterestModel:
 
     def knn_bonus(self, recent_items: Sequence[str | None]) -> dict[str, float]:
         """kNN term per item for one user's recent history items (newest first, repeats ignored)."""
-        owners, rows, terms = self.knn_terms([recent_items])
-        rows, terms = rows[rows >= 0], terms[rows >= 0]
-        if not len(rows):
-            return {}
-        found, slot = np.unique(rows, return_inverse=True)
-        values = np.bincount(slot, weights=terms, minlength=len(found))
-        return {self.item_ids[j]: value for j, value in zip(found.tolist(), values.tolist())}
+        terms = (self.knn_seeds([recent_items]) @ self.neighbor_matrix()).tocoo()
+        return {self.item_ids[j]: value for j, value in zip(terms.col.tolist(), terms.data.tolist())}
 
-    def knn_terms(self, recent_per_row: Sequence[Sequence[str | None] | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every addend of the kNN term of a block of query rows, un-summed.
+    def knn_seeds(self, recent_per_row: Sequence[Sequence[str | None] | None]):
+        """Each query row's seed weights: a (rows, catalog) float64 ``scipy.sparse`` CSR matrix.
 
         A row's term for item j is the sum, over its distinct known recent items s (newest
-        first, rank r among them), of ``knn_weight * knn_decay**r * sim(s -> j)`` for each
-        neighbour j of s. The addends come seed by seed in history order, so summing them
-        in the order given (``np.bincount``) gives the same float64 sums everywhere.
+        first, rank r among them), of ``knn_weight * knn_decay**r * sim(s -> j)``: this
+        matrix times ``neighbor_matrix()``. Each row's entries are stored newest seed
+        first, so the product sums every item's addends seed by seed in history order and
+        gives the same float64 sums wherever it is taken.
 
         Args:
             recent_per_row: Each query row's recent item ids, newest first (None entries and
                 unknown ids add nothing, repeats count once).
-
-        Returns:
-            (query row, neighbour's row in the model's catalog, float64 addend), one per
-            addend; a seed's missing neighbours (row -1) come with addend 0, as filtering a
-            million addends out costs more than carrying them.
         """
-        empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64))
+        import scipy.sparse as sp
+
         weight, decay = float(self.meta["knn_weight"]), float(self.meta["knn_decay"])
         lengths = np.array([len(recent or ()) for recent in recent_per_row], dtype=np.int64)
-        if weight == 0 or not lengths.sum():
-            return empty
         seeds = self.rows([item for recent in recent_per_row for item in (recent or ())])
         owners = np.repeat(np.arange(len(lengths)), lengths)
         # The first occurrence of each (row, item) in history order is a seed; repeats are not.
@@ -185,16 +175,33 @@ class InterestModel:
         keep = np.zeros(len(seeds), dtype=bool)
         keep[first] = True
         keep &= seeds >= 0
+        if weight == 0:
+            keep[:] = False
         owners, seeds = owners[keep], seeds[keep]
-        if not len(seeds):
-            return empty
+        counts = np.bincount(owners, minlength=len(lengths))
         # Rank of each seed among its row's seeds (rows come in order, seeds newest first).
-        starts = np.r_[0, np.flatnonzero(np.diff(owners)) + 1]
-        ranks = np.arange(len(owners)) - np.repeat(starts, np.diff(np.r_[starts, len(owners)]))
-        neighbors = self.arrays["neighbor_idx"][seeds]
-        terms = (weight * decay ** ranks.astype(np.float64))[:, None] * self.arrays["neighbor_sim"][seeds].astype(np.float64)
-        terms[neighbors < 0] = 0.0
-        return np.repeat(owners, neighbors.shape[1]), neighbors.ravel(), terms.ravel()
+        ranks = np.arange(len(owners)) - np.repeat(np.r_[0, np.cumsum(counts)][:-1], counts)
+        indptr = np.r_[0, np.cumsum(counts)]
+        return sp.csr_matrix((weight * decay ** ranks.astype(np.float64), seeds, indptr),
+                             shape=(len(lengths), len(self.item_ids)))
+
+    def neighbor_matrix(self, columns: np.ndarray | None = None, width: int | None = None):
+        """sim(s -> j) of every item s and neighbour j: a (catalog, width) float64 ``scipy.sparse`` CSR matrix.
+
+        Args:
+            columns: The column of each catalog row (-1: dropped), e.g. its key in the
+                recommend stage's item matrix; None: the catalog's rows themselves.
+            width: Columns of the result (with ``columns``).
+        """
+        import scipy.sparse as sp
+
+        neighbors, sims = self.arrays["neighbor_idx"], self.arrays["neighbor_sim"]
+        if columns is None:
+            columns, width = np.arange(len(self.item_ids), dtype=np.int64), len(self.item_ids)
+        mapped = np.where(neighbors >= 0, np.asarray(columns, dtype=np.int64)[np.maximum(neighbors, 0)], -1)
+        known = mapped >= 0
+        indptr = np.r_[0, np.cumsum(known.sum(axis=1))]
+        return sp.csr_matrix((sims[known].astype(np.float64), mapped[known], indptr), shape=(len(self.item_ids), width))
 
     def save(self, folder: str | Path) -> Path:
         """Writes the model to ``folder`` (two files); returns the folder."""

@@ -252,6 +252,8 @@ def _take(patterns: Iterable[re.Pattern], text: str) -> tuple[list[float] | None
     return None, text
 
 
+# Kept per text (a Need is immutable): a block of users often carries the same popular searches.
+@functools.lru_cache(maxsize=4096)
 def parse_need(text: str) -> Need:
     """Parses a query into a ``Need``.
 

@@ -19,36 +19,34 @@ _DENSE_BONUS_CELLS = 8_000_000
 class KnnBonus:
     """The learned model's item-kNN term of a block of query rows, over the item matrix's keys.
 
-    A user's term touches a few hundred to a few thousand items. It is summed once per
-    block of query rows (``np.bincount``: float64 in the order ``InterestModel.knn_terms``
-    gives, then float32, the same sums as ``InterestModel.knn_bonus``) into a dense
-    rows x items matrix while that is small, so each block of the scan adds one slice;
-    otherwise into (item key, row) pairs sorted by key, so each block finds its own pairs
-    with one binary search. A Python loop per row, or a sort per block, cost more than
-    the block's products.
+    A user's term touches a few hundred to a few thousand items. It comes as one sparse
+    product per block of query rows (``InterestModel.knn_seeds`` times its
+    ``neighbor_matrix`` over the item matrix's keys: float64 sums in history order, then
+    float32, the same sums as ``InterestModel.knn_bonus``), kept as a dense rows x items
+    matrix while that is small, so each block of the scan adds one slice; otherwise as
+    (item key, row) pairs sorted by key, so each block finds its own pairs with one binary
+    search. A Python loop per row, or a sort per block, cost more than the block's products.
 
     Args:
-        rows: Query rows of the block.
-        owners: The query row of each addend.
-        keys: The item's key in the item matrix, per addend (-1: not in the matrix, dropped).
-        terms: The float64 addends.
-        size: Items in the matrix.
-        dense_cells: Largest rows x size kept dense.
+        terms: The rows' terms, a (rows, items) ``scipy.sparse`` matrix.
+        dense_cells: Largest rows x items kept dense.
     """
 
-    def __init__(self, rows: int, owners: np.ndarray, keys: np.ndarray, terms: np.ndarray, size: int,
-                 dense_cells: int = _DENSE_BONUS_CELLS):
-        self.rows, self.size = rows, size
+    def __init__(self, terms, dense_cells: int = _DENSE_BONUS_CELLS):
+        self.rows, self.size = terms.shape
         self.dense: np.ndarray | None = None
-        if rows * size <= dense_cells:
-            # Key -1 sums into a column in front, dropped after: cheaper than filtering the addends.
-            cells = np.bincount(owners * (size + 1) + keys + 1, weights=terms, minlength=rows * (size + 1))
-            self.dense = cells.reshape(rows, size + 1)[:, 1:].astype(np.float32)
+        if self.rows * self.size <= dense_cells:
+            # One scatter into a zeroed float32 array: scipy's toarray() took 5x as long here.
+            terms = terms.tocsr()
+            first_cell = np.repeat(np.arange(self.rows, dtype=np.int64) * self.size, np.diff(terms.indptr))
+            dense = np.zeros(self.rows * self.size, np.float32)
+            dense[first_cell + terms.indices] = terms.data
+            self.dense = dense.reshape(self.rows, self.size)
             return
-        known = keys >= 0
-        owners, keys, terms = owners[known], keys[known], terms[known]
-        self.codes, slot = np.unique(keys * rows + owners, return_inverse=True)
-        self.values = np.bincount(slot, weights=terms, minlength=len(self.codes)).astype(np.float32)
+        pairs = terms.tocoo()
+        codes = pairs.col.astype(np.int64) * self.rows + pairs.row
+        order = np.argsort(codes, kind="stable")
+        self.codes, self.values = codes[order], pairs.data[order].astype(np.float32)
 
     def add_to(self, scores: np.ndarray, start: int) -> None:
         """Adds the term of items ``start`` .. ``start + scores.shape[1]`` to ``scores`` (query rows x those items) in place."""
@@ -102,8 +100,35 @@ class TopKPool:
         """
         if scores.shape[1] == 0 or scores.shape[0] == 0:
             return
-        held = self.scores.shape[1]
-        merged = np.concatenate([self.scores, scores], axis=1)
+        if self.scores.shape[1] < self.depth or keys.ndim == 2:
+            self._merge(slice(None), keys, ranks, scores)
+            return
+        # A full pool: only a block item scoring at least a row's worst pooled score can enter
+        # it (ties too: ids decide them in the merge). After the first block these are few in
+        # most rows, which then merge them alone instead of partitioning their whole block.
+        worst = np.maximum(self.scores.min(axis=1), np.finfo(np.float32).min)
+        hits = scores >= worst[:, None]
+        counts = hits.sum(axis=1)
+        narrow = counts * 4 <= scores.shape[1]
+        wide = np.flatnonzero(~narrow)
+        if len(wide):
+            self._merge(wide, keys, ranks, scores[wide])
+        rows = np.flatnonzero(narrow & (counts > 0))
+        if len(rows):
+            counts = counts[rows]
+            found_rows, columns = np.nonzero(hits[rows])  # row by row, columns ascending
+            slot = np.arange(len(found_rows)) - np.repeat(np.r_[0, np.cumsum(counts)][:-1], counts)
+            picked = np.zeros((len(rows), int(counts.max())), dtype=np.int64)
+            picked[found_rows, slot] = columns
+            found = np.full(picked.shape, -np.inf, dtype=np.float32)  # padding never enters
+            found[found_rows, slot] = scores[rows[found_rows], columns]
+            self._merge(rows, keys[picked], ranks[picked], found)
+
+    def _merge(self, rows, keys: np.ndarray, ranks: np.ndarray, scores: np.ndarray) -> None:
+        """Merges one block into the pool's ``rows`` (an index array, or every row while the pool fills)."""
+        pool_scores, pool_keys, pool_ranks = self.scores[rows], self.keys[rows], self.ranks[rows]
+        held = pool_scores.shape[1]
+        merged = np.concatenate([pool_scores, scores], axis=1)
         keep = min(self.depth, merged.shape[1])
         if keep == merged.shape[1]:
             chosen = np.broadcast_to(np.arange(keep), merged.shape)
@@ -118,7 +143,7 @@ class TopKPool:
                 above = np.flatnonzero(merged[row] > bound[row])
                 tied = np.flatnonzero(merged[row] == bound[row])
                 block_ranks = ranks[row] if ranks.ndim == 2 else ranks
-                tied_ranks = np.where(tied < held, self.ranks[row, np.minimum(tied, held - 1)] if held else 0,
+                tied_ranks = np.where(tied < held, pool_ranks[row, np.minimum(tied, held - 1)] if held else 0,
                                       block_ranks[np.maximum(tied - held, 0)])
                 tied = tied[np.argsort(tied_ranks, kind="stable")][: keep - len(above)]
                 chosen[row] = np.concatenate([above, tied])
@@ -126,10 +151,14 @@ class TopKPool:
         old = chosen < held
         from_pool = np.minimum(chosen, max(held - 1, 0))
         from_block = np.maximum(chosen - held, 0)
-        self.keys = np.where(old, np.take_along_axis(self.keys, from_pool, axis=1) if held else 0, _columns(keys, from_block))
-        self.ranks = np.where(old, np.take_along_axis(self.ranks, from_pool, axis=1) if held else 0,
-                              _columns(ranks, from_block))
-        self.scores = np.take_along_axis(merged, chosen, axis=1)
+        new_keys = np.where(old, np.take_along_axis(pool_keys, from_pool, axis=1) if held else 0, _columns(keys, from_block))
+        new_ranks = np.where(old, np.take_along_axis(pool_ranks, from_pool, axis=1) if held else 0,
+                             _columns(ranks, from_block))
+        new_scores = np.take_along_axis(merged, chosen, axis=1)
+        if isinstance(rows, slice):
+            self.keys, self.ranks, self.scores = new_keys, new_ranks, new_scores
+        else:
+            self.keys[rows], self.ranks[rows], self.scores[rows] = new_keys, new_ranks, new_scores
 
     def results(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per row: (item keys, scores), best first (ties by id order); fewer than ``depth`` when few items were eligible."""
@@ -162,15 +191,18 @@ def scoring_device(requested: str) -> str:
     return requested
 
 
-def block_scores(queries: np.ndarray, items: np.ndarray, device: str) -> np.ndarray:
-    """queries @ items.T in float32, on the CPU or on CUDA."""
+def block_scores(queries: np.ndarray, items: np.ndarray, device: str, out: np.ndarray | None = None) -> np.ndarray:
+    """queries @ items.T in float32, on the CPU or on CUDA; written into ``out`` when given (and returned)."""
     if device == "cpu":
-        return queries @ items.T
+        return np.matmul(queries, items.T, out=out)
     import torch
 
     with torch.no_grad():
-        product = torch.from_numpy(queries).to(device) @ torch.from_numpy(items).to(device).T
-    return product.cpu().numpy()
+        product = (torch.from_numpy(queries).to(device) @ torch.from_numpy(items).to(device).T).cpu().numpy()
+    if out is None:
+        return product
+    out[...] = product
+    return out
 
 
 class ApproximateTopK:

@@ -153,9 +153,12 @@ def assemble(
         return True
 
     for j, (query, slots) in enumerate(zip(needs, need_slots(k, conf.needs.share, needs))):
-        match = np.array([query.need.term_match(t) for t in texts])
-        cosine = vectors @ np.asarray(query.vector, dtype=np.float64)
         allowed = query.need.allows_each(prices, texts)
+        # Words are matched only where the bounds allow the item: elsewhere its relevance is never read.
+        match = np.zeros(len(texts))
+        for i in np.flatnonzero(allowed).tolist():
+            match[i] = query.need.term_match(texts[i])
+        cosine = vectors @ np.asarray(query.vector, dtype=np.float64)
         allowed &= (match > 0) | (cosine >= NEED_MIN_COSINE)
         relevance = cosine + conf.needs.term_weight * match - demotion
         if model_fit is not None:

@@ -171,6 +171,7 @@ class ItemMatrix:
         self.embeddings = _stack(embeddings)
         self.scores = _stack(scores) if model is not None else None
         self._index = None
+        self._neighbors = None  # the model's neighbour similarities over this matrix's keys, built on first use
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -223,8 +224,9 @@ class ItemMatrix:
 
     def knn_bonus(self, model, recent_per_row: Sequence[Sequence[str | None]]) -> KnnBonus:
         """The learned model's kNN term of query rows with these recent items, over this matrix's keys."""
-        owners, rows, terms = model.knn_terms(recent_per_row)
-        return KnnBonus(len(recent_per_row), owners, self.model_keys[rows], terms, len(self))
+        if self._neighbors is None:
+            self._neighbors = model.neighbor_matrix(self.model_keys[:-1], len(self))
+        return KnnBonus(model.knn_seeds(recent_per_row) @ self._neighbors)
 
     def index(self) -> ApproximateTopK:
         """The FAISS index of the encoder vectors, built once per worker: building costs far more than a search."""
@@ -342,6 +344,8 @@ def _retrieve(
     Also, under a model, per user and interest: that interest's kNN term of every item
     any of the user's pools holds (the re-ranker scores the union), else None.
     """
+    # Query rows: every user's interests, then every user's needs, so that the rows the model
+    # scores and those scored by cosine are two contiguous runs (products written in place).
     owner, learned, vectors, recent, needs = [], [], [], [], []
     for u, query in enumerate(queries):
         for interest in query.interests:
@@ -350,6 +354,7 @@ def _retrieve(
             vectors.append(interest.vector)
             recent.append(interest.recent_items)
             needs.append(None)
+    for u, query in enumerate(queries):
         for need in query.needs:
             owner.append(u)
             learned.append(False)
@@ -360,6 +365,7 @@ def _retrieve(
     pool = TopKPool(len(owner), depth)
     if len(owner):
         by_cosine, by_model = np.flatnonzero(~learned), np.flatnonzero(learned)
+        modelled = len(by_model)  # rows [0, modelled) are the model's, the rest cosine's
         cosine_queries = np.stack([vectors[r] for r in by_cosine]).astype(np.float32) if len(by_cosine) else None
         model_queries = np.stack([vectors[r] for r in by_model]).astype(np.float32) if len(by_model) else None
         bonus = matrix.knn_bonus(model, [recent[r] for r in by_model]) if len(by_model) else None
@@ -373,17 +379,12 @@ def _retrieve(
             pool.add(keys, matrix.ranks[keys], found)
         else:
             for start, embeddings, score_vectors in matrix.blocks():
-                if not len(by_model):
-                    scores = block_scores(cosine_queries, embeddings, device)
-                elif not len(by_cosine):
-                    scores = block_scores(model_queries, score_vectors, device)
-                    bonus.add_to(scores, start)
-                else:
-                    scores = np.empty((len(owner), len(embeddings)), np.float32)
-                    scores[by_cosine] = block_scores(cosine_queries, embeddings, device)
-                    learned_scores = block_scores(model_queries, score_vectors, device)
-                    bonus.add_to(learned_scores, start)
-                    scores[by_model] = learned_scores
+                scores = np.empty((len(owner), len(embeddings)), np.float32)
+                if modelled:
+                    block_scores(model_queries, score_vectors, device, out=scores[:modelled])
+                    bonus.add_to(scores[:modelled], start)
+                if len(by_cosine):
+                    block_scores(cosine_queries, embeddings, device, out=scores[modelled:])
                 masks.apply_block(scores, start)
                 pool.add(np.arange(start, start + len(embeddings)), matrix.ranks[start:start + len(embeddings)], scores)
     pools = pool.results()
