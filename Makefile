@@ -22,8 +22,12 @@ $(STAMP): setup.py
 demo: $(STAMP)
 	$(BIN)/interestlake demo
 
+# Two pytest workers by default, one per core of the 2-core CI machines: a large share of a
+# serial run waits on JVM starts, subprocesses and Airflow, which the other worker overlaps.
+# Each worker has its own Spark session; files are never split across workers.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=20
 
 # A local Airflow (api-server, scheduler, DAG processor, triggerer; SQLite metadata DB
 # under .airflow/) with the project's DAGs unpaused, spark-submit to SPARK_MASTER and the

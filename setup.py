@@ -53,7 +53,7 @@ setup(
     ],
     extras_require={
         # make test runs the DAG, evaluation and MLflow tests, so dev carries their extras.
-        "dev": ["pytest>=8", *AIRFLOW, *MLFLOW, *ONNX, *ANN],
+        "dev": ["pytest>=8", "pytest-xdist>=3.6", *AIRFLOW, *MLFLOW, *ONNX, *ANN],
         "onnx": ONNX,
         "ann": ANN,
         "peers": PEERS,

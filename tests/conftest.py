@@ -15,9 +15,38 @@ from pathlib import Path
 
 import pytest
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two workers on two cores: one BLAS/OpenMP thread each (torch and numpy
+    # would start one per core in each), and OpenMP threads that sleep instead of spinning while
+    # they wait, which on a busy machine made each torch step 50x slower (docs/evaluation.md).
+    # Set before any test imports torch or numpy; subprocesses (jobs, Spark workers) inherit them.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 DAG_FOLDER = REPO / "airflow_dags"
+
+
+# Files whose tests take minutes, longest first: collected first, so that `make test`'s workers
+# (pytest-xdist, whole files per worker) start them at once and finish together.
+SLOW_FIRST = (
+    "tests/faults/test_kill_and_concurrency.py",
+    "tests/cluster/test_cluster.py",
+    "tests/dags/test_refresh_dag_run.py",
+    "tests/spark/test_steering.py",
+    "tests/faults/test_stream.py",
+    "tests/faults/test_full_disk.py",
+    "tests/spark/test_evaluation.py",
+    "tests/unit/test_eval_peers.py",
+    "tests/spark/test_incremental.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Runs the ``SLOW_FIRST`` files first; the order within a file, and of the other files, is kept."""
+    rank = {path: n for n, path in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
 
 
 def make_settings(root: Path, env: dict[str, str] | None = None):
