@@ -16,7 +16,7 @@ from interestlake import constants as C
 from interestlake.lake.tables import LakeHistoryGone, LakeTables
 from interestlake.models.encoder import encode_texts, load_encoder, prepare_backend, resolve_model_path
 from interestlake.pipeline.history import item_text, new_texts_on_driver, text_hash, texts_to_encode
-from interestlake.pipeline.run import RunContext, StageReport, few_new_rows, last_progress, log, params_digest
+from interestlake.pipeline.run import RunContext, StageReport, gather_on_driver, last_progress, log, params_digest
 from interestlake.settings import Settings
 
 STAGE = "encode"
@@ -46,7 +46,7 @@ def encode(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunCo
     # The last successful run wrote a vector for every item of the catalog it read.
     catalog_changed = since is None or since.get(C.ITEMS) != now[C.ITEMS]
     try:
-        if not catalog_changed and few_new_rows(lake, settings, since or {}, now):
+        if gather_on_driver(STAGE, lake, settings, since=since, now=now):
             todo, pending = _texts_to_encode_on_driver(spark, lake, version, now, since)
         else:
             todo, pending = _texts_to_encode(lake, version, now, since, catalog_changed)

@@ -22,12 +22,11 @@ from pyspark.sql import functions as F
 from interestlake import constants as C
 from interestlake.lake.tables import LakeTables
 from interestlake.lake.uris import readable_uri
-from interestlake.models.feedback import dislike_rule
 from interestlake.models.interest_model import load_model
 from interestlake.pipeline.evidence import user_side, user_side_on_driver
 from interestlake.pipeline.frames import with_values
 from interestlake.pipeline.history import item_text
-from interestlake.pipeline.run import DerivedInputs, RunContext, StageReport, derived_inputs, few_new_rows
+from interestlake.pipeline.run import DerivedInputs, RunContext, StageReport, derived_inputs, gather_on_driver
 from interestlake.pipeline.scorer import ITEM_MATRIX_ARROW_SCHEMA, ITEM_MATRIX_SCHEMA, SCORE_VECTOR, score_users
 from interestlake.settings import Settings
 
@@ -65,9 +64,8 @@ def recommend(
     now = inputs.tables
     incremental = not full and inputs.same_params and not _catalog_changed(lake, inputs)
 
-    on_driver = incremental and dislike_rule(settings.steer) is None and few_new_rows(
-        lake, settings, {t: inputs.since(t) for t in INPUT_TABLES}, now
-    )
+    since = {t: inputs.since(t) for t in INPUT_TABLES} if incremental else None
+    on_driver = gather_on_driver(STAGE, lake, settings, since=since, now=now)
     users = _changed_users_on_driver(lake, version, inputs) if on_driver else _users(lake, version, inputs, incremental)
     n_users = users.num_rows if on_driver else users.count()
     report.counts["users_scored"] = n_users

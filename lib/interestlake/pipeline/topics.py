@@ -21,7 +21,7 @@ from interestlake.lake.schemas import arrow_schema, table_spec
 from interestlake.lake.tables import CommitResult, LakeTables
 from interestlake.pipeline.frames import map_in_arrow, with_values
 from interestlake.pipeline.history import query_texts, query_texts_on_driver, review_texts, review_texts_on_driver
-from interestlake.pipeline.run import RunContext, few_new_rows, params_digest
+from interestlake.pipeline.run import RunContext, gather_on_driver, params_digest
 from interestlake.settings import Settings, SteerTopicsSettings
 
 STAGE = "topics"
@@ -58,7 +58,7 @@ def refresh_topics(
                 "mode": "incremental" if incremental else "full"}
     if incremental:
         since = previous["tables"]
-        if few_new_rows(lake, settings, since, tables):
+        if gather_on_driver(STAGE, lake, settings, since=since, now=tables):
             writers = _writers_on_driver(lake, since, tables)
             rows = _topic_rows_on_driver(lake, tables, writers, conf) if writers else None
         else:
