@@ -165,7 +165,8 @@ def test_encode_caches_by_text_hash_and_rewrites_only_changed_items(pipeline, la
 
 
 def test_small_batch_finds_the_same_new_texts_on_the_driver_as_spark(pipeline, lake, landing):
-    from interestlake.pipeline.history import new_texts_on_driver, texts_to_encode
+    from interestlake.pipeline.gather import ArrowReader, SparkReader
+    from interestlake.pipeline.history import texts_to_encode
 
     write_jsonl(landing / "items" / "a.jsonl", ITEMS)
     write_jsonl(landing / "events" / "old.jsonl", [event("s0", "u1", None, kind="search", text="old query")])
@@ -186,8 +187,9 @@ def test_small_batch_finds_the_same_new_texts_on_the_driver_as_spark(pipeline, l
     pipeline.run_stage("ingest", run(2))
     now = lake.versions([C.EVENTS, C.REVIEWS, C.ITEMS])
 
-    on_driver = new_texts_on_driver(lake, now, since)
-    by_spark = {r.text_hash: r.text for r in texts_to_encode(lake, now, since, catalog=False).collect()}
+    found = texts_to_encode(ArrowReader(lake), now, since, catalog=False)
+    on_driver = dict(zip(found.column(C.COL_TEXT_HASH).to_pylist(), found.column(C.COL_TEXT).to_pylist()))
+    by_spark = {r.text_hash: r.text for r in texts_to_encode(SparkReader(lake), now, since, catalog=False).collect()}
     assert on_driver == by_spark
     assert sorted(on_driver.values()) == sorted(["espresso beans", "\tespresso beans\n", "咖啡 ☕", "Great value."])
 
@@ -287,7 +289,7 @@ def test_small_batch_limit_counts_the_new_event_and_review_rows(pipeline, lake, 
 
 
 def test_one_decision_sends_each_stage_of_a_batch_to_the_driver_or_to_spark(pipeline, lake, landing, settings):
-    from interestlake.pipeline.run import gather_on_driver
+    from interestlake.pipeline.run import driver_path
     from interestlake.settings import SmallBatchSettings
 
     write_jsonl(landing / "items" / "a.jsonl", ITEMS)
@@ -308,7 +310,7 @@ def test_one_decision_sends_each_stage_of_a_batch_to_the_driver_or_to_spark(pipe
     derived = ("encode", "interests", "recommend", "topics")
 
     def decide(stage, conf=small, **batch):
-        return gather_on_driver(stage, lake, conf, **batch)
+        return driver_path(stage, lake, conf, **batch)
 
     # ingest: the size of the micro-batch's event or review files; items always on Spark.
     assert decide("ingest", kind=C.EVENTS, landing_bytes=2**20) and decide("ingest", kind=C.REVIEWS)

@@ -35,7 +35,7 @@ from interestlake.lake.schemas import arrow_schema, table_spec
 from interestlake.lake.tables import LakeTables, Txn
 from interestlake.lake.uris import readable_uri
 from interestlake.pipeline.frames import with_values
-from interestlake.pipeline.run import RunContext, StageReport, gather_on_driver, log
+from interestlake.pipeline.run import RunContext, StageReport, driver_path, log
 from interestlake.privacy import Pseudonymizer, pseudonymizer
 from interestlake.settings import Settings
 
@@ -308,7 +308,7 @@ def _ingest_files(
 ) -> list[dict]:
     """One micro-batch: parse, validate, dedupe and commit a set of landing files.
 
-    A batch that ``gather_on_driver`` sends to the driver (event or review files within
+    A batch that ``driver_path`` sends to the driver (event or review files within
     ``small_batch.max_landing_mb``) is parsed and deduplicated there (``_DriverBatch``), any
     other on the executors (``_SparkBatch``); both parse with the same function and commit the same rows.
 
@@ -319,7 +319,7 @@ def _ingest_files(
     log.info("ingest: %d new %s file(s) (batch %d)", len(files), kind, txn.version)
     counts = report.counts
     counts[f"{kind}_files"] += len(files)
-    on_driver = gather_on_driver(STAGE, lake, settings, kind=kind, landing_bytes=sum(f.size for f in files))
+    on_driver = driver_path(STAGE, lake, settings, kind=kind, landing_bytes=sum(f.size for f in files))
     parsed = _DriverBatch(lake, kind, files, pseudonym) if on_driver else _SparkBatch(spark, lake, kind, files, pseudonym)
     accepted_count = rejected_count = 0
     for reason, count in parsed.reason_counts().items():

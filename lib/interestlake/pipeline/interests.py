@@ -39,7 +39,7 @@ from interestlake.pipeline.history import (
     REF_COLUMNS, entry_order, history_refs, history_refs_on_driver, resolve_vectors, resolve_vectors_on_driver,
     stored_refs, stored_refs_on_driver, user_history,
 )
-from interestlake.pipeline.run import DerivedInputs, RunContext, StageReport, derived_inputs, gather_on_driver
+from interestlake.pipeline.run import DerivedInputs, RunContext, StageReport, derived_inputs, driver_path
 from interestlake.pipeline.topics import refresh_topics
 from interestlake.settings import Settings
 
@@ -113,7 +113,7 @@ def interests(
         C.COL_UPDATED_AT: datetime.now(timezone.utc),
     }
     since = {t: inputs.since(t) for t in INPUT_TABLES} if incremental else None
-    if gather_on_driver(STAGE, lake, settings, since=since, now=now):
+    if driver_path(STAGE, lake, settings, since=since, now=now):
         rows = _user_vectors_on_driver(lake, version, inputs, params, model)
         report.counts["users_rebuilt"] = 0
     else:

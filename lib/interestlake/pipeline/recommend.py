@@ -26,7 +26,7 @@ from interestlake.models.interest_model import load_model
 from interestlake.pipeline.evidence import user_side, user_side_on_driver
 from interestlake.pipeline.frames import with_values
 from interestlake.pipeline.history import item_text
-from interestlake.pipeline.run import DerivedInputs, RunContext, StageReport, derived_inputs, gather_on_driver
+from interestlake.pipeline.run import DerivedInputs, RunContext, StageReport, derived_inputs, driver_path
 from interestlake.pipeline.scorer import ITEM_MATRIX_ARROW_SCHEMA, ITEM_MATRIX_SCHEMA, SCORE_VECTOR, score_users
 from interestlake.settings import Settings
 
@@ -65,7 +65,7 @@ def recommend(
     incremental = not full and inputs.same_params and not _catalog_changed(lake, inputs)
 
     since = {t: inputs.since(t) for t in INPUT_TABLES} if incremental else None
-    on_driver = gather_on_driver(STAGE, lake, settings, since=since, now=now)
+    on_driver = driver_path(STAGE, lake, settings, since=since, now=now)
     users = _changed_users_on_driver(lake, version, inputs) if on_driver else _users(lake, version, inputs, incremental)
     n_users = users.num_rows if on_driver else users.count()
     report.counts["users_scored"] = n_users

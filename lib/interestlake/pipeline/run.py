@@ -135,11 +135,11 @@ def derived_inputs(lake, report: StageReport, output: str, inputs: Iterable[str]
     return DerivedInputs(tables, report.params, last.get("inputs") if last else None)
 
 
-# The stages that can gather a batch on the driver; ``gather_on_driver`` holds each one's rules.
+# The stages that can gather a batch on the driver; ``driver_path`` holds each one's rules.
 DRIVER_STAGES = ("ingest", "encode", "interests", "recommend", "topics")
 
 
-def gather_on_driver(
+def driver_path(
     stage: str, lake, settings: Settings | None, *, since: Mapping[str, int | None] | None = None,
     now: Mapping[str, int] | None = None, landing_bytes: int = 0, kind: str | None = None,
 ) -> bool:
@@ -190,7 +190,7 @@ def gather_on_driver(
 def few_new_rows(lake, settings, since: Mapping[str, int | None], now: Mapping[str, int]) -> bool:
     """True when ``small_batch`` is on and few enough events and reviews were written since ``since``.
 
-    Part of ``gather_on_driver``'s decision (ask that, not this). Only with the delta-rs
+    Part of ``driver_path``'s decision (ask that, not this). Only with the delta-rs
     backend. Rows are counted from the Delta log's statistics; files without a row count
     make the batch go to Spark.
     """
