@@ -136,3 +136,31 @@ def test_encode_gathers_the_same_texts_both_ways(lake, settings, two_batches):
     assert sorted(todo) == sorted(new)  # the cached text is not encoded again
     with pytest.raises(ValueError, match="catalog's texts are read with Spark"):
         texts_to_encode(ArrowReader(lake), now, since, catalog=True)
+
+
+def test_recommend_gathers_the_same_changed_users_both_ways(pipeline, lake, settings, two_batches):
+    from pathlib import Path
+
+    from interestlake.pipeline.recommend import _users
+    from interestlake.pipeline.run import DerivedInputs
+
+    for stage in ("encode", "interests"):
+        pipeline.run_stage(stage, run(3))
+    since = lake.versions([C.USER_INTERESTS])
+    write_jsonl(Path(settings.lake.landing_uri) / "events" / "third.jsonl",
+                [event("t1", "u1", "c2", day=7), event("t2", "u6", "g1", kind="cart", day=7)])
+    for stage in ("ingest", "encode", "interests"):
+        pipeline.run_stage(stage, run(4))
+    now = lake.versions([C.USER_INTERESTS])
+    inputs = DerivedInputs(now, "p", {"tables": since, "params": "p"})
+    version = settings.encoder.version
+    for incremental in (True, False):
+        by_spark = _users(SparkReader(lake), version, inputs, incremental)
+        if incremental:
+            by_arrow = _users(ArrowReader(lake), version, inputs, incremental)
+            assert_same_columns(by_spark, by_arrow, [C.COL_USER_ID])
+            # Only the users the interests stage rewrote, not those its merge copied.
+            assert by_arrow.column(C.COL_USER_ID).to_pylist() == ["u1", "u6"]
+        else:
+            assert by_spark.count() == 6
+        by_spark.unpersist()

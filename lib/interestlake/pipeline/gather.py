@@ -25,7 +25,6 @@ from pyspark.sql import functions as F
 
 from interestlake import constants as C
 from interestlake.lake.tables import LakeTables
-from interestlake.pipeline.frames import Rows
 
 # A row filter: (column, "=", value), (column, "in", values) or (column, "not null", None).
 Where = Sequence[tuple[str, str, Any]]
@@ -54,16 +53,20 @@ class SparkReader:
     def __init__(self, lake: LakeTables):
         self.lake = lake
 
-    def changed(self, table: str, since: int | None, until: int, columns: list[str], where: Where = ()) -> DataFrame:
-        """Some columns of the rows written after version ``since`` up to ``until`` (``lake.changes``)."""
-        return self._filtered(self.lake.changes(table, since, until), where).select(*columns)
+    def changed(self, table: str, since: int | None, until: int, columns: list[str], where: Where = (),
+                identity: Sequence[str] | None = None) -> DataFrame:
+        """Some columns of the rows written after version ``since`` up to ``until`` (``lake.changes``, same ``identity``)."""
+        return self._filtered(self.lake.changes(table, since, until, identity=identity), where).select(*columns)
 
-    def of_users(self, table: str, version: int, columns: list[str], users: DataFrame | None, where: Where = ()) -> DataFrame:
-        """Some columns of the rows of ``users`` (a DataFrame of user_id; None: everyone) in one table version."""
+    def of_users(self, table: str, version: int, columns: list[str], users: DataFrame | None, where: Where = (),
+                 few: bool = True) -> DataFrame:
+        """Some columns of the rows of ``users`` (a DataFrame of user_id; None: everyone) in one table version.
+
+        ``few``: the users are few and the table large, so they are broadcast and the table is not shuffled.
+        """
         rows = self._filtered(self.lake.read(table, version), where)
         if users is not None:
-            # Broadcast: the users are few, the history is large and must not be shuffled.
-            rows = rows.join(F.broadcast(users), C.COL_USER_ID, "left_semi")
+            rows = rows.join(F.broadcast(users) if few else users, C.COL_USER_ID, "left_semi")
         return rows.select(*columns)
 
     @staticmethod
@@ -115,14 +118,16 @@ class ArrowReader:
     def __init__(self, lake: LakeTables):
         self.lake = lake
 
-    def changed(self, table: str, since: int, until: int, columns: list[str], where: Where = ()) -> pa.Table:
+    def changed(self, table: str, since: int, until: int, columns: list[str], where: Where = (),
+                identity: Sequence[str] | None = None) -> pa.Table:
         """``SparkReader.changed`` (``lake.change_rows``)."""
         needed = list(dict.fromkeys([*columns, *(column for column, _, _ in where)]))
-        rows = self.lake.change_rows(table, since, until, needed)
+        rows = self.lake.change_rows(table, since, until, needed, identity=identity)
         return rows.filter(self._expression(where)).select(columns) if where else rows.select(columns)
 
-    def of_users(self, table: str, version: int, columns: list[str], users: pa.Table | None, where: Where = ()) -> pa.Table:
-        """``SparkReader.of_users``, read with a filter on the users (``lake.read_arrow``)."""
+    def of_users(self, table: str, version: int, columns: list[str], users: pa.Table | None, where: Where = (),
+                 few: bool = True) -> pa.Table:
+        """``SparkReader.of_users``, read with a filter on the users (``lake.read_arrow``; ``few`` always holds here)."""
         if users is None:
             raise ValueError("ArrowReader reads some users' rows, not a whole table; use SparkReader")
         wanted = ds.field(C.COL_USER_ID).isin(users.column(C.COL_USER_ID).combine_chunks().cast(pa.string()))
