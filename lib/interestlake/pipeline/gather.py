@@ -98,6 +98,7 @@ class SparkReader:
 
     @staticmethod
     def is_empty(rows: DataFrame) -> bool:
+        """Whether ``rows`` has no row (a Spark job)."""
         return rows.isEmpty()
 
     @staticmethod
@@ -163,6 +164,7 @@ class ArrowReader:
 
     @staticmethod
     def is_empty(rows: pa.Table) -> bool:
+        """``SparkReader.is_empty``."""
         return rows.num_rows == 0
 
     @staticmethod
