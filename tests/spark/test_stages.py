@@ -165,7 +165,8 @@ def test_encode_caches_by_text_hash_and_rewrites_only_changed_items(pipeline, la
 
 
 def test_small_batch_finds_the_same_new_texts_on_the_driver_as_spark(pipeline, lake, landing):
-    from interestlake.pipeline.history import new_texts_on_driver, texts_to_encode
+    from interestlake.pipeline.gather import ArrowReader, SparkReader
+    from interestlake.pipeline.history import texts_to_encode
 
     write_jsonl(landing / "items" / "a.jsonl", ITEMS)
     write_jsonl(landing / "events" / "old.jsonl", [event("s0", "u1", None, kind="search", text="old query")])
@@ -186,8 +187,9 @@ def test_small_batch_finds_the_same_new_texts_on_the_driver_as_spark(pipeline, l
     pipeline.run_stage("ingest", run(2))
     now = lake.versions([C.EVENTS, C.REVIEWS, C.ITEMS])
 
-    on_driver = new_texts_on_driver(lake, now, since)
-    by_spark = {r.text_hash: r.text for r in texts_to_encode(lake, now, since, catalog=False).collect()}
+    found = texts_to_encode(ArrowReader(lake), now, since, catalog=False)
+    on_driver = dict(zip(found.column(C.COL_TEXT_HASH).to_pylist(), found.column(C.COL_TEXT).to_pylist()))
+    by_spark = {r.text_hash: r.text for r in texts_to_encode(SparkReader(lake), now, since, catalog=False).collect()}
     assert on_driver == by_spark
     assert sorted(on_driver.values()) == sorted(["espresso beans", "\tespresso beans\n", "咖啡 ☕", "Great value."])
 
@@ -284,3 +286,48 @@ def test_small_batch_limit_counts_the_new_event_and_review_rows(pipeline, lake, 
     assert not few_new_rows(lake, limited(4), since, now)
     assert not few_new_rows(lake, limited(5, enabled=False), since, now)
     assert not few_new_rows(lake, limited(5), {**since, C.REVIEWS: None}, now)  # no previous run: Spark
+
+
+def test_one_decision_sends_each_stage_of_a_batch_to_the_driver_or_to_spark(pipeline, lake, landing, settings):
+    from interestlake.pipeline.run import driver_path
+    from interestlake.settings import SmallBatchSettings
+
+    write_jsonl(landing / "items" / "a.jsonl", ITEMS)
+    write_jsonl(landing / "events" / "old.jsonl", [event("o1", "u1", "g1")])
+    pipeline.run_stage("ingest", run(1))
+    tables = (C.EVENTS, C.REVIEWS, C.ITEMS, C.ITEM_EMBEDDINGS, C.TEXT_EMBEDDINGS, C.USER_INTERESTS)
+    since = lake.versions(tables)
+    write_jsonl(landing / "events" / "new.jsonl", [event(f"n{n}", "u1", "g2") for n in range(4)])
+    write_jsonl(landing / "reviews" / "r.jsonl", [
+        {"review_id": "r1", "user_id": "u1", "item_id": "g1", "rating": 5, "text": "fine", "ts": 1790000000},
+    ])
+    pipeline.run_stage("ingest", run(2))
+    now = lake.versions(tables)
+    small = settings.model_copy(update={"small_batch": SmallBatchSettings(max_new_rows=5, max_landing_mb=1.0)})
+    negative = small.steer.model_copy(update={
+        "enabled": True, "negative": small.steer.negative.model_copy(update={"enabled": True})})
+    disliking = small.model_copy(update={"steer": negative})
+    derived = ("encode", "interests", "recommend", "topics")
+
+    def decide(stage, conf=small, **batch):
+        return driver_path(stage, lake, conf, **batch)
+
+    # ingest: the size of the micro-batch's event or review files; items always on Spark.
+    assert decide("ingest", kind=C.EVENTS, landing_bytes=2**20) and decide("ingest", kind=C.REVIEWS)
+    assert not decide("ingest", kind=C.EVENTS, landing_bytes=2**20 + 1)
+    assert not decide("ingest", kind=C.ITEMS, landing_bytes=10)
+    # The other stages: an incremental run with few new events and reviews (4 + 1 here).
+    assert all(decide(stage, since=since, now=now) for stage in derived)
+    assert not any(decide(stage, since=None, now=now) for stage in derived)  # first or full run
+    fewer = small.model_copy(update={"small_batch": SmallBatchSettings(max_new_rows=4)})
+    assert not any(decide(stage, fewer, since=since, now=now) for stage in derived)
+    # Each stage's own reasons for Spark.
+    assert [decide(s, since={**since, C.ITEMS: since[C.ITEMS] - 1}, now=now) for s in derived] == [False, True, True, True]
+    moved = {**since, C.ITEM_EMBEDDINGS: now[C.ITEM_EMBEDDINGS] - 1}
+    assert [decide(s, since=moved, now=now) for s in derived] == [True, False, True, True]
+    assert [decide(s, disliking, since=since, now=now) for s in derived] == [True, False, False, True]
+    # Off, or no settings at all: Spark everywhere.
+    off = small.model_copy(update={"small_batch": SmallBatchSettings(enabled=False)})
+    assert not any(decide(s, conf, kind=C.EVENTS, since=since, now=now) for s in ("ingest", *derived) for conf in (off, None))
+    with pytest.raises(ValueError, match="unknown stage 'score'"):
+        decide("score", since=since, now=now)

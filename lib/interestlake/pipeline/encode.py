@@ -15,8 +15,9 @@ from pyspark.sql import types as T
 from interestlake import constants as C
 from interestlake.lake.tables import LakeHistoryGone, LakeTables
 from interestlake.models.encoder import encode_texts, load_encoder, prepare_backend, resolve_model_path
-from interestlake.pipeline.history import item_text, new_texts_on_driver, text_hash, texts_to_encode
-from interestlake.pipeline.run import RunContext, StageReport, few_new_rows, last_progress, log, params_digest
+from interestlake.pipeline.gather import Reader, SparkReader, reader
+from interestlake.pipeline.history import item_text, text_hash, texts_to_encode
+from interestlake.pipeline.run import RunContext, StageReport, driver_path, last_progress, log, params_digest
 from interestlake.settings import Settings
 
 STAGE = "encode"
@@ -46,16 +47,14 @@ def encode(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunCo
     # The last successful run wrote a vector for every item of the catalog it read.
     catalog_changed = since is None or since.get(C.ITEMS) != now[C.ITEMS]
     try:
-        if not catalog_changed and few_new_rows(lake, settings, since or {}, now):
-            todo, pending = _texts_to_encode_on_driver(spark, lake, version, now, since)
-        else:
-            todo, pending = _texts_to_encode(lake, version, now, since, catalog_changed)
+        read = reader(lake, driver_path(STAGE, lake, settings, since=since, now=now))
+        todo, pending = _texts_to_encode(spark, read, version, now, since, catalog_changed)
     except LakeHistoryGone as exc:
         # Paused for longer than the log retention: every text is looked up in the cache again.
         log.warning("encode: %s; looking at every text", exc)
         report.note = f"looked at every text: {exc}"
         since, catalog_changed = None, True
-        todo, pending = _texts_to_encode(lake, version, now, since, catalog_changed)
+        todo, pending = _texts_to_encode(spark, SparkReader(lake), version, now, since, catalog_changed)
     report.counts["texts_to_encode"] = pending
     if pending:
         log.info("encode: %d new text(s) with %s", pending, version)
@@ -77,32 +76,22 @@ def encode(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunCo
     return report
 
 
-def _texts_to_encode(lake: LakeTables, version: str, now: dict, since: dict | None, catalog: bool) -> tuple[DataFrame, int]:
-    """(text_hash, text) of the new texts not in the cache (Spark jobs), persisted, and how many."""
-    cached = lake.read(C.TEXT_EMBEDDINGS).filter(F.col(C.COL_ENCODER_VERSION) == version).select(C.COL_TEXT_HASH)
-    todo = texts_to_encode(lake, now, since, catalog=catalog).join(cached, C.COL_TEXT_HASH, "left_anti").persist()
-    return todo, todo.count()
-
-
-def _texts_to_encode_on_driver(
-    spark: SparkSession, lake: LakeTables, version: str, now: dict, since: dict
+def _texts_to_encode(
+    spark: SparkSession, read: Reader, version: str, now: dict, since: dict | None, catalog: bool
 ) -> tuple[DataFrame, int]:
-    """``_texts_to_encode`` of a small batch without the catalog, found on the driver.
+    """(text_hash, text) of the new texts not in the cache, persisted, and how many.
 
-    The cache is probed with the batch's own hashes; only texts still to encode
-    become a (local) DataFrame for the encoder, and usually there are none.
+    With Spark's reader, Spark jobs; with the Arrow reader (a small batch, no catalog),
+    the cache is probed with the batch's own hashes on the driver and only the texts
+    still to encode become a (local) DataFrame for the encoder; usually there are none.
     """
-    import pyarrow as pa
-    import pyarrow.dataset as ds
-
-    texts = new_texts_on_driver(lake, now, since)
-    cached = lake.read_arrow(
-        C.TEXT_EMBEDDINGS, [C.COL_TEXT_HASH],
-        (ds.field(C.COL_ENCODER_VERSION) == version) & ds.field(C.COL_TEXT_HASH).isin(pa.array(sorted(texts), pa.string())),
-    ).column(C.COL_TEXT_HASH).to_pylist()
-    todo = sorted(set(texts) - set(cached))
-    rows = spark.createDataFrame([(digest, texts[digest]) for digest in todo], f"{C.COL_TEXT_HASH} string, {C.COL_TEXT} string")
-    return rows, len(todo)
+    todo = read.absent_from(texts_to_encode(read, now, since, catalog=catalog), C.TEXT_EMBEDDINGS, C.COL_TEXT_HASH,
+                            [(C.COL_ENCODER_VERSION, "=", version)])
+    if isinstance(todo, DataFrame):
+        todo = todo.persist()
+        return todo, todo.count()
+    rows = spark.createDataFrame(todo.to_pylist(), f"{C.COL_TEXT_HASH} string, {C.COL_TEXT} string")
+    return rows, todo.num_rows
 
 
 def embed_texts(spark: SparkSession, texts: DataFrame, settings: Settings, count: int, loads=None) -> DataFrame:

@@ -9,16 +9,19 @@ when the entry has a ``text_hash``, else the item's vector.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from interestlake import constants as C
 from interestlake.lake.tables import LakeTables
 from interestlake.models.feedback import NEGATIVE_TEXT_PATTERN, DislikeRule
+from interestlake.pipeline.frames import Rows, map_in_arrow
+from interestlake.pipeline.gather import ArrowReader, Reader, conform
 
 # What identifies and orders an entry; the stored `recent` structs have these fields.
 REF_COLUMNS = [C.COL_TS, "kind", C.COL_ITEM_ID, C.COL_TEXT_HASH, "label"]
@@ -26,6 +29,11 @@ REF_FIELDS = ", ".join(
     f"{name} {kind}" for name, kind in zip(REF_COLUMNS, ["timestamp", "string", "string", "string", "string"])
 )
 HISTORY_COLUMNS = [C.COL_USER_ID, *REF_COLUMNS, C.COL_EMBEDDING]
+# What a gatherer of written texts hands over: search events and reviews, raw (a review's
+# event_type is null); ``written_texts`` makes texts of them.
+WRITTEN = pa.schema([(C.COL_USER_ID, pa.string()), (C.COL_TS, pa.timestamp("us", tz="UTC")),
+                     (C.COL_EVENT_TYPE, pa.string()), (C.COL_TEXT, pa.string())])
+_TEXTS = T.StructType([T.StructField(C.COL_TEXT_HASH, T.StringType()), T.StructField(C.COL_TEXT, T.StringType())])
 _REF_SCHEMA = pa.schema([(C.COL_USER_ID, pa.string()), (C.COL_TS, pa.timestamp("us", tz="UTC")), ("kind", pa.string()),
                          (C.COL_ITEM_ID, pa.string()), (C.COL_TEXT_HASH, pa.string()), ("label", pa.string())])
 
@@ -46,7 +54,7 @@ def _clean(column: str) -> Column:
     return F.when(F.length(trimmed) > 0, trimmed)
 
 
-def _clean_text(text: str | None) -> str | None:
+def clean_text(text: str | None) -> str | None:
     """``_clean`` of one text on the driver: Spark's ``trim`` strips spaces (U+0020) only."""
     trimmed = text.strip(" ") if text is not None else None
     return trimmed or None
@@ -70,7 +78,7 @@ def query_texts_on_driver(events: pa.Table) -> list[tuple]:
     # row into Python objects made this the slowest part of a small batch as histories grew.
     searches = events.filter(pc.fill_null(pc.equal(events.column(C.COL_EVENT_TYPE), C.EVENT_SEARCH), False))
     rows = zip(*(searches.column(n).to_pylist() for n in (C.COL_USER_ID, C.COL_TS, C.COL_TEXT)))
-    queries = ((user, ts, _clean_text(text)) for user, ts, text in rows)
+    queries = ((user, ts, clean_text(text)) for user, ts, text in rows)
     return [query for query in queries if query[2]]
 
 
@@ -80,19 +88,37 @@ def review_texts_on_driver(reviews: pa.Table) -> list[tuple]:
     ``reviews`` needs user_id, item_id, ts and text.
     """
     rows = zip(*(reviews.column(n).to_pylist() for n in (C.COL_USER_ID, C.COL_ITEM_ID, C.COL_TS, C.COL_TEXT)))
-    written = ((user, item, ts, _clean_text(text)) for user, item, ts, text in rows)
+    written = ((user, item, ts, clean_text(text)) for user, item, ts, text in rows)
     return [review for review in written if review[3]]
 
 
-def new_texts_on_driver(lake: LakeTables, now: Mapping[str, int], since: Mapping[str, int]) -> dict[str, str]:
-    """``texts_to_encode`` without the catalog, computed on the driver: text_hash -> text.
+def written_rows(read: Reader, now: Mapping[str, int], since: Mapping[str, int] | None = None,
+                 users: Rows | None = None) -> Rows:
+    """``WRITTEN`` rows: those written after ``since`` (the new ones), or the whole history of ``users`` (None: everyone)."""
+    columns = {C.EVENTS: [C.COL_USER_ID, C.COL_TS, C.COL_EVENT_TYPE, C.COL_TEXT], C.REVIEWS: [C.COL_USER_ID, C.COL_TS, C.COL_TEXT]}
+    where = {C.EVENTS: [(C.COL_EVENT_TYPE, "=", C.EVENT_SEARCH)], C.REVIEWS: []}
+    if since is not None:
+        parts = [read.changed(t, since[t], now[t], columns[t], where[t]) for t in (C.EVENTS, C.REVIEWS)]
+    else:
+        parts = [read.of_users(t, now[t], columns[t], users, where[t]) for t in (C.EVENTS, C.REVIEWS)]
+    return read.union(parts)
 
-    For a small batch: only the review and event rows written after ``since`` are read.
-    """
-    reviews = lake.change_rows(C.REVIEWS, since[C.REVIEWS], now[C.REVIEWS], [C.COL_USER_ID, C.COL_ITEM_ID, C.COL_TS, C.COL_TEXT])
-    events = lake.change_rows(C.EVENTS, since[C.EVENTS], now[C.EVENTS], [C.COL_USER_ID, C.COL_TS, C.COL_EVENT_TYPE, C.COL_TEXT])
-    texts = [text for *_, text in review_texts_on_driver(reviews)] + [text for *_, text in query_texts_on_driver(events)]
-    return {text_digest(text): text for text in texts}
+
+def written_texts(batch: pa.RecordBatch) -> Iterator[tuple]:
+    """(user_id, ts, text, query) of the rows of a ``WRITTEN`` batch with text (trimmed as Spark's ``trim``)."""
+    batch = conform(batch, WRITTEN)
+    for user, ts, kind, text in zip(*(batch.column(name).to_pylist() for name in WRITTEN.names)):
+        cleaned = clean_text(text)
+        if cleaned:
+            yield user, ts, cleaned, kind is not None
+
+
+def _hashed_texts(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Executor function: ``WRITTEN`` batches in, (text_hash, text) of each text out."""
+    for batch in batches:
+        texts = [text for _, _, text, _ in written_texts(batch)]
+        yield pa.RecordBatch.from_pydict({C.COL_TEXT_HASH: [text_digest(text) for text in texts], C.COL_TEXT: texts},
+                                         schema=pa.schema([(C.COL_TEXT_HASH, pa.string()), (C.COL_TEXT, pa.string())]))
 
 
 def history_refs_on_driver(lake: LakeTables, versions: Mapping[str, int], events: pa.Table, reviews: pa.Table) -> pa.Table:
@@ -198,24 +224,21 @@ def entry_kind(kind: Column, dislike: DislikeRule | None, rated: Column, text: b
 
 
 def texts_to_encode(
-    lake: LakeTables, now: Mapping[str, int], since: Mapping[str, int] | None = None, catalog: bool = True
-) -> DataFrame:
+    read: Reader, now: Mapping[str, int], since: Mapping[str, int] | None = None, catalog: bool = True
+) -> Rows:
     """Distinct texts that may need an embedding: (text_hash, text).
 
-    Review and query texts only from rows written after ``since`` (all when
-    None); item texts, when ``catalog``, from the whole catalog (its size, not
-    the history's).
+    Review and query texts only from rows written after ``since`` (all when None),
+    hashed by one Arrow function whichever reader gathered them; item texts, when
+    ``catalog``, from the whole catalog (its size, not the history's), with Spark.
     """
-    since = since or {}
-    reviews = review_texts(lake.changes(C.REVIEWS, since.get(C.REVIEWS), now[C.REVIEWS])).select(C.COL_TEXT)
-    queries = query_texts(lake.changes(C.EVENTS, since.get(C.EVENTS), now[C.EVENTS])).select(C.COL_TEXT)
-    texts = reviews.unionByName(queries)
+    texts = map_in_arrow(written_rows(read, now, since=since), _hashed_texts, _TEXTS)
     if catalog:
-        texts = texts.unionByName(lake.read(C.ITEMS, now[C.ITEMS]).select(item_text().alias(C.COL_TEXT)))
-    texts = texts.filter(F.length(C.COL_TEXT) > 0)
-    return texts.select(text_hash(F.col(C.COL_TEXT)).alias(C.COL_TEXT_HASH), C.COL_TEXT).dropDuplicates(
-        [C.COL_TEXT_HASH]
-    )
+        if isinstance(read, ArrowReader):
+            raise ValueError("the catalog's texts are read with Spark (SparkReader), not on the driver")
+        items = read.lake.read(C.ITEMS, now[C.ITEMS]).select(item_text().alias(C.COL_TEXT)).filter(F.length(C.COL_TEXT) > 0)
+        texts = texts.unionByName(items.select(text_hash(F.col(C.COL_TEXT)).alias(C.COL_TEXT_HASH), C.COL_TEXT))
+    return read.distinct(texts)
 
 
 def history_refs(

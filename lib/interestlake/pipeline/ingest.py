@@ -35,9 +35,9 @@ from interestlake.lake.schemas import arrow_schema, table_spec
 from interestlake.lake.tables import LakeTables, Txn
 from interestlake.lake.uris import readable_uri
 from interestlake.pipeline.frames import with_values
-from interestlake.pipeline.run import RunContext, StageReport, log
+from interestlake.pipeline.run import RunContext, StageReport, driver_path, log
 from interestlake.privacy import Pseudonymizer, pseudonymizer
-from interestlake.settings import Settings, SmallBatchSettings
+from interestlake.settings import Settings
 
 STAGE = "ingest"
 _PARSE_COLUMNS = [
@@ -93,7 +93,7 @@ def ingest(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunCo
         .start()
     )
     query.awaitTermination()
-    retry_held_files(spark, lake, run, report, pseudonym, settings.small_batch)
+    retry_held_files(spark, lake, run, report, pseudonym, settings)
     return report
 
 
@@ -162,7 +162,7 @@ def ingest_micro_batch(
     for kind in sorted(by_kind, key=_KIND_ORDER.index):
         txn = Txn(f"interestlake.ingest.{kind}.{source.ident}", batch_id)
         files_of_kind = sorted(by_kind[kind], key=lambda f: f.path)
-        recorded += _ingest_files(spark, lake, kind, files_of_kind, txn, run, report, pseudonym, settings.small_batch)
+        recorded += _ingest_files(spark, lake, kind, files_of_kind, txn, run, report, pseudonym, settings)
     _record_files(lake, recorded, run)
     return found
 
@@ -213,7 +213,7 @@ HELD, INGESTED = "held", "ingested"
 
 def retry_held_files(
     spark: SparkSession, lake: LakeTables, run: RunContext, report: StageReport, pseudonym: Pseudonymizer | None = None,
-    small_batch: SmallBatchSettings | None = None,
+    settings: Settings | None = None,
 ) -> None:
     """Ingests again the held landing files whose content changed since they were held.
 
@@ -254,7 +254,7 @@ def retry_held_files(
         app = hashlib.sha256(f"{entry['source']}\x00{digest}".encode()).hexdigest()[:24]
         recorded += _ingest_files(
             spark, lake, entry["kind"], [now], Txn(f"interestlake.ingest.retry.{app}", 1), run, report, pseudonym,
-            small_batch,
+            settings,
         )
     _record_files(lake, recorded, run)
 
@@ -304,13 +304,13 @@ def landing_kind(landing: str, path: str) -> str:
 
 def _ingest_files(
     spark: SparkSession, lake: LakeTables, kind: str, files: list[LandingFile], txn: Txn, run: RunContext,
-    report: StageReport, pseudonym: Pseudonymizer | None, small_batch: SmallBatchSettings | None = None,
+    report: StageReport, pseudonym: Pseudonymizer | None, settings: Settings | None = None,
 ) -> list[dict]:
     """One micro-batch: parse, validate, dedupe and commit a set of landing files.
 
-    A batch of event or review files within ``small_batch.max_landing_mb`` is parsed and
-    deduplicated on the driver (``_DriverBatch``), any other on the executors
-    (``_SparkBatch``); both parse with the same function and commit the same rows.
+    A batch that ``driver_path`` sends to the driver (event or review files within
+    ``small_batch.max_landing_mb``) is parsed and deduplicated there (``_DriverBatch``), any
+    other on the executors (``_SparkBatch``); both parse with the same function and commit the same rows.
 
     Returns:
         The ``landing_files`` rows of the files (ingested or held), for the caller to record
@@ -319,10 +319,7 @@ def _ingest_files(
     log.info("ingest: %d new %s file(s) (batch %d)", len(files), kind, txn.version)
     counts = report.counts
     counts[f"{kind}_files"] += len(files)
-    on_driver = (
-        small_batch is not None and small_batch.enabled and kind != C.ITEMS and lake.lake.backend == "delta-rs"
-        and sum(f.size for f in files) <= small_batch.max_landing_mb * 2**20
-    )
+    on_driver = driver_path(STAGE, lake, settings, kind=kind, landing_bytes=sum(f.size for f in files))
     parsed = _DriverBatch(lake, kind, files, pseudonym) if on_driver else _SparkBatch(spark, lake, kind, files, pseudonym)
     accepted_count = rejected_count = 0
     for reason, count in parsed.reason_counts().items():

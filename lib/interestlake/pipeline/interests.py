@@ -39,7 +39,7 @@ from interestlake.pipeline.history import (
     REF_COLUMNS, entry_order, history_refs, history_refs_on_driver, resolve_vectors, resolve_vectors_on_driver,
     stored_refs, stored_refs_on_driver, user_history,
 )
-from interestlake.pipeline.run import DerivedInputs, RunContext, StageReport, derived_inputs, few_new_rows
+from interestlake.pipeline.run import DerivedInputs, RunContext, StageReport, derived_inputs, driver_path
 from interestlake.pipeline.topics import refresh_topics
 from interestlake.settings import Settings
 
@@ -112,7 +112,8 @@ def interests(
         # date): recommend tells rewritten rows from copied ones by it.
         C.COL_UPDATED_AT: datetime.now(timezone.utc),
     }
-    if incremental and dislike is None and _small_batch(lake, settings, inputs):
+    since = {t: inputs.since(t) for t in INPUT_TABLES} if incremental else None
+    if driver_path(STAGE, lake, settings, since=since, now=now):
         rows = _user_vectors_on_driver(lake, version, inputs, params, model)
         report.counts["users_rebuilt"] = 0
     else:
@@ -191,14 +192,6 @@ def _incremental_inputs(
         whole = {t: lake.read(t, now[t]).join(F.broadcast(rebuild), C.COL_USER_ID, "left_semi") for t in (C.EVENTS, C.REVIEWS)}
         state = state.unionByName(_counts(whole[C.EVENTS], whole[C.REVIEWS]))
     return entries, state, rebuilt
-
-
-def _small_batch(lake: LakeTables, settings: Settings, inputs: DerivedInputs) -> bool:
-    """True when an incremental run can gather on the driver: few new rows and no item vector changed."""
-    # A changed item vector rebuilds whole histories: that is Spark's work.
-    if inputs.since(C.ITEM_EMBEDDINGS) != inputs.tables[C.ITEM_EMBEDDINGS]:
-        return False
-    return few_new_rows(lake, settings, {t: inputs.since(t) for t in INPUT_TABLES}, inputs.tables)
 
 
 def _user_vectors_on_driver(

@@ -14,7 +14,6 @@ import logging
 import math
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -22,12 +21,12 @@ from pyspark.sql import functions as F
 from interestlake import constants as C
 from interestlake.lake.tables import LakeTables
 from interestlake.lake.uris import readable_uri
-from interestlake.models.feedback import dislike_rule
 from interestlake.models.interest_model import load_model
 from interestlake.pipeline.evidence import user_side, user_side_on_driver
-from interestlake.pipeline.frames import with_values
+from interestlake.pipeline.frames import Rows, with_values
+from interestlake.pipeline.gather import Reader, reader
 from interestlake.pipeline.history import item_text
-from interestlake.pipeline.run import DerivedInputs, RunContext, StageReport, derived_inputs, few_new_rows
+from interestlake.pipeline.run import DerivedInputs, RunContext, StageReport, derived_inputs, driver_path
 from interestlake.pipeline.scorer import ITEM_MATRIX_ARROW_SCHEMA, ITEM_MATRIX_SCHEMA, SCORE_VECTOR, score_users
 from interestlake.settings import Settings
 
@@ -65,10 +64,9 @@ def recommend(
     now = inputs.tables
     incremental = not full and inputs.same_params and not _catalog_changed(lake, inputs)
 
-    on_driver = incremental and dislike_rule(settings.steer) is None and few_new_rows(
-        lake, settings, {t: inputs.since(t) for t in INPUT_TABLES}, now
-    )
-    users = _changed_users_on_driver(lake, version, inputs) if on_driver else _users(lake, version, inputs, incremental)
+    since = {t: inputs.since(t) for t in INPUT_TABLES} if incremental else None
+    on_driver = driver_path(STAGE, lake, settings, since=since, now=now)
+    users = _users(reader(lake, on_driver), version, inputs, incremental)
     n_users = users.num_rows if on_driver else users.count()
     report.counts["users_scored"] = n_users
     if n_users == 0:
@@ -102,40 +100,25 @@ def recommend(
     return report
 
 
-def _users(lake: LakeTables, version: str, inputs: DerivedInputs, incremental: bool) -> DataFrame:
-    """(user_id, interest, recent) of the users to score: all, or those whose interests changed (persisted)."""
+def _users(read: Reader, version: str, inputs: DerivedInputs, incremental: bool) -> Rows:
+    """(user_id, interest, recent) of the users to score: all, or those whose interests changed.
+
+    Spark's rows are persisted; the Arrow reader's (a small batch changes few users) are sorted by user.
+    """
     now = inputs.tables
-    of_version = F.col(C.COL_ENCODER_VERSION) == version
-    users = (
-        lake.read(C.USER_INTERESTS, now[C.USER_INTERESTS]).filter(of_version).select(C.COL_USER_ID, "interest", "recent")
-    )
+    of_version = [(C.COL_ENCODER_VERSION, "=", version)]
+    changed = None
     if incremental:
-        changed = (
-            lake.changes(C.USER_INTERESTS, inputs.since(C.USER_INTERESTS), now[C.USER_INTERESTS], identity=_CHANGED_BY)
-            .filter(of_version)
-            .select(C.COL_USER_ID)
-        )
-        users = users.join(changed, C.COL_USER_ID, "left_semi")
-    return users.persist()
+        changed = read.users(read.changed(C.USER_INTERESTS, inputs.since(C.USER_INTERESTS), now[C.USER_INTERESTS],
+                                          [C.COL_USER_ID], of_version, identity=_CHANGED_BY))
+    # Any number of users may have changed in a large batch: Spark joins them without a broadcast.
+    users = read.of_users(C.USER_INTERESTS, now[C.USER_INTERESTS], [C.COL_USER_ID, "interest", "recent"], changed,
+                          of_version, few=False)
+    return users.persist() if isinstance(users, DataFrame) else read.by_user(users)
 
 
 # A rewritten user_interests row has a new updated_at; a row a merge only copied keeps its own.
 _CHANGED_BY = [C.COL_USER_ID, C.COL_ENCODER_VERSION, C.COL_UPDATED_AT]
-
-
-def _changed_users_on_driver(lake: LakeTables, version: str, inputs: DerivedInputs) -> pa.Table:
-    """``_users`` of an incremental run, read on the driver (a small batch changes few users)."""
-    now = inputs.tables
-    changed = lake.change_rows(
-        C.USER_INTERESTS, inputs.since(C.USER_INTERESTS), now[C.USER_INTERESTS], [C.COL_USER_ID, C.COL_ENCODER_VERSION],
-        identity=_CHANGED_BY,
-    )
-    ids = pc.unique(changed.filter(pc.equal(changed.column(C.COL_ENCODER_VERSION), version)).column(C.COL_USER_ID))
-    users = lake.read_arrow(
-        C.USER_INTERESTS, [C.COL_USER_ID, "interest", "recent"],
-        (ds.field(C.COL_ENCODER_VERSION) == version) & ds.field(C.COL_USER_ID).isin(ids), now[C.USER_INTERESTS],
-    )
-    return users.take(pc.sort_indices(users, [(C.COL_USER_ID, "ascending")]))
 
 
 def _release(users: DataFrame | pa.Table) -> None:

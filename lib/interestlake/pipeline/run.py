@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from interestlake import constants as C
 from interestlake.lake.tables import CommitResult, Txn
+from interestlake.models.feedback import dislike_rule
+from interestlake.settings import Settings
 
 log = logging.getLogger("interestlake")
 
@@ -132,16 +135,65 @@ def derived_inputs(lake, report: StageReport, output: str, inputs: Iterable[str]
     return DerivedInputs(tables, report.params, last.get("inputs") if last else None)
 
 
-def few_new_rows(lake, settings, since: dict[str, int | None], now: dict[str, int]) -> bool:
+# The stages that can gather a batch on the driver; ``driver_path`` holds each one's rules.
+DRIVER_STAGES = ("ingest", "encode", "interests", "recommend", "topics")
+
+
+def driver_path(
+    stage: str, lake, settings: Settings | None, *, since: Mapping[str, int | None] | None = None,
+    now: Mapping[str, int] | None = None, landing_bytes: int = 0, kind: str | None = None,
+) -> bool:
+    """Whether a stage gathers this batch on the driver (Arrow reads) or in Spark jobs.
+
+    The one place that decides, for every stage of a batch. The driver path needs
+    ``small_batch.enabled`` and the delta-rs backend: the driver reads table files as
+    Parquet, which would not apply the deletion vectors a delta-spark writer may add.
+    Then, per stage:
+
+    - ``ingest``: an event or review micro-batch (never items) whose landing files are within
+      ``small_batch.max_landing_mb`` as stored (``landing_bytes``, ``kind``);
+    - every other stage: an incremental run (``since``: the input versions its last run
+      read; None for a first run, a full run or a parameter change) with few new events
+      and reviews (``few_new_rows``), and besides
+      - ``encode``: the catalog unchanged (a new catalog re-encodes item texts on Spark);
+      - ``interests``: no item vector changed (its users' whole histories are rebuilt) and
+        no dislike rule (``steer.negative``: its text rule is a Java regular expression);
+      - ``recommend``: no dislike rule;
+      - ``topics``: nothing more.
+
+    Args:
+        stage: One of ``DRIVER_STAGES``.
+        lake: Table layer (its backend, and the Delta log's row counts).
+        settings: Loaded settings (``small_batch``, ``steer``); None: Spark.
+        since: Input versions the stage's last run read (None: not an incremental run).
+        now: Input versions this run reads.
+        landing_bytes: Size of an ingest micro-batch's landing files.
+        kind: Landing kind of an ingest micro-batch.
+    """
+    if stage not in DRIVER_STAGES:
+        raise ValueError(f"unknown stage {stage!r} for the small-batch decision; stages are {list(DRIVER_STAGES)}")
+    if settings is None or not settings.small_batch.enabled or lake.lake.backend != "delta-rs":
+        return False
+    if stage == "ingest":
+        return kind != C.ITEMS and landing_bytes <= settings.small_batch.max_landing_mb * 2**20
+    if since is None or now is None:
+        return False
+    if stage == "encode" and since.get(C.ITEMS) != now[C.ITEMS]:
+        return False
+    if stage == "interests" and since.get(C.ITEM_EMBEDDINGS) != now[C.ITEM_EMBEDDINGS]:
+        return False
+    if stage in ("interests", "recommend") and dislike_rule(settings.steer) is not None:
+        return False
+    return few_new_rows(lake, settings, since, now)
+
+
+def few_new_rows(lake, settings, since: Mapping[str, int | None], now: Mapping[str, int]) -> bool:
     """True when ``small_batch`` is on and few enough events and reviews were written since ``since``.
 
-    A stage then gathers what changed on the driver instead of in Spark jobs. Only with the
-    delta-rs backend: the driver reads table files as Parquet, which would not apply the
-    deletion vectors a delta-spark writer may add. Rows are counted from the Delta log's
-    statistics; files without a row count make the batch go to Spark.
+    Part of ``driver_path``'s decision (ask that, not this). Only with the delta-rs
+    backend. Rows are counted from the Delta log's statistics; files without a row count
+    make the batch go to Spark.
     """
-    from interestlake import constants as C
-
     conf = settings.small_batch
     tables = (C.EVENTS, C.REVIEWS)
     if not conf.enabled or settings.lake.backend != "delta-rs" or any(since.get(table) is None for table in tables):
@@ -162,8 +214,6 @@ def last_progress(lake, stage: str, params: str) -> dict[str, int] | None:
     little more after a crash is harmless), so that a run which commits nothing
     still records how far it read.
     """
-    from interestlake import constants as C
-
     runs = lake.read_rows(
         C.PIPELINE_RUNS,
         filters=[("stage", "=", stage), ("status", "=", "succeeded"), ("params", "=", params)],

@@ -210,7 +210,7 @@ class Stream:
                 pseudonym = pseudonymizer(pipeline.settings)
                 found.extend(ingest_micro_batch(pipeline.spark, pipeline.lake, pipeline.settings, source, batch, batch_id,
                                                 run, report, pseudonym))
-                retry_held_files(pipeline.spark, pipeline.lake, run, report, pseudonym, pipeline.settings.small_batch)
+                retry_held_files(pipeline.spark, pipeline.lake, run, report, pseudonym, pipeline.settings)
                 return report
 
             reports = [pipeline.recorded("ingest", run, ingest_work), *self._derived(run, found)]

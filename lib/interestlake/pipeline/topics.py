@@ -13,20 +13,21 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import pyarrow as pa
-from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from interestlake import constants as C
 from interestlake.lake.schemas import arrow_schema, table_spec
 from interestlake.lake.tables import CommitResult, LakeTables
-from interestlake.pipeline.frames import map_in_arrow, with_values
-from interestlake.pipeline.history import query_texts, query_texts_on_driver, review_texts, review_texts_on_driver
-from interestlake.pipeline.run import RunContext, few_new_rows, params_digest
+from interestlake.pipeline.frames import Rows, map_in_arrow, with_values
+from interestlake.pipeline.gather import Reader, SparkReader, reader
+from interestlake.pipeline.history import written_rows, written_texts
+from interestlake.pipeline.run import RunContext, driver_path, params_digest
 from interestlake.settings import Settings, SteerTopicsSettings
 
 STAGE = "topics"
 INPUT_TABLES = (C.EVENTS, C.REVIEWS)
 _RESULT_COLUMNS = [C.COL_USER_ID, C.COL_TOPIC, C.COL_WEIGHT, "phrases", "mentions", "last_seen"]
+_WRITERS = T.StructType([T.StructField(C.COL_USER_ID, T.StringType())])
 
 
 def refresh_topics(
@@ -58,16 +59,9 @@ def refresh_topics(
                 "mode": "incremental" if incremental else "full"}
     if incremental:
         since = previous["tables"]
-        if few_new_rows(lake, settings, since, tables):
-            writers = _writers_on_driver(lake, since, tables)
-            rows = _topic_rows_on_driver(lake, tables, writers, conf) if writers else None
-        else:
-            changed = written_texts(
-                lake.changes(C.EVENTS, since.get(C.EVENTS), tables[C.EVENTS]),
-                lake.changes(C.REVIEWS, since.get(C.REVIEWS), tables[C.REVIEWS]),
-            ).select(C.COL_USER_ID).distinct()
-            texts = _all_texts(lake, tables).join(F.broadcast(changed), C.COL_USER_ID, "left_semi")
-            rows = None if changed.isEmpty() else topic_rows(texts, conf)
+        read = reader(lake, driver_path(STAGE, lake, settings, since=since, now=tables))
+        writers = writers_of(read, written_rows(read, tables, since=since))
+        rows = None if read.is_empty(writers) else topic_rows(read, tables, conf, writers)
         if rows is None:
             # Nothing written (events without text): no user's topics change. Recording the
             # versions read keeps the next run from reading these changes again, which it
@@ -75,7 +69,7 @@ def refresh_topics(
             counts["topic_rows"] = 0
             return [lake.record_progress(C.USER_TOPICS, txn=run.txn(STAGE), metadata=metadata)]
     else:
-        rows = topic_rows(_all_texts(lake, tables), conf)
+        rows = topic_rows(SparkReader(lake), tables, conf)
     rows = with_values(rows, {C.COL_RUN_ID: run.run_id, C.COL_UPDATED_AT: datetime.now(timezone.utc)})
     if incremental:
         commit = lake.merge(C.USER_TOPICS, rows, on=[C.COL_USER_ID], txn=run.txn(STAGE), metadata=metadata)
@@ -85,83 +79,73 @@ def refresh_topics(
     return [commit]
 
 
-def _all_texts(lake: LakeTables, tables: dict) -> DataFrame:
-    return written_texts(lake.read(C.EVENTS, tables[C.EVENTS]), lake.read(C.REVIEWS, tables[C.REVIEWS]))
+def writers_of(read: Reader, written: Rows) -> Rows:
+    """The users of ``written`` (``history.WRITTEN`` rows) with a review text or a search query."""
+    return read.users(map_in_arrow(written, _writers, _WRITERS))
 
 
-def written_texts(events: DataFrame, reviews: DataFrame) -> DataFrame:
-    """(user_id, ts, text, query) of every review text and search query."""
-    written = review_texts(reviews).select(C.COL_USER_ID, C.COL_TS, C.COL_TEXT, F.lit(False).alias("query"))
-    return written.unionByName(query_texts(events).withColumn("query", F.lit(True)))
+def topic_rows(read: Reader, now: dict, conf: SteerTopicsSettings, users: Rows | None = None) -> Rows:
+    """``user_topics`` rows (without run columns) of ``users`` (None: everyone who wrote), from their whole history.
 
-
-def topic_rows(texts: DataFrame, conf: SteerTopicsSettings) -> DataFrame:
-    """``user_topics`` rows (without run columns) of every user in ``texts``."""
-    per_user = texts.groupBy(C.COL_USER_ID).agg(
-        F.slice(F.sort_array(F.collect_list(F.struct(C.COL_TS, C.COL_TEXT, "query")), asc=False), 1, conf.max_texts).alias("texts")
-    )
+    ``read`` puts each user's raw ``WRITTEN`` rows together; one Arrow function (``_topics_of``)
+    computes the rest, on the executors or on the driver.
+    """
     schema = _result_schema()
-    return map_in_arrow(per_user, _topics_of(conf.half_life_days, conf.max_topics, arrow_schema(schema)), schema)
+    written = read.by_user(written_rows(read, now, users=users))
+    return map_in_arrow(written, _topics_of(conf.half_life_days, conf.max_topics, conf.max_texts, arrow_schema(schema)), schema)
 
 
-def _writers_on_driver(lake: LakeTables, since: dict, now: dict) -> list[str]:
-    """Users with a review text or search query among the rows written since ``since`` (a small batch)."""
-    events = lake.change_rows(C.EVENTS, since[C.EVENTS], now[C.EVENTS], [C.COL_USER_ID, C.COL_TS, C.COL_EVENT_TYPE, C.COL_TEXT])
-    reviews = lake.change_rows(C.REVIEWS, since[C.REVIEWS], now[C.REVIEWS], [C.COL_USER_ID, C.COL_ITEM_ID, C.COL_TS, C.COL_TEXT])
-    return sorted({user for user, _, _, _ in _written_on_driver(events, reviews)})
+def _writers(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Executor function: ``WRITTEN`` batches in, the user_id of each row with text out."""
+    for batch in batches:
+        yield pa.RecordBatch.from_pydict({C.COL_USER_ID: [user for user, *_ in written_texts(batch)]},
+                                         schema=pa.schema([(C.COL_USER_ID, pa.string())]))
 
 
-def _written_on_driver(events: pa.Table, reviews: pa.Table) -> list[tuple]:
-    """``written_texts`` on the driver: (user_id, ts, text, query)."""
-    return [(user, ts, text, False) for user, _, ts, text in review_texts_on_driver(reviews)] + [
-        (user, ts, text, True) for user, ts, text in query_texts_on_driver(events)
-    ]
-
-
-def _topic_rows_on_driver(lake: LakeTables, now: dict, users: list[str], conf: SteerTopicsSettings) -> pa.Table:
-    """``topic_rows`` of some users, from their whole history read on the driver with a filter on them."""
-    import pyarrow.dataset as ds
-
-    wanted = ds.field(C.COL_USER_ID).isin(pa.array(users, pa.string()))
-    events = lake.read_arrow(C.EVENTS, [C.COL_USER_ID, C.COL_TS, C.COL_EVENT_TYPE, C.COL_TEXT],
-                             wanted & (ds.field(C.COL_EVENT_TYPE) == C.EVENT_SEARCH), now[C.EVENTS])
-    reviews = lake.read_arrow(C.REVIEWS, [C.COL_USER_ID, C.COL_ITEM_ID, C.COL_TS, C.COL_TEXT], wanted, now[C.REVIEWS])
-    per_user: dict[str, list[tuple]] = {}
-    for user, ts, text, query in _written_on_driver(events, reviews):
-        per_user.setdefault(user, []).append((ts, text, query))
-    # As sort_array(collect_list(struct(ts, text, query)), asc=False) then slice(1, max_texts).
-    texts = [sorted(entries, reverse=True)[: conf.max_texts] for entries in (per_user[u] for u in sorted(per_user))]
-    schema = _result_schema()
-    users = pa.table(
-        {C.COL_USER_ID: sorted(per_user),
-         "texts": [[{C.COL_TS: ts, C.COL_TEXT: text, "query": query} for ts, text, query in entries] for entries in texts]},
-    )
-    return map_in_arrow(users, _topics_of(conf.half_life_days, conf.max_topics, arrow_schema(schema)), schema)
-
-
-def _result_schema():
-    from pyspark.sql import types as T
-
+def _result_schema() -> T.StructType:
     spec = table_spec(C.USER_TOPICS)
     return T.StructType([spec.schema[name] for name in _RESULT_COLUMNS])
 
 
-def _topics_of(half_life_days: float, max_topics: int, schema: pa.Schema):
-    """Executor function: (user_id, texts) batches in, topic rows out."""
+def _topics_of(half_life_days: float, max_topics: int, max_texts: int, schema: pa.Schema):
+    """Executor function: ``WRITTEN`` batches, each user's rows consecutive, in; topic rows out.
+
+    A user's topics come from their newest ``max_texts`` texts, newest first (ties: text,
+    then queries before reviews, descending); a user may span batches.
+    """
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from interestlake.models.topics import user_topics
 
+        out = {name: [] for name in _RESULT_COLUMNS}
+        current, texts = None, []
+
+        def finish():
+            newest = sorted(texts, reverse=True)[:max_texts]
+            written = [(ts.timestamp(), text, query) for ts, text, query in newest]
+            for topic in user_topics(written, half_life_days, max_topics):
+                out[C.COL_USER_ID].append(current)
+                out[C.COL_TOPIC].append(topic.label)
+                out[C.COL_WEIGHT].append(topic.weight)
+                out["phrases"].append(list(topic.phrases))
+                out["mentions"].append(topic.mentions)
+                out["last_seen"].append(datetime.fromtimestamp(topic.last_seen, timezone.utc))
+
         for batch in batches:
-            out = {name: [] for name in _RESULT_COLUMNS}
-            for user, texts in zip(batch.column(C.COL_USER_ID).to_pylist(), batch.column("texts").to_pylist()):
-                written = [(entry[C.COL_TS].timestamp(), entry[C.COL_TEXT], entry["query"]) for entry in texts or []]
-                for topic in user_topics(written, half_life_days, max_topics):
-                    out[C.COL_USER_ID].append(user)
-                    out[C.COL_TOPIC].append(topic.label)
-                    out[C.COL_WEIGHT].append(topic.weight)
-                    out["phrases"].append(list(topic.phrases))
-                    out["mentions"].append(topic.mentions)
-                    out["last_seen"].append(datetime.fromtimestamp(topic.last_seen, timezone.utc))
+            for user, ts, text, query in written_texts(batch):
+                if user != current:
+                    if current is not None:
+                        finish()
+                    current, texts = user, []
+                texts.append((ts, text, query))
+                if len(texts) > 2 * max_texts:
+                    # Only the newest max_texts can be kept: memory stays bounded whatever the history.
+                    texts = sorted(texts, reverse=True)[:max_texts]
+            if out[C.COL_USER_ID]:
+                yield pa.RecordBatch.from_pydict(out, schema=schema)
+                out = {name: [] for name in _RESULT_COLUMNS}
+        if current is not None:
+            finish()
+        if out[C.COL_USER_ID]:
             yield pa.RecordBatch.from_pydict(out, schema=schema)
 
     return run
