@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -21,6 +22,10 @@ from interestlake import constants as C
 from interestlake.lake.query import ENGINES
 from interestlake.settings import CONF_ENV_VAR, DEFAULT_CONF, Settings, SettingsError, load_settings
 
+# torch's OpenMP threads otherwise spin while they wait for a core: next to other work a
+# forward pass took 60x longer (docs/evaluation.md, "Threads under load"). Read once, when
+# OpenMP starts, so it is set before anything imports torch; the caller's choice wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 log = logging.getLogger("interestlake")
 _STAGE_HELP = {
     "ingest": "landing files -> events, reviews, items (+ quarantine)",

@@ -32,7 +32,7 @@ from interestlake.evaluation.leakage import check_no_leakage
 from interestlake.evaluation.pipeline_method import (
     METHOD, ZERO_SHOT, evaluation_settings, pipeline_recommendations, training_tables,
 )
-from interestlake.evaluation.protocols import TEMPORAL, interactions_from_events, make_split, truncate_histories
+from interestlake.evaluation.protocols import STRATIFIED, TEMPORAL, interactions_from_events, make_split, truncate_histories
 from interestlake.settings import Settings
 
 log = logging.getLogger("interestlake")
@@ -48,6 +48,9 @@ STEERED = {
 PEERS = tuple(name for name in P.PEERS if name != "bert4rec")
 DEFAULT_METHODS = (METHOD, ZERO_SHOT, *BASELINES, *PEERS)
 METHODS = (*DEFAULT_METHODS, "bert4rec", *STEERED)
+# What the learned model is trained for under each protocol (model.objective): on a random
+# per-item split the test holds random sets of a user's items, not their next one.
+OBJECTIVES = {STRATIFIED: "held-out"}
 # Buckets of training history length for the metric-by-history plot.
 HISTORY_BUCKETS = ((1, 3), (4, 5), (6, 10), (11, 20), (21, 50), (51, 100), (101, None))
 
@@ -199,7 +202,8 @@ def evaluate(
 
     if {METHOD, ZERO_SHOT, *STEERED} & set(methods):
         clock = time.perf_counter()
-        ours, trained = _pipeline_lists(spark, settings, dataset, tables, cold_tables, max_k, encoder, run_id, methods)
+        ours, trained = _pipeline_lists(spark, settings, dataset, tables, cold_tables, max_k, encoder, run_id, methods,
+                                        protocol)
         lists.update(ours)
         seconds["pipeline"] = time.perf_counter() - clock
         if trained is not None:
@@ -251,12 +255,14 @@ def evaluate(
     )
 
 
-def _pipeline_lists(spark, settings, dataset, tables, cold_tables, max_k, encoder, run_id, methods):
+def _pipeline_lists(spark, settings, dataset, tables, cold_tables, max_k, encoder, run_id, methods, protocol):
     """Our pipeline's lists with full and with cold (truncated) histories, from the dataset's evaluation lake.
 
     ``interestlake`` trains the interest model on the full training part (in the
     evaluation lake, so only on what the split allows) and applies it to both
-    passes; ``interestlake_zero_shot`` runs the same stages without it.
+    passes; ``interestlake_zero_shot`` runs the same stages without it. The model's
+    objective and validation split follow the protocol (``OBJECTIVES``): held-out sets
+    for the stratified one, the next item otherwise.
 
     Returns:
         ({method: {"full": lists, "cold": lists}}, the training result or None).
@@ -267,6 +273,8 @@ def _pipeline_lists(spark, settings, dataset, tables, cold_tables, max_k, encode
     root = settings.evaluation.lake_root or f"{settings.lake.root.rstrip('/')}/evaluation"
     lake_root = f"{root.rstrip('/')}/{dataset}"
     eval_settings = evaluation_settings(settings, lake_root, max_k)
+    eval_settings = eval_settings.model_copy(update={"model": eval_settings.model.model_copy(
+        update={"objective": OBJECTIVES.get(protocol, "next-item")})})
     versions = {}
     if encoder is not None:
         eval_settings = with_encoder(eval_settings, encoder)
