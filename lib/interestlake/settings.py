@@ -329,6 +329,8 @@ class ModelSettings(_Section):
     # torch's threads for the fit; 0: the cores this process may use (spark.task.cpus in a
     # TorchDistributor process).
     threads: int = Field(default=0, ge=0)
+    # false: the model reads no encoder vector at all (evaluate's interestlake_no_text).
+    text: bool = True
 
 
 class MaintenanceSettings(_Section):

@@ -272,3 +272,20 @@ def test_held_out_objective_validates_on_a_per_item_random_split():
     second_row = (1.0 / np.log2(2)) / (1.0 + 1.0 / np.log2(3))
     assert ndcg == pytest.approx((first_row + second_row) / 2)
     assert recall == pytest.approx((1 / 2 + 1 / 3) / 2)
+
+
+def test_a_model_without_text_reads_no_encoder_vector():
+    """model.text false (evaluate's interestlake_no_text): ids, kinds, positions and times only."""
+    data = generated_history(users=60, items=48, length=6)
+    params = TrainParams(dim=8, epochs=3, patience=1, batch_size=32, neighbors=5, seed=3, text=False)
+    model = train(data, context=5, params=params).model
+    assert model.meta["text"] is False
+    for name in ("w_hist", "w_item", "long_hist"):
+        assert not model.arrays[name].any(), name
+    entries = data.entries[data.entries[C.COL_USER_ID] == "u2"].iloc[::-1]
+    args = (entries["kind"].tolist(), entries["seconds"].to_numpy(), entries[C.COL_ITEM_ID].tolist())
+    vectors = data.vectors[entries["vec"].to_numpy()]
+    # Any other encoder vectors give the same user and item vectors.
+    np.testing.assert_array_equal(model.user_vector(vectors, *args), model.user_vector(vectors * 0 + 1, *args))
+    np.testing.assert_array_equal(model.item_vectors(list(data.item_ids), data.vectors[data.item_vec]),
+                                  model.item_vectors(list(data.item_ids), -data.vectors[data.item_vec]))

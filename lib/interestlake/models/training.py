@@ -2,18 +2,24 @@
 
 Input: every user's history entries (time, kind, item, index of the entry's
 frozen encoder vector) and the catalog's item vectors, as built by
-``interestlake.pipeline.train`` from the Delta tables. Each item interaction
-(the first event of a user on an item) is a next-item example whose context
-is the user's newest N entries before it (entries of the same time about
-other items included: Amazon reviews carry days only, and what was bought the
-same day is what the pipeline will see as recent history too).
+``interestlake.pipeline.train`` from the Delta tables. An example reads some of
+its user's entries (the newest N as the recent sequence, all of them as the
+long-term part, ``interest_model``'s formulas) and predicts targets:
+- ``objective="next-item"``: each item interaction (the first event of a user on
+  an item) from the entries up to its time (entries of the same time about
+  other items included: Amazon reviews carry days only, and what was bought the
+  same day is what the pipeline will see as recent history too);
+- ``objective="held-out"``: per epoch and user, ``masks_per_user`` random sets of
+  ``held_out_rate`` of their interactions, each from all their other entries
+  (a random per-item split's test holds such sets, not the next item).
 
 Fitting, all on the training data given:
-1. validation split: each user's last interaction (users with >= 2) is held out,
-   with every entry about it;
-2. the network (``interest_model`` formulas) is trained on the other examples with
-   a full softmax over the catalog (sampled softmax for catalogs over
-   ``max_softmax_items``), early-stopped on validation NDCG@10;
+1. validation split, by the objective's protocol: each user's last interaction
+   (users with >= 2), or a per-item random split (``evaluation.protocols.stratified``),
+   held out with every entry about it;
+2. the network is trained on the other examples with a full softmax over the
+   catalog (sampled softmax for catalogs over ``max_softmax_items``), the loss
+   averaged over each example's targets, early-stopped on validation NDCG@10;
 3. blend weights (item-kNN weight and recency decay, popularity weight) are
    grid-searched on the same validation users, with co-occurrence and
    popularity counted on the training examples only (nothing of the
@@ -90,6 +96,9 @@ class TrainParams:
     validation_ratio: float = 0.75
     # torch's intra-op threads (0: leave torch's default).
     threads: int = 0
+    # False: no encoder vector at all, neither of history entries nor of items (ids, kinds,
+    # positions and times only): what the text adds is the difference.
+    text: bool = True
 
 
 @dataclass
@@ -442,6 +451,8 @@ def knn_scores(batch: Batch, idx: np.ndarray, sim: np.ndarray, decay: float, n_i
 def ndcg_at_k(scores: np.ndarray, exclude: sp.csr_matrix, target: np.ndarray, k: int) -> tuple[float, float]:
     """Mean NDCG@k and Recall@k (``evaluation.metrics``' definitions), excluded items never ranked.
 
+    The list is the k best items, equal scores in catalog order (the harness's stable order).
+
     Args:
         scores: (rows, items).
         exclude: Items never ranked per row.
@@ -451,24 +462,26 @@ def ndcg_at_k(scores: np.ndarray, exclude: sp.csr_matrix, target: np.ndarray, k:
     scores = np.array(scores, dtype=np.float64, copy=True)
     rows, cols = exclude.nonzero()
     scores[rows, cols] = -np.inf
-    target = np.asarray(target).reshape(len(scores), -1)
+    n, n_items = scores.shape
+    k = min(k, n_items)
+    target = np.asarray(target).reshape(n, -1)
     relevant = target >= 0
-    target_score = np.take_along_axis(scores, np.where(relevant, target, 0), axis=1)
-    rank = np.zeros(target.shape, np.int64)
-    for r in range(len(scores)):
-        # Rank = items strictly better, plus ties with a lower index (the harness's stable order).
-        ordered = np.sort(-scores[r])
-        better = np.searchsorted(ordered, -target_score[r], side="left")
-        tied = np.searchsorted(ordered, -target_score[r], side="right") - better
-        for t in np.flatnonzero(tied > 1):
-            better[t] += int((scores[r, :target[r, t]] == target_score[r, t]).sum())
-        rank[r] = better
-    hit = (rank < k) & relevant & np.isfinite(target_score)
-    dcg = np.where(hit, 1.0 / np.log2(rank + 2), 0.0).sum(axis=1)
-    ideal = np.r_[0.0, np.cumsum(1.0 / np.log2(np.arange(k) + 2))][np.minimum(relevant.sum(axis=1), k)]
-    counted = relevant.any(axis=1)
-    return (float((dcg[counted] / ideal[counted]).mean()) if counted.any() else 0.0,
-            float((hit.sum(axis=1)[counted] / relevant.sum(axis=1)[counted]).mean()) if counted.any() else 0.0)
+    # Every item scoring at least the k-th best, then the first k of them in (score, index) order.
+    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1]
+    r, c = np.nonzero((scores >= kth[:, None]) & np.isfinite(scores))
+    order = np.lexsort((c, -scores[r, c], r))
+    r, c = r[order], c[order]
+    position = np.arange(len(r)) - np.searchsorted(r, np.arange(n))[r]
+    r, c, position = r[position < k], c[position < k], position[position < k]
+    hit = np.isin(r * n_items + c, (np.nonzero(relevant)[0] * n_items + target[relevant]))
+    dcg = np.bincount(r[hit], weights=1.0 / np.log2(position[hit] + 2), minlength=n)
+    hits = np.bincount(r[hit], minlength=n)
+    count = relevant.sum(axis=1)
+    ideal = np.r_[0.0, np.cumsum(1.0 / np.log2(np.arange(k) + 2))][np.minimum(count, k)]
+    counted = count > 0
+    if not counted.any():
+        return 0.0, 0.0
+    return float((dcg[counted] / ideal[counted]).mean()), float((hits[counted] / count[counted]).mean())
 
 
 def zero_shot_scores(data: HistoryData, batch: Batch, params) -> np.ndarray:
@@ -517,6 +530,8 @@ def train(
     # directions (input_dim of d): the learned projections then cost input_dim x dim, and
     # the exported matrices are basis @ W, so inference reads the full vectors.
     original = data
+    if not params.text:
+        data = dataclasses.replace(data, vectors=np.zeros_like(data.vectors))
     basis = _basis(data.vectors, params.input_dim)
     data = dataclasses.replace(data, vectors=(data.vectors @ basis).astype(np.float32))
     fit_data, held = validation_split(data, params)
@@ -547,9 +562,10 @@ def train(
     all_examples = _examples_by_epoch(data, Store.of(data), context, params)
     net, _, _ = _fit_network(data, all_examples, None, None, params, device, best_epoch)
     pop, idx, sim = item_statistics(interactions(data), len(data.item_ids), params.neighbors)
-    arrays = _export(net, basis, pop, idx, sim, params.long_term)
+    # Without text the projections of encoder vectors are zero, so inference reads none either.
+    arrays = _export(net, basis if params.text else np.zeros_like(basis), pop, idx, sim, params.long_term)
     meta = {
-        "context": context, **blend,
+        "context": context, **blend, "text": params.text,
         "cold_bias": float(np.median(arrays["item_bias"])) if len(arrays["item_bias"]) else 0.0,
         "trained_epochs": best_epoch,
     }
@@ -775,9 +791,16 @@ def _fit_network(data, train_examples, val_ex, exclude, params: TrainParams, dev
                 labels = torch.searchsorted(rows, target.clamp(min=0))
             else:
                 rows, labels = all_items, target.clamp(min=0)
-            logp = torch.log_softmax(model(vectors, t, item_vec[rows], rows), dim=1)
+            logits = model(vectors, t, item_vec[rows], rows)
+            # What the example has seen is never recommended (the stages exclude it), so it is
+            # not a negative either: its logits leave the softmax.
+            seen_row = torch.repeat_interleave(torch.arange(len(target), device=device), t["bag_count"])
+            slot = torch.searchsorted(rows, t["bag_item"]).clamp(max=len(rows) - 1)
+            seen = (t["bag_item"] >= 0) & (rows[slot] == t["bag_item"])
+            logits = logits.index_put((seen_row[seen], slot[seen]), torch.tensor(float("-inf"), device=device))
+            logp = torch.log_softmax(logits, dim=1)
             # Each example's loss is the mean over its targets (one next item, or a held-out set).
-            picked = torch.gather(logp, 1, labels) * valid
+            picked = torch.where(valid, torch.gather(logp, 1, labels), torch.zeros((), device=device))
             loss = -(picked.sum(1) / valid.sum(1).clamp(min=1)).mean()
             optimizer.zero_grad()
             loss.backward()
