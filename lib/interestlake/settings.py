@@ -324,7 +324,7 @@ class ModelSettings(_Section):
     # recent sequence); false: the recent sequence alone.
     long_term: bool = True
     held_out_rate: float = Field(default=0.25, gt=0, lt=1)
-    masks_per_user: int = Field(default=4, gt=0)
+    masks_per_user: int = Field(default=16, gt=0)
     validation_ratio: float = Field(default=0.75, gt=0, lt=1)
     # torch's threads for the fit; 0: the cores this process may use (spark.task.cpus in a
     # TorchDistributor process).

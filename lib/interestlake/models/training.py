@@ -91,7 +91,7 @@ class TrainParams:
     # held-out: the fraction of a user's interactions each example holds out, and how
     # many such examples per user one epoch draws.
     held_out_rate: float = 0.25
-    masks_per_user: int = 4
+    masks_per_user: int = 16
     # Validation split of held-out: the share of each item's interactions kept for fitting.
     validation_ratio: float = 0.75
     # torch's intra-op threads (0: leave torch's default).
