@@ -99,6 +99,8 @@ class TrainParams:
     # False: no encoder vector at all, neither of history entries nor of items (ids, kinds,
     # positions and times only): what the text adds is the difference.
     text: bool = True
+    # The items an example has seen leave its softmax (they are never recommended).
+    exclude_seen: bool = True
 
 
 @dataclass
@@ -792,12 +794,8 @@ def _fit_network(data, train_examples, val_ex, exclude, params: TrainParams, dev
             else:
                 rows, labels = all_items, target.clamp(min=0)
             logits = model(vectors, t, item_vec[rows], rows)
-            # What the example has seen is never recommended (the stages exclude it), so it is
-            # not a negative either: its logits leave the softmax.
-            seen_row = torch.repeat_interleave(torch.arange(len(target), device=device), t["bag_count"])
-            slot = torch.searchsorted(rows, t["bag_item"]).clamp(max=len(rows) - 1)
-            seen = (t["bag_item"] >= 0) & (rows[slot] == t["bag_item"])
-            logits = logits.index_put((seen_row[seen], slot[seen]), torch.tensor(float("-inf"), device=device))
+            if params.exclude_seen:
+                logits = _without_seen(logits, t, rows)
             logp = torch.log_softmax(logits, dim=1)
             # Each example's loss is the mean over its targets (one next item, or a held-out set).
             picked = torch.where(valid, torch.gather(logp, 1, labels), torch.zeros((), device=device))
@@ -824,6 +822,17 @@ def _fit_network(data, train_examples, val_ex, exclude, params: TrainParams, dev
     if best_state is not None:
         net.load_state_dict(best_state)
     return net, best_epoch, best_ndcg
+
+
+def _without_seen(logits, t, rows):
+    """Logits with each example's seen items (its long-term bag) at -inf: what the example has
+    seen is never recommended (the stages exclude it), so it is not a negative either."""
+    import torch
+
+    seen_row = torch.repeat_interleave(torch.arange(len(logits), device=logits.device), t["bag_count"])
+    slot = torch.searchsorted(rows, t["bag_item"]).clamp(max=len(rows) - 1)
+    seen = (t["bag_item"] >= 0) & (rows[slot] == t["bag_item"])
+    return logits.index_put((seen_row[seen], slot[seen]), torch.tensor(float("-inf"), device=logits.device))
 
 
 def _content_scores(net, data: HistoryData, batch: Batch, device: str) -> np.ndarray:
