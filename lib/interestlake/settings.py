@@ -331,6 +331,8 @@ class ModelSettings(_Section):
     threads: int = Field(default=0, ge=0)
     # false: the model reads no encoder vector at all (evaluate's interestlake_no_text).
     text: bool = True
+    # The items a training example has seen leave its softmax (they are never recommended).
+    exclude_seen: bool = True
 
 
 class MaintenanceSettings(_Section):
