@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--ties", choices=["input", "random"], default=None,
                     help="leave-last-out: equal times keep the input order (default) or draw with the seed")
     ev.add_argument("--methods", default=None,
-                    help="comma-separated methods (default: interestlake,interestlake_zero_shot,popularity,item_knn,als "
+                    help="comma-separated methods (default: interestlake,interestlake_no_text,interestlake_zero_shot,popularity,item_knn,als "
                     "and the peers sasrec,implicit_als,implicit_bpr,ease,bivae, which need pip install -e '.[peers]'); "
                     "also bert4rec, and interestlake_negative, interestlake_multi_interest, interestlake_mmr (the learned "
                     "model with one more part of steering on)")
