@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -21,6 +22,10 @@ from interestlake import constants as C
 from interestlake.lake.query import ENGINES
 from interestlake.settings import CONF_ENV_VAR, DEFAULT_CONF, Settings, SettingsError, load_settings
 
+# torch's OpenMP threads otherwise spin while they wait for a core: next to other work a
+# forward pass took 60x longer (docs/evaluation.md, "Threads under load"). Read once, when
+# OpenMP starts, so it is set before anything imports torch; the caller's choice wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 log = logging.getLogger("interestlake")
 _STAGE_HELP = {
     "ingest": "landing files -> events, reviews, items (+ quarantine)",
@@ -150,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--ties", choices=["input", "random"], default=None,
                     help="leave-last-out: equal times keep the input order (default) or draw with the seed")
     ev.add_argument("--methods", default=None,
-                    help="comma-separated methods (default: interestlake,interestlake_zero_shot,popularity,item_knn,als "
+                    help="comma-separated methods (default: interestlake,interestlake_no_text,interestlake_zero_shot,popularity,item_knn,als "
                     "and the peers sasrec,implicit_als,implicit_bpr,ease,bivae, which need pip install -e '.[peers]'); "
                     "also bert4rec, and interestlake_negative, interestlake_multi_interest, interestlake_mmr (the learned "
                     "model with one more part of steering on)")

@@ -316,6 +316,24 @@ class ModelSettings(_Section):
     max_softmax_items: int = Field(default=4096, gt=0)
     sampled_negatives: int = Field(default=1024, gt=0)
     seed: int = 42
+    # next-item: learn to predict each interaction from what came before it, validated on
+    # each user's last one; held-out: random sets of a user's interactions from all the
+    # rest, validated on a per-item random split (what `evaluate --protocol stratified` uses).
+    objective: Literal["next-item", "held-out"] = "next-item"
+    # The user vector also reads the whole history (a learned factor, gated against the
+    # recent sequence); false: the recent sequence alone; None: on for the held-out objective only.
+    long_term: bool | None = None
+    held_out_rate: float = Field(default=0.25, gt=0, lt=1)
+    masks_per_user: int = Field(default=16, gt=0)
+    validation_ratio: float = Field(default=0.75, gt=0, lt=1)
+    # torch's threads for the fit; 0: the cores this process may use (spark.task.cpus in a
+    # TorchDistributor process).
+    threads: int = Field(default=0, ge=0)
+    # false: the model reads no encoder vector at all (evaluate's interestlake_no_text).
+    text: bool = True
+    # The items a training example has seen leave its softmax (they are never recommended);
+    # None: on for the held-out objective only.
+    exclude_seen: bool | None = None
 
 
 class MaintenanceSettings(_Section):

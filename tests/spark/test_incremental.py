@@ -161,3 +161,31 @@ def test_a_batch_without_text_records_topic_progress_and_the_next_text_still_cou
     assert any(user == "u-0002" and "ukulele" in topic for user, topic, _ in incremental)
     pipeline.run_stage("interests", run(4), full=True)
     assert sorted((r.user_id, r.topic, round(r.weight, 6)) for r in lake.read(C.USER_TOPICS).collect()) == incremental
+
+
+def test_a_long_term_model_rebuilds_changed_users_whole_and_matches_full_recompute(pipeline, lake, landing, tmp_path):
+    """Under a model with a long-term part the user vector reads the whole history: a changed user is rebuilt."""
+    from interestlake.pipeline.train import train_model
+
+    generate_sample(landing, seed=3, n_users=20, n_items=24, days=20)
+    for stage in ("ingest", "encode"):
+        pipeline.run_stage(stage, run(1))
+    model = pipeline.settings.model.model_copy(update={"dim": 8, "epochs": 2})
+    trained, _ = train_model(lake, pipeline.settings.model_copy(update={"model": model}))
+    assert trained.model.long_term
+    folder = trained.model.save(tmp_path / "model")
+    pipeline.settings = pipeline.settings.model_copy(update={"model": model.model_copy(
+        update={"uri": str(folder), "version": "test:1"})})
+    pipeline.run_stage("interests", run(1))
+    pipeline.run_stage("recommend", run(1))
+
+    items = [json.loads(line)["item_id"] for line in (landing / "items" / "items-0001.jsonl").read_text().splitlines()]
+    new = [{"event_id": f"new-{n}", "user_id": user, "item_id": items[n], "event_type": "purchase",
+            "ts": "2026-11-04T10:00:00Z"} for n, user in enumerate(["u-0003", "u-0007"])]
+    (landing / "events" / "events-9001.jsonl").write_text("\n".join(json.dumps(e) for e in new) + "\n")
+    for stage in ("ingest", "encode"):
+        pipeline.run_stage(stage, run(2))
+    report = pipeline.run_stage("interests", run(2))
+    pipeline.run_stage("recommend", run(2))
+    assert report.counts["users_changed"] == report.counts["users_rebuilt"] == 2
+    assert_same_as_full_recompute(pipeline, lake, 3)

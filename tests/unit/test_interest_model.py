@@ -8,8 +8,8 @@ import pytest
 
 from interestlake import constants as C
 from interestlake.models.interest import InterestParams
-from interestlake.models.interest_model import InterestModel
-from interestlake.models.training import HistoryData, TrainParams, build_examples, train, validation_split
+from interestlake.models.interest_model import KINDS, InterestModel
+from interestlake.models.training import HistoryData, Store, TrainParams, next_item_examples, train, validation_split
 
 PARAMS = InterestParams(
     half_life_days=30.0, event_weights={"view": 1, "click": 2, "cart": 3, "purchase": 5, "rate": 3, "search": 2, "review": 4},
@@ -62,7 +62,7 @@ def test_training_beats_the_untrained_pooling_on_validation(tmp_path):
     model = InterestModel.load(result.model.save(tmp_path / "model"))
     assert model.meta == result.model.meta
     fit, held = validation_split(data)
-    examples = build_examples(fit, 10, targets=held)
+    examples = next_item_examples(Store.of(fit), 10, held).batch()
     row = 0
     mask = examples.mask[row]
     user = model.user_vector(
@@ -76,7 +76,7 @@ def test_training_beats_the_untrained_pooling_on_validation(tmp_path):
         scores[list(data.item_ids).index(item)] += value
     seen = {data.item_ids[i] for i in examples.item[row][mask] if i >= 0}
     ranked = [data.item_ids[i] for i in np.argsort(-scores) if data.item_ids[i] not in seen]
-    assert data.item_ids[examples.target[row]] in ranked[:5]
+    assert data.item_ids[examples.target[row, 0]] in ranked[:5]
 
 
 def test_training_refuses_histories_without_a_next_item():
@@ -181,3 +181,125 @@ def test_a_loaded_model_is_kept_while_its_files_are_unchanged(tmp_path):
     model.save(folder)
     again = load_model(settings)
     assert again is not first and again.meta["knn_weight"] == 3.0
+
+
+def _random_network(data: HistoryData, dim: int, n_items: int, context: int, seed: int):
+    """The training network with every parameter random (a trained one has most of them near their start)."""
+    import torch
+
+    from interestlake.models.training import _network
+
+    torch.manual_seed(seed)
+    net = _network(data.vectors.shape[1], dim, n_items, context, dropout=0.0)
+    with torch.no_grad():
+        for name, value in net.named_parameters():
+            if name != "w_hist":
+                value.copy_(torch.randn_like(value) * 0.3)
+        net.item_in.weight[n_items].zero_()
+        net.long_item[n_items].zero_()
+    return net.eval()
+
+
+def test_numpy_user_vector_with_the_long_term_part_is_the_networks():
+    """InterestModel.user_vector (recent entries + running sum) computes what the torch network trained on."""
+    import torch
+
+    from interestlake.models.training import _export, _tensors, interactions, item_statistics
+
+    data = generated_history(users=20, items=72, length=10)
+    n_items, context = len(data.item_ids), 5  # a context shorter than the history: the sum reads more
+    net = _random_network(data, dim=8, n_items=n_items, context=context, seed=1)
+    pop, idx, sim = item_statistics(interactions(data), n_items, 5)
+    model = InterestModel(data.item_ids, _export(net, np.eye(data.vectors.shape[1], dtype=np.float32), pop, idx, sim),
+                          {"context": context, "knn_weight": 0.0, "knn_decay": 1.0, "pop_weight": 0.0, "cold_bias": 0.0})
+    assert model.long_term
+    examples = next_item_examples(Store.of(data), context, interactions(data))
+    batch = examples.batch()
+    with torch.no_grad():
+        expected = net.users(torch.as_tensor(data.vectors), _tensors(batch, "cpu")).numpy()
+    for row in range(len(examples)):
+        mask = batch.mask[row]
+        ids = [data.item_ids[i] if i >= 0 else None for i in batch.item[row][mask]]
+        bag = slice(batch.bag_offsets[row], batch.bag_offsets[row] + batch.bag_count[row])
+        long_sum, count = model.long_terms(
+            data.vectors[batch.bag_vec[bag]], [KINDS[k] for k in batch.bag_kind[bag]],
+            [data.item_ids[i] if i >= 0 else None for i in batch.bag_item[bag]])
+        assert count == batch.bag_count[row] >= mask.sum()
+        user = model.user_vector(data.vectors[batch.vec[row][mask]], [KINDS[k] for k in batch.kind[row][mask]],
+                                 batch.seconds[row][mask], ids, long_sum, count)
+        assert user[-1] == 1.0
+        np.testing.assert_allclose(user[:-1], expected[row], rtol=1e-4, atol=1e-4)
+    # The long-term part matters: the recent entries alone give another vector for long histories.
+    long_rows = np.flatnonzero(batch.bag_count > context)
+    assert len(long_rows)
+    row = long_rows[0]
+    mask = batch.mask[row]
+    alone = model.user_vector(data.vectors[batch.vec[row][mask]], [KINDS[k] for k in batch.kind[row][mask]],
+                              batch.seconds[row][mask], [data.item_ids[i] if i >= 0 else None for i in batch.item[row][mask]])
+    assert np.abs(alone[:-1] - expected[row]).max() > 1e-3
+
+
+def test_long_term_sums_fold_incrementally():
+    """The running sum of two parts of a history is the sum over the whole, so a stage can fold new entries in."""
+    data = generated_history(users=30, items=48, length=6)
+    model = train(data, context=4, params=TrainParams(dim=4, epochs=1, patience=1, batch_size=32, neighbors=2, seed=3)).model
+    entries = data.entries[data.entries[C.COL_USER_ID] == "u1"]
+    vectors, kinds, items = data.vectors[entries["vec"].to_numpy()], entries["kind"].tolist(), entries[C.COL_ITEM_ID].tolist()
+    whole, count = model.long_terms(vectors, kinds, items)
+    old, old_count = model.long_terms(vectors[:3], kinds[:3], items[:3])
+    new, new_count = model.long_terms(vectors[3:], kinds[3:], items[3:])
+    assert count == old_count + new_count == len(entries)
+    np.testing.assert_allclose(old + new, whole, rtol=1e-9)
+    assert np.abs(whole).max() > 0
+    # Without a running sum the model reads the long-term part over the entries it is given.
+    newest = entries.iloc[::-1]
+    args = (data.vectors[newest["vec"].to_numpy()], newest["kind"].tolist(), newest["seconds"].to_numpy(), newest[C.COL_ITEM_ID].tolist())
+    np.testing.assert_allclose(model.user_vector(*args), model.user_vector(*args, whole, count), rtol=1e-6)
+
+
+def test_held_out_objective_validates_on_a_per_item_random_split():
+    from interestlake.models.training import HELD_OUT, interactions, ndcg_at_k
+
+    data = generated_history(users=120, items=60, length=8)
+    params = TrainParams(dim=16, epochs=20, patience=4, batch_size=64, learning_rate=1e-2, neighbors=20, seed=7,
+                         objective=HELD_OUT)
+    fit, held = validation_split(data, params)
+    first = interactions(data)
+    # About a quarter of each item's interactions held out, with every entry about them.
+    share = held.groupby("item").size() / first.groupby("item").size()
+    assert 0.15 < share.mean() < 0.35
+    assert held.groupby(C.COL_USER_ID).size().max() > 1
+    kept = set(zip(fit.entries[C.COL_USER_ID], fit.entries[C.COL_ITEM_ID]))
+    assert not kept & set(zip(held[C.COL_USER_ID], data.item_ids[held["item"]]))
+    result = train(data, context=10, params=params, zero_shot=PARAMS)
+    assert result.metrics["validation_ndcg"] > result.metrics["validation_zero_shot_ndcg"] + 0.1, result.metrics
+    with pytest.raises(ValueError, match="objective must be one of"):
+        train(data, context=10, params=TrainParams(objective="next"))
+
+    # NDCG of several relevant items: DCG over the hits, IDCG of min(|R|, K) hits.
+    import scipy.sparse as sp
+
+    scores = np.array([[0.9, 0.8, 0.7, 0.6, 0.5], [0.1, 0.2, 0.3, 0.4, 0.5]])
+    exclude = sp.csr_matrix(([1.0], ([1], [4])), shape=(2, 5))  # row 1's best item is excluded
+    ndcg, recall = ndcg_at_k(scores, exclude, np.array([[0, 2, -1], [3, 0, 1]]), k=2)
+    first_row = 1.0 / (1.0 + 1.0 / np.log2(3))
+    second_row = (1.0 / np.log2(2)) / (1.0 + 1.0 / np.log2(3))
+    assert ndcg == pytest.approx((first_row + second_row) / 2)
+    assert recall == pytest.approx((1 / 2 + 1 / 3) / 2)
+
+
+def test_a_model_without_text_reads_no_encoder_vector():
+    """model.text false (evaluate's interestlake_no_text): ids, kinds, positions and times only."""
+    data = generated_history(users=60, items=48, length=6)
+    params = TrainParams(dim=8, epochs=3, patience=1, batch_size=32, neighbors=5, seed=3, text=False)
+    model = train(data, context=5, params=params).model
+    assert model.meta["text"] is False
+    for name in ("w_hist", "w_item", "long_hist"):
+        assert not model.arrays[name].any(), name
+    entries = data.entries[data.entries[C.COL_USER_ID] == "u2"].iloc[::-1]
+    args = (entries["kind"].tolist(), entries["seconds"].to_numpy(), entries[C.COL_ITEM_ID].tolist())
+    vectors = data.vectors[entries["vec"].to_numpy()]
+    # Any other encoder vectors give the same user and item vectors.
+    np.testing.assert_array_equal(model.user_vector(vectors, *args), model.user_vector(vectors * 0 + 1, *args))
+    np.testing.assert_array_equal(model.item_vectors(list(data.item_ids), data.vectors[data.item_vec]),
+                                  model.item_vectors(list(data.item_ids), -data.vectors[data.item_vec]))

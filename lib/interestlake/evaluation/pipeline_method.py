@@ -29,6 +29,8 @@ log = logging.getLogger("interestlake")
 METHOD = "interestlake"
 # The same pipeline without a learned model: the untrained pooling.
 ZERO_SHOT = "interestlake_zero_shot"
+# The learned model trained and applied without any encoder vector (ids, kinds, positions, times).
+NO_TEXT = "interestlake_no_text"
 STAGES = ("encode", "interests", "recommend")
 
 
@@ -81,8 +83,8 @@ def pipeline_recommendations(
     run_id: str,
     model_versions: dict[str, int] | None = None,
     variants: dict[str, Settings] | None = None,
-    train_to: str | None = None,
-) -> tuple[dict[str, pd.DataFrame], list, TrainResult | None]:
+    train_to: dict[str, Settings] | None = None,
+) -> tuple[dict[str, pd.DataFrame], list, dict[str, TrainResult]]:
     """Replaces the evaluation lake's inputs with ``tables``, encodes, and recommends with each variant.
 
     Args:
@@ -93,12 +95,12 @@ def pipeline_recommendations(
         model_versions: Registered model versions to record in ``pipeline_runs``.
         variants: Name -> settings of the interests and recommend stages (default:
             ``{"interestlake": settings}``); each variant recomputes every user.
-        train_to: When set, the interest model is first trained on these tables and
-            saved to this folder (variants name it with ``model.uri``).
+        train_to: Folder -> settings: an interest model is first trained on these tables
+            with each settings' ``model`` and saved to its folder (variants name it with ``model.uri``).
 
     Returns:
         (recommendations per variant as user_id, item_id, rank, score; the stage reports;
-        the training result when ``train_to`` was given).
+        the training result of each folder of ``train_to``).
     """
     from interestlake.lake.lock import writer_lock
     from interestlake.lake.tables import open_lake
@@ -106,7 +108,7 @@ def pipeline_recommendations(
     from interestlake.pipeline.run import RunContext
 
     variants = variants or {METHOD: settings}
-    trained = None
+    trained: dict[str, TrainResult] = {}
     recs: dict[str, pd.DataFrame] = {}
     with writer_lock(settings.lake.root, run_id):
         lake = open_lake(spark, settings.lake)
@@ -120,12 +122,12 @@ def pipeline_recommendations(
             lake.overwrite(table, spark.createDataFrame([], table_spec(table).schema),
                            metadata={"stage": "evaluation", "run_id": run_id})
         reports = [Pipeline(spark, lake, settings, dict(model_versions or {})).run_stage("encode", RunContext.create(run_id))]
-        if train_to is not None:
+        for folder, train_settings in (train_to or {}).items():
             from interestlake.pipeline.train import train_model
 
-            trained, _ = train_model(lake, settings)
-            trained.model.save(train_to)
-            log.info("evaluate: interest model trained: %s", trained.metrics)
+            trained[folder], _ = train_model(lake, train_settings)
+            trained[folder].model.save(folder)
+            log.info("evaluate: interest model trained (%s): %s", folder, trained[folder].metrics)
         for name, variant in variants.items():
             pipeline = Pipeline(spark, lake, variant, dict(model_versions or {}))
             run = RunContext.create(f"{run_id}__{name}")

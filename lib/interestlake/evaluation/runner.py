@@ -30,9 +30,9 @@ from interestlake.evaluation.baselines import (
 from interestlake.evaluation.diversity import add_list_similarity
 from interestlake.evaluation.leakage import check_no_leakage
 from interestlake.evaluation.pipeline_method import (
-    METHOD, ZERO_SHOT, evaluation_settings, pipeline_recommendations, training_tables,
+    METHOD, NO_TEXT, ZERO_SHOT, evaluation_settings, pipeline_recommendations, training_tables,
 )
-from interestlake.evaluation.protocols import TEMPORAL, interactions_from_events, make_split, truncate_histories
+from interestlake.evaluation.protocols import STRATIFIED, TEMPORAL, interactions_from_events, make_split, truncate_histories
 from interestlake.settings import Settings
 
 log = logging.getLogger("interestlake")
@@ -46,8 +46,11 @@ STEERED = {
 }
 # bert4rec is cornac's second transformer next to sasrec: selectable, not run by default.
 PEERS = tuple(name for name in P.PEERS if name != "bert4rec")
-DEFAULT_METHODS = (METHOD, ZERO_SHOT, *BASELINES, *PEERS)
+DEFAULT_METHODS = (METHOD, NO_TEXT, ZERO_SHOT, *BASELINES, *PEERS)
 METHODS = (*DEFAULT_METHODS, "bert4rec", *STEERED)
+# What the learned model is trained for under each protocol (model.objective): on a random
+# per-item split the test holds random sets of a user's items, not their next one.
+OBJECTIVES = {STRATIFIED: "held-out"}
 # Buckets of training history length for the metric-by-history plot.
 HISTORY_BUCKETS = ((1, 3), (4, 5), (6, 10), (11, 20), (21, 50), (51, 100), (101, None))
 
@@ -197,11 +200,15 @@ def evaluate(
         lists[name] = {mode: recommend(model, catalog, history, users, max_k) for mode, history in modes.items()}
         seconds[name] = time.perf_counter() - clock
 
-    if {METHOD, ZERO_SHOT, *STEERED} & set(methods):
+    if {METHOD, ZERO_SHOT, NO_TEXT, *STEERED} & set(methods):
         clock = time.perf_counter()
-        ours, trained = _pipeline_lists(spark, settings, dataset, tables, cold_tables, max_k, encoder, run_id, methods)
+        ours, trained, no_text = _pipeline_lists(spark, settings, dataset, tables, cold_tables, max_k, encoder, run_id,
+                                                 methods, protocol)
         lists.update(ours)
         seconds["pipeline"] = time.perf_counter() - clock
+        if no_text is not None:
+            seconds["train_no_text"] = no_text.metrics["train_seconds"]
+            run_params.update({f"model_no_text_{key}": value for key, value in no_text.metrics.items()})
         if trained is not None:
             seconds["train"] = trained.metrics["train_seconds"]
             run_params.update({f"model_{key}": value for key, value in {**trained.params, **trained.model.meta}.items()
@@ -251,15 +258,19 @@ def evaluate(
     )
 
 
-def _pipeline_lists(spark, settings, dataset, tables, cold_tables, max_k, encoder, run_id, methods):
+def _pipeline_lists(spark, settings, dataset, tables, cold_tables, max_k, encoder, run_id, methods, protocol):
     """Our pipeline's lists with full and with cold (truncated) histories, from the dataset's evaluation lake.
 
     ``interestlake`` trains the interest model on the full training part (in the
     evaluation lake, so only on what the split allows) and applies it to both
-    passes; ``interestlake_zero_shot`` runs the same stages without it.
+    passes; ``interestlake_no_text`` trains and applies the same model without any
+    encoder vector; ``interestlake_zero_shot`` runs the same stages without a model. The model's
+    objective and validation split follow the protocol (``OBJECTIVES``): held-out sets
+    for the stratified one, the next item otherwise.
 
     Returns:
-        ({method: {"full": lists, "cold": lists}}, the training result or None).
+        ({method: {"full": lists, "cold": lists}}, the training result of ``interestlake`` or None,
+        that of ``interestlake_no_text`` or None).
     """
     from interestlake.models.interest_model import NO_MODEL
     from interestlake.models.registry import with_encoder
@@ -267,6 +278,8 @@ def _pipeline_lists(spark, settings, dataset, tables, cold_tables, max_k, encode
     root = settings.evaluation.lake_root or f"{settings.lake.root.rstrip('/')}/evaluation"
     lake_root = f"{root.rstrip('/')}/{dataset}"
     eval_settings = evaluation_settings(settings, lake_root, max_k)
+    eval_settings = eval_settings.model_copy(update={"model": eval_settings.model.model_copy(
+        update={"objective": OBJECTIVES.get(protocol, "next-item")})})
     versions = {}
     if encoder is not None:
         eval_settings = with_encoder(eval_settings, encoder)
@@ -287,10 +300,17 @@ def _pipeline_lists(spark, settings, dataset, tables, cold_tables, max_k, encode
                 part: getattr(learned.steer, part).model_copy(update=value) if isinstance(value, dict) else value
                 for part, value in parts.items()})
             variants[name] = learned.model_copy(update={"steer": steer})
-    train_to = model_dir if set(variants) - {ZERO_SHOT} else None
+    train_to = {model_dir: eval_settings} if set(variants) - {ZERO_SHOT, NO_TEXT} else {}
+    if NO_TEXT in methods:
+        # The same model with no encoder vector at all (model.text false), trained on its own.
+        no_text = eval_settings.model_copy(update={"model": eval_settings.model.model_copy(
+            update={"uri": f"{model_dir}__no_text", "version": f"evaluation:{run_id}:no_text", "text": False})})
+        variants[NO_TEXT] = no_text
+        train_to[no_text.model.uri] = no_text
     full, _, trained = pipeline_recommendations(spark, eval_settings, tables, f"{run_id}__full", versions, variants, train_to)
     cold, _, _ = pipeline_recommendations(spark, eval_settings, cold_tables, f"{run_id}__cold", versions, variants)
-    return {name: {"full": full[name], "cold": cold[name]} for name in variants}, trained
+    lists = {name: {"full": full[name], "cold": cold[name]} for name in variants}
+    return lists, trained.get(model_dir), trained.get(f"{model_dir}__no_text")
 
 
 def _split_params(protocol: str, conf, given: dict[str, Any]) -> dict[str, Any]:

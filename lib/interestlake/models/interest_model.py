@@ -7,7 +7,18 @@ everything learned from the logs:
     x_i   = W_h h_i + E_kind[k_i] + E_in[item_i]          (entry i, newest first)
     q     = mean_i x_i
     l_i   = x_i^T A q / sqrt(h) + b_kind[k_i] + b_pos[i] + b_age[age_i]
-    u     = sum_i softmax(l)_i x_i
+    r     = sum_i softmax(l)_i x_i                        (short term: the recent sequence)
+
+and, when the model has a long-term part, a factor over the user's WHOLE history
+(FISM / asymmetric SVD style), gated against the short-term readout:
+
+    z_i   = W_lh h_i + L_kind[k_i] + L_in[item_i]         (every entry i ever folded)
+    s     = sum_i z_i,   n = number of entries             (kept incrementally: a running sum)
+    l     = s / n^alpha
+    g     = sigmoid(w_r . r + w_l . l + c)
+    u     = g r + (1 - g) l
+
+(alpha, w_r, w_l and c learned; without the long-term part u = r).
 
 with h_i the frozen encoder's vector of the entry (item or text), k_i its type,
 age_i a log2 bucket of its age in days relative to the newest entry, and
@@ -48,6 +59,8 @@ AGE_BUCKETS = 16
 _SECONDS_PER_DAY = 86_400.0
 _ARRAYS = ("w_hist", "w_item", "attention", "kind_emb", "kind_bias", "pos_bias", "age_bias",
            "item_in", "item_out", "item_bias", "item_pop", "neighbor_idx", "neighbor_sim")
+# The long-term part (all or none of them): models saved before it existed have none.
+LONG_TERM_ARRAYS = ("long_hist", "long_kind", "long_item", "long_alpha", "gate")
 # model.uri value that asks for the untrained pooling even when a champion exists.
 NO_MODEL = "none"
 MODEL_FILE = "interest_model.npz"
@@ -75,7 +88,9 @@ class InterestModel:
         arrays: ``w_hist`` (d, h), ``w_item`` (d, h), ``attention`` (h, h), ``kind_emb`` (K, h),
             ``kind_bias`` (K,), ``pos_bias`` (N,), ``age_bias`` (16,), ``item_in``/``item_out``
             (n, h), ``item_bias`` (n,), ``item_pop`` (n,) log(1 + count), ``neighbor_idx``/
-            ``neighbor_sim`` (n, M) (index -1: no neighbour).
+            ``neighbor_sim`` (n, M) (index -1: no neighbour); optionally the long-term part
+            ``long_hist`` (d, h), ``long_kind`` (K, h), ``long_item`` (n, h), ``long_alpha`` (1,),
+            ``gate`` (2h + 1,) = [w_r, w_l, c].
         meta: Blend weights (``knn_weight``, ``knn_decay``, ``pop_weight``), ``cold_bias``,
             ``context`` N, training parameters, data versions and validation metrics.
     """
@@ -86,8 +101,9 @@ class InterestModel:
 
     def __post_init__(self):
         missing = [name for name in _ARRAYS if name not in self.arrays]
-        if missing:
-            raise ValueError(f"interest model lacks array(s) {missing}")
+        partial = [name for name in LONG_TERM_ARRAYS if name not in self.arrays]
+        if missing or 0 < len(partial) < len(LONG_TERM_ARRAYS):
+            raise ValueError(f"interest model lacks array(s) {missing or partial}")
         self.item_ids = np.asarray(self.item_ids, dtype=object)
         self._row = {item: row for row, item in enumerate(self.item_ids.tolist())}
 
@@ -100,12 +116,35 @@ class InterestModel:
     def context(self) -> int:
         return int(self.meta["context"])
 
+    @property
+    def long_term(self) -> bool:
+        """Whether the user vector also reads the whole history (``long_terms`` sums)."""
+        return "long_item" in self.arrays
+
+    def long_terms(self, vectors: np.ndarray, kinds: Sequence[str], item_ids: Sequence[str | None]) -> tuple[np.ndarray, int]:
+        """(sum of z_i (h,) float64, count) of some history entries: what a user's running sum adds.
+
+        The sums of disjoint parts of a history add up to the sum of the whole, which is
+        how the interests stage keeps it incrementally. Zeros for a model without the
+        long-term part.
+        """
+        h = int(self.arrays["w_item"].shape[1])
+        if not self.long_term or not len(vectors):
+            return np.zeros(h, np.float64), len(vectors)
+        a = self.arrays
+        z = np.asarray(vectors, dtype=np.float64) @ a["long_hist"] + a["long_kind"][kind_index(list(kinds))]
+        rows = self.rows(list(item_ids))
+        known = rows >= 0
+        z[known] += a["long_item"][rows[known]]
+        return z.sum(axis=0), len(vectors)
+
     def rows(self, item_ids: Sequence[str | None]) -> np.ndarray:
         """Row of each item in the model's item arrays, -1 when unknown (or None)."""
         return np.array([self._row.get(item, -1) if item is not None else -1 for item in item_ids], dtype=np.int64)
 
     def user_vector(
-        self, vectors: np.ndarray, kinds: Sequence[str], seconds: np.ndarray, item_ids: Sequence[str | None]
+        self, vectors: np.ndarray, kinds: Sequence[str], seconds: np.ndarray, item_ids: Sequence[str | None],
+        long_sum: np.ndarray | None = None, long_count: int | None = None,
     ) -> np.ndarray:
         """``[u, 1]`` of one user from their recent entries, newest first (at most ``context`` used).
 
@@ -114,11 +153,16 @@ class InterestModel:
             kinds: Entry kinds (event type or ``review``).
             seconds: Entry times, epoch seconds.
             item_ids: The entry's item (None for searches).
+            long_sum: The user's running ``long_terms`` sum over their whole history, with
+                ``long_count``; None takes the long-term part over the entries given
+                (all m of them), for callers that hold no more of the history.
         """
         n = min(len(vectors), self.context)
         if n == 0:
             raise ValueError("need at least one recent history entry")
         a = self.arrays
+        if self.long_term and long_sum is None:
+            long_sum, long_count = self.long_terms(vectors, kinds, item_ids)
         vectors = np.asarray(vectors, dtype=np.float32)[:n]
         seconds = np.asarray(seconds, dtype=np.float64)[:n]
         kinds_i = kind_index(list(kinds)[:n])
@@ -131,7 +175,18 @@ class InterestModel:
         logits = logits + a["kind_bias"][kinds_i] + a["pos_bias"][np.arange(n)] + a["age_bias"][age_buckets(seconds, seconds.max())]
         weights = np.exp(logits - logits.max())
         pooled = (weights / weights.sum()) @ x
+        if self.long_term:
+            pooled = self.gated(pooled, np.asarray(long_sum, dtype=np.float64), int(long_count or 0))
         return np.r_[pooled, 1.0].astype(np.float32)
+
+    def gated(self, short: np.ndarray, long_sum: np.ndarray, count: int) -> np.ndarray:
+        """u = g r + (1 - g) l with l = s / n^alpha (the module docstring's formulas)."""
+        a = self.arrays
+        h = len(short)
+        long = long_sum / max(count, 1) ** float(a["long_alpha"][0])
+        gate = a["gate"]
+        g = 1.0 / (1.0 + np.exp(-(short @ gate[:h] + long @ gate[h:2 * h] + gate[-1])))
+        return g * short + (1.0 - g) * long
 
     def item_vectors(self, item_ids: Sequence[str], embeddings: np.ndarray) -> np.ndarray:
         """``[v_j, b_j]`` of items from their encoder vectors, (n, h + 1)."""
@@ -222,7 +277,7 @@ class InterestModel:
         if not (folder / MODEL_FILE).exists():
             raise FileNotFoundError(f"{folder}: no {MODEL_FILE}; not a saved interest model")
         with np.load(folder / MODEL_FILE, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in _ARRAYS}
+            arrays = {name: data[name] for name in (*_ARRAYS, *LONG_TERM_ARRAYS) if name in data.files}
             item_ids = data["item_ids"].astype(object)
         return cls(item_ids, arrays, json.loads((folder / META_FILE).read_text()))
 

@@ -2,18 +2,24 @@
 
 Input: every user's history entries (time, kind, item, index of the entry's
 frozen encoder vector) and the catalog's item vectors, as built by
-``interestlake.pipeline.train`` from the Delta tables. Each item interaction
-(the first event of a user on an item) is a next-item example whose context
-is the user's newest N entries before it (entries of the same time about
-other items included: Amazon reviews carry days only, and what was bought the
-same day is what the pipeline will see as recent history too).
+``interestlake.pipeline.train`` from the Delta tables. An example reads some of
+its user's entries (the newest N as the recent sequence, all of them as the
+long-term part, ``interest_model``'s formulas) and predicts targets:
+- ``objective="next-item"``: each item interaction (the first event of a user on
+  an item) from the entries up to its time (entries of the same time about
+  other items included: Amazon reviews carry days only, and what was bought the
+  same day is what the pipeline will see as recent history too);
+- ``objective="held-out"``: per epoch and user, ``masks_per_user`` random sets of
+  ``held_out_rate`` of their interactions, each from all their other entries
+  (a random per-item split's test holds such sets, not the next item).
 
 Fitting, all on the training data given:
-1. validation split: each user's last interaction (users with >= 2) is held out,
-   with every entry about it;
-2. the network (``interest_model`` formulas) is trained on the other examples with
-   a full softmax over the catalog (sampled softmax for catalogs over
-   ``max_softmax_items``), early-stopped on validation NDCG@10;
+1. validation split, by the objective's protocol: each user's last interaction
+   (users with >= 2), or a per-item random split (``evaluation.protocols.stratified``),
+   held out with every entry about it;
+2. the network is trained on the other examples with a full softmax over the
+   catalog (sampled softmax for catalogs over ``max_softmax_items``), the loss
+   averaged over each example's targets, early-stopped on validation NDCG@10;
 3. blend weights (item-kNN weight and recency decay, popularity weight) are
    grid-searched on the same validation users, with co-occurrence and
    popularity counted on the training examples only (nothing of the
@@ -48,6 +54,10 @@ KNN_DECAYS = (0.3, 0.6, 0.8, 1.0)
 POP_WEIGHTS = (0.0, 0.3, 1.0, 3.0)
 
 
+NEXT_ITEM, HELD_OUT = "next-item", "held-out"
+OBJECTIVES = (NEXT_ITEM, HELD_OUT)
+
+
 class NotEnoughData(ValueError):
     """The history holds no example to learn from (no user with two item interactions)."""
 
@@ -70,6 +80,40 @@ class TrainParams:
     sampled_negatives: int = 1024
     seed: int = 42
     k: int = 10
+    # next-item: each interaction predicted from what came before it, validated on each
+    # user's last one (the leave-last-out protocol); held-out: random sets of a user's
+    # interactions predicted from all the rest, validated on a per-item random split
+    # (the stratified protocol). The evaluation picks the one of its protocol.
+    objective: str = "next-item"
+    # The long-term part of the user vector (a factor over the whole history, gated
+    # against the recent sequence); False: the recent sequence alone. None: on for the
+    # held-out objective only (see ``__post_init__``).
+    long_term: bool | None = None
+    # held-out: the fraction of a user's interactions each example holds out, and how
+    # many such examples per user one epoch draws.
+    held_out_rate: float = 0.25
+    masks_per_user: int = 16
+    # Validation split of held-out: the share of each item's interactions kept for fitting.
+    validation_ratio: float = 0.75
+    # torch's intra-op threads (0: leave torch's default).
+    threads: int = 0
+    # False: no encoder vector at all, neither of history entries nor of items (ids, kinds,
+    # positions and times only): what the text adds is the difference.
+    text: bool = True
+    # The items an example has seen leave its softmax (they are never recommended). None:
+    # on for the held-out objective only.
+    exclude_seen: bool | None = None
+
+    def __post_init__(self):
+        # Unset, the long-term part and the seen-items rule follow the objective: measured on
+        # both shared datasets' leave-last-out splits, next-item training was best without them
+        # (Amazon: validation NDCG@10 0.0882 without vs 0.0862 with, test 0.0812 vs 0.0777;
+        # docs/evaluation.md), and held-out training needs them (stratified 0.119 -> 0.381).
+        held_out = self.objective == "held-out"
+        if self.long_term is None:
+            object.__setattr__(self, "long_term", held_out)
+        if self.exclude_seen is None:
+            object.__setattr__(self, "exclude_seen", held_out)
 
 
 @dataclass
@@ -124,23 +168,112 @@ class HistoryData:
 
 
 @dataclass
-class Examples:
-    """Next-item examples: padded contexts (newest first) and targets."""
+class Store:
+    """Every user's history entries, oldest first in the pipeline's order, users one after another.
+
+    Attributes:
+        users: User ids (sorted); user u's entries are rows start[u] .. start[u] + length[u].
+        vec, kind, item, seconds: Per entry: vector row, kind index, catalog row (-1 none), time.
+    """
+
+    users: np.ndarray
+    start: np.ndarray
+    length: np.ndarray
+    vec: np.ndarray
+    kind: np.ndarray
+    item: np.ndarray
+    seconds: np.ndarray
+
+    @classmethod
+    def of(cls, data: HistoryData) -> Store:
+        row_of = pd.Series(np.arange(len(data.item_ids)), index=pd.Index(data.item_ids))
+        # newest_first reversed within each user: a window read backwards is exactly what
+        # the interests stage keeps as `recent`.
+        entries = newest_first(data.entries).reset_index(drop=True)
+        entries = entries.assign(_pos=-np.arange(len(entries))).sort_values([C.COL_USER_ID, "_pos"], kind="stable")
+        users, start, length = np.unique(entries[C.COL_USER_ID].to_numpy(dtype=object), return_index=True, return_counts=True)
+        return cls(
+            users, start.astype(np.int64), length.astype(np.int64), entries["vec"].to_numpy(np.int64),
+            kind_index(entries["kind"].tolist()),
+            row_of.reindex(entries[C.COL_ITEM_ID].to_numpy()).fillna(-1).to_numpy().astype(np.int64),
+            entries["seconds"].to_numpy(np.float64),
+        )
+
+    def rows(self, user_ids) -> np.ndarray:
+        """Row of each user in ``users`` (-1 unknown)."""
+        index = pd.Index(self.users)
+        return index.get_indexer(pd.Index(np.asarray(user_ids, dtype=object)))
+
+
+@dataclass
+class Batch:
+    """Network inputs of some examples: the recent context (newest first, padded to N) and the long-term bag."""
 
     vec: np.ndarray
     kind: np.ndarray
     age: np.ndarray
     item: np.ndarray  # catalog row of the entry's item, -1 none
     mask: np.ndarray
-    target: np.ndarray
-    user: np.ndarray  # user_id of each example
     seconds: np.ndarray  # entry times (epoch seconds; 0 in padding)
+    bag_vec: np.ndarray  # every entry of the long-term part, example after example
+    bag_kind: np.ndarray
+    bag_item: np.ndarray
+    bag_offsets: np.ndarray  # first bag entry of each example
+    bag_count: np.ndarray
+    target: np.ndarray  # (B, T) catalog rows, -1 padding
+
+
+@dataclass
+class Examples:
+    """Examples: each reads its user's first ``end`` entries less those about its targets.
+
+    The newest ``context`` of those are the recent sequence, all of them the long-term
+    part; the targets are what it predicts (one next item, or a held-out set).
+    """
+
+    store: Store
+    context: int
+    user: np.ndarray  # row in store
+    end: np.ndarray
+    target: np.ndarray  # (n, T) catalog rows, -1 padding
 
     def __len__(self) -> int:
-        return len(self.target)
+        return len(self.user)
+
+    @property
+    def user_ids(self) -> np.ndarray:
+        return self.store.users[self.user]
 
     def take(self, rows: np.ndarray) -> Examples:
-        return Examples(*(getattr(self, name)[rows] for name in ("vec", "kind", "age", "item", "mask", "target", "user", "seconds")))
+        return Examples(self.store, self.context, self.user[rows], self.end[rows], self.target[rows])
+
+    def batch(self, rows: np.ndarray | None = None) -> Batch:
+        """The inputs of ``rows`` (default all)."""
+        rows = np.arange(len(self)) if rows is None else np.asarray(rows)
+        st, n, width = self.store, len(rows), self.context
+        user, end, target = self.user[rows], self.end[rows], self.target[rows]
+        row_of = np.repeat(np.arange(n), end)
+        flat = np.repeat(st.start[user], end) + np.arange(int(end.sum())) - np.repeat(np.cumsum(end) - end, end)
+        # Entries about a target are not seen by the example (the catalog row + 1 keys them; 0 = no item).
+        span = int(max(st.item.max(initial=-1), target.max(initial=-1))) + 2
+        held = target >= 0
+        keep = ~np.isin(row_of * span + st.item[flat] + 1, np.nonzero(held)[0] * span + target[held] + 1)
+        flat, row_of = flat[keep], row_of[keep]
+        count = np.bincount(row_of, minlength=n)
+        offsets = np.cumsum(count) - count
+        from_end = np.repeat(offsets + count, count) - 1 - np.arange(len(flat))
+        recent = from_end < width
+        r, c, e = row_of[recent], from_end[recent], flat[recent]
+        out = Batch(
+            np.zeros((n, width), np.int64), np.zeros((n, width), np.int64), np.zeros((n, width), np.int64),
+            np.full((n, width), -1, np.int64), np.zeros((n, width), bool), np.zeros((n, width), np.float64),
+            st.vec[flat], st.kind[flat], st.item[flat], offsets, count, target,
+        )
+        out.vec[r, c], out.kind[r, c], out.item[r, c], out.seconds[r, c], out.mask[r, c] = (
+            st.vec[e], st.kind[e], st.item[e], st.seconds[e], True)
+        newest = np.where(out.mask, out.seconds, -np.inf).max(axis=1)
+        out.age[r, c] = age_buckets(st.seconds[e], newest[r])
+        return out
 
 
 @dataclass
@@ -165,12 +298,25 @@ def interactions(data: HistoryData) -> pd.DataFrame:
     return out.drop_duplicates([C.COL_USER_ID, "item"], keep="first").reset_index(drop=True)
 
 
-def validation_split(data: HistoryData) -> tuple[HistoryData, pd.DataFrame]:
-    """(history without each user's last interaction, the held-out interactions) for users with >= 2."""
+def validation_split(data: HistoryData, params: TrainParams = TrainParams()) -> tuple[HistoryData, pd.DataFrame]:
+    """(history without the held-out interactions and every entry about them, the held-out interactions).
+
+    next-item holds out each user's last interaction (users with >= 2), as
+    leave-last-out does; held-out applies the stratified protocol
+    (``evaluation.protocols.stratified``: a share ``1 - validation_ratio`` of each
+    item's interactions, in seeded random order) to the interactions.
+    """
     first = interactions(data)
-    counts = first.groupby(C.COL_USER_ID)["item"].transform("size")
-    last = ~first.duplicated(C.COL_USER_ID, keep="last") & (counts >= 2)
-    held = first[last]
+    if params.objective == NEXT_ITEM:
+        counts = first.groupby(C.COL_USER_ID)["item"].transform("size")
+        held = first[~first.duplicated(C.COL_USER_ID, keep="last") & (counts >= 2)]
+    else:
+        from interestlake.evaluation.protocols import stratified
+
+        frame = pd.DataFrame({C.COL_USER_ID: first[C.COL_USER_ID], C.COL_ITEM_ID: first["item"], C.COL_TS: first["seconds"]})
+        test = stratified(frame, seed=params.seed + 1, ratio=params.validation_ratio).test
+        held = pd.DataFrame({C.COL_USER_ID: test[C.COL_USER_ID], "item": test[C.COL_ITEM_ID].astype(np.int64),
+                             "seconds": test[C.COL_TS]})
     held_items = data.item_ids[held["item"].to_numpy()]
     key = pd.MultiIndex.from_arrays([held[C.COL_USER_ID].to_numpy(), held_items])
     entries = data.entries
@@ -179,65 +325,75 @@ def validation_split(data: HistoryData) -> tuple[HistoryData, pd.DataFrame]:
     return kept, held.reset_index(drop=True)
 
 
-def build_examples(
-    data: HistoryData, context: int, targets: pd.DataFrame | None = None, max_per_user: int | None = None
-) -> Examples:
-    """Contexts of next-item examples.
+def next_item_examples(store: Store, context: int, targets: pd.DataFrame, max_per_user: int | None = None) -> Examples:
+    """One example per target interaction: it reads the entries up to its time (those of the same
+    time about other items included: Amazon reviews carry days only, and what was bought the
+    same day is what the pipeline will see as recent history too).
 
     Args:
-        data: History the contexts are taken from.
-        context: N, the newest entries kept per context.
-        targets: user_id, item, seconds of the examples; None = every interaction of
-            ``data`` (each context then holds only entries before it, or of the same
-            time about other items). Given targets (validation) take the user's newest
-            entries up to and including their time.
+        store: The history the examples read.
+        context: N, the newest entries of the recent sequence.
+        targets: user_id, item, seconds.
         max_per_user: Keep only each user's newest this many examples.
     """
-    row_of = pd.Series(np.arange(len(data.item_ids)), index=pd.Index(data.item_ids))
-    entries = newest_first(data.entries).assign(
-        _item=lambda e: row_of.reindex(e[C.COL_ITEM_ID].to_numpy()).fillna(-1).to_numpy().astype(np.int64),
-        _kind=lambda e: kind_index(e["kind"].tolist()),
-    )
-    if targets is None:
-        targets = interactions(data)
     if max_per_user:
-        targets = targets.groupby(C.COL_USER_ID, sort=False).tail(max_per_user)
-    targets = targets.sort_values([C.COL_USER_ID, "seconds"], kind="stable")
-    n = len(targets)
-    out = Examples(
-        np.zeros((n, context), np.int64), np.zeros((n, context), np.int64), np.zeros((n, context), np.int64),
-        np.full((n, context), -1, np.int64), np.zeros((n, context), bool), targets["item"].to_numpy(np.int64),
-        targets[C.COL_USER_ID].to_numpy(dtype=object), np.zeros((n, context), np.float64),
-    )
-    by_user = {user: frame for user, frame in entries.groupby(C.COL_USER_ID, sort=False)}
-    keep = np.zeros(n, dtype=bool)
-    row = 0
-    for user, group in targets.groupby(C.COL_USER_ID, sort=False):
-        frame = by_user.get(user)
-        if frame is None:
-            row += len(group)
-            continue
-        # Oldest first (the reverse of the pipeline's newest-first order), so a window
-        # read backwards is exactly what the interests stage keeps as `recent`.
-        frame = frame.iloc[::-1]
-        secs = frame["seconds"].to_numpy()
-        items, kinds, vecs = frame["_item"].to_numpy(), frame["_kind"].to_numpy(), frame["vec"].to_numpy()
-        for target, when in zip(group["item"].to_numpy(), group["seconds"].to_numpy()):
-            end = np.searchsorted(secs, when, side="right")
-            start = max(0, end - context - 8)
-            window = np.arange(start, end)
-            window = window[items[window] != target][-context:][::-1]
-            if len(window):
-                m = len(window)
-                out.vec[row, :m] = vecs[window]
-                out.kind[row, :m] = kinds[window]
-                out.age[row, :m] = age_buckets(secs[window], secs[window].max())
-                out.item[row, :m] = items[window]
-                out.seconds[row, :m] = secs[window]
-                out.mask[row, :m] = True
-                keep[row] = True
-            row += 1
-    return out.take(np.flatnonzero(keep))
+        targets = targets.sort_values([C.COL_USER_ID, "seconds"], kind="stable").groupby(C.COL_USER_ID, sort=False).tail(max_per_user)
+    user = store.rows(targets[C.COL_USER_ID].to_numpy())
+    known = user >= 0
+    user, when, item = user[known], targets["seconds"].to_numpy(np.float64)[known], targets["item"].to_numpy(np.int64)[known]
+    end = np.zeros(len(user), np.int64)
+    order = np.argsort(user, kind="stable")
+    bounds = np.r_[0, np.flatnonzero(np.diff(user[order])) + 1, len(order)]
+    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        picked = order[a:b]
+        start, length = store.start[user[picked[0]]], store.length[user[picked[0]]]
+        end[picked] = np.searchsorted(store.seconds[start:start + length], when[picked], side="right")
+    examples = Examples(store, context, user, end, item[:, None])
+    return examples.take(np.flatnonzero(_has_context(examples)))
+
+
+def held_out_examples(store: Store, context: int, held: pd.DataFrame) -> Examples:
+    """One example per user: all their entries in ``store``, predicting the set ``held`` holds of theirs."""
+    held = held[store.rows(held[C.COL_USER_ID].to_numpy()) >= 0]
+    users = pd.Index(held[C.COL_USER_ID].unique())
+    slot = held.groupby(C.COL_USER_ID, sort=False).cumcount().to_numpy()
+    target = np.full((len(users), int(slot.max(initial=-1)) + 1), -1, np.int64)
+    target[users.get_indexer(held[C.COL_USER_ID]), slot] = held["item"].to_numpy(np.int64)
+    user = store.rows(users.to_numpy())
+    return Examples(store, context, user, store.length[user], target)
+
+
+def masked_examples(store: Store, context: int, first: pd.DataFrame, rate: float, copies: int,
+                    rng: np.random.Generator) -> Examples:
+    """Training examples of held-out: per user (>= 2 interactions) ``copies`` random sets of
+    round(rate x count) of their interactions (at least 1, never all), each predicted from the rest."""
+    counts = first.groupby(C.COL_USER_ID)["item"].transform("size").to_numpy()
+    first = first[counts >= 2]
+    counts = counts[counts >= 2]
+    users = first[C.COL_USER_ID].to_numpy(dtype=object)
+    items = first["item"].to_numpy(np.int64)
+    size = np.clip(np.rint(rate * counts), 1, counts - 1).astype(np.int64)
+    parts = []
+    for _ in range(copies):
+        order = np.lexsort((rng.random(len(users)), users))
+        start = np.r_[0, np.flatnonzero(users[order][1:] != users[order][:-1]) + 1]
+        rank = np.arange(len(order)) - np.repeat(start, np.diff(np.r_[start, len(order)]))
+        chosen = order[rank < size[order]]
+        parts.append(pd.DataFrame({C.COL_USER_ID: users[chosen], "item": items[chosen]}))
+    examples = [held_out_examples(store, context, part) for part in parts]
+    width = max(ex.target.shape[1] for ex in examples)
+    pad = [np.pad(ex.target, ((0, 0), (0, width - ex.target.shape[1])), constant_values=-1) for ex in examples]
+    return Examples(store, context, np.concatenate([ex.user for ex in examples]),
+                    np.concatenate([ex.end for ex in examples]), np.concatenate(pad))
+
+
+def _has_context(examples: Examples) -> np.ndarray:
+    """Which examples see at least one entry."""
+    out = np.zeros(len(examples), bool)
+    for start in range(0, len(examples), 4096):
+        rows = np.arange(start, min(start + 4096, len(examples)))
+        out[rows] = examples.batch(rows).mask[:, 0]
+    return out
 
 
 def newest_first(entries: pd.DataFrame) -> pd.DataFrame:
@@ -293,12 +449,12 @@ def item_statistics(first: pd.DataFrame, n_items: int, neighbors: int) -> tuple[
     return np.log1p(counts).astype(np.float32), idx, sim
 
 
-def knn_scores(examples: Examples, idx: np.ndarray, sim: np.ndarray, decay: float, n_items: int) -> np.ndarray:
+def knn_scores(batch: Batch, idx: np.ndarray, sim: np.ndarray, decay: float, n_items: int) -> np.ndarray:
     """Σ_r decay^r sim(item_r, ·) over each context's distinct items, newest first: (examples x items)."""
-    out = np.zeros((len(examples), n_items), np.float32)
-    for row in range(len(examples)):
+    out = np.zeros((len(batch.item), n_items), np.float32)
+    for row in range(len(batch.item)):
         seen: list[int] = []
-        for item in examples.item[row][examples.mask[row]].tolist():
+        for item in batch.item[row][batch.mask[row]].tolist():
             if item >= 0 and item not in seen:
                 seen.append(item)
         for rank, item in enumerate(seen):
@@ -308,20 +464,42 @@ def knn_scores(examples: Examples, idx: np.ndarray, sim: np.ndarray, decay: floa
 
 
 def ndcg_at_k(scores: np.ndarray, exclude: sp.csr_matrix, target: np.ndarray, k: int) -> tuple[float, float]:
-    """Mean NDCG@k and Recall@k of one relevant item per row, excluded items never ranked."""
+    """Mean NDCG@k and Recall@k (``evaluation.metrics``' definitions), excluded items never ranked.
+
+    The list is the k best items, equal scores in catalog order (the harness's stable order).
+
+    Args:
+        scores: (rows, items).
+        exclude: Items never ranked per row.
+        target: Relevant catalog rows, (rows,) or (rows, T) padded with -1.
+        k: List length.
+    """
     scores = np.array(scores, dtype=np.float64, copy=True)
     rows, cols = exclude.nonzero()
     scores[rows, cols] = -np.inf
-    target_score = scores[np.arange(len(target)), target]
-    # Rank = items strictly better, plus ties with a lower index (the harness's stable order).
-    better = (scores > target_score[:, None]).sum(axis=1)
-    ties = np.array([(scores[r, :target[r]] == target_score[r]).sum() for r in range(len(target))])
-    rank = better + ties
-    hit = (rank < k) & np.isfinite(target_score)
-    return float(np.where(hit, 1.0 / np.log2(rank + 2), 0.0).mean()), float(hit.mean())
+    n, n_items = scores.shape
+    k = min(k, n_items)
+    target = np.asarray(target).reshape(n, -1)
+    relevant = target >= 0
+    # Every item scoring at least the k-th best, then the first k of them in (score, index) order.
+    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1]
+    r, c = np.nonzero((scores >= kth[:, None]) & np.isfinite(scores))
+    order = np.lexsort((c, -scores[r, c], r))
+    r, c = r[order], c[order]
+    position = np.arange(len(r)) - np.searchsorted(r, np.arange(n))[r]
+    r, c, position = r[position < k], c[position < k], position[position < k]
+    hit = np.isin(r * n_items + c, (np.nonzero(relevant)[0] * n_items + target[relevant]))
+    dcg = np.bincount(r[hit], weights=1.0 / np.log2(position[hit] + 2), minlength=n)
+    hits = np.bincount(r[hit], minlength=n)
+    count = relevant.sum(axis=1)
+    ideal = np.r_[0.0, np.cumsum(1.0 / np.log2(np.arange(k) + 2))][np.minimum(count, k)]
+    counted = count > 0
+    if not counted.any():
+        return 0.0, 0.0
+    return float((dcg[counted] / ideal[counted]).mean()), float((hits[counted] / count[counted]).mean())
 
 
-def zero_shot_scores(data: HistoryData, examples: Examples, params) -> np.ndarray:
+def zero_shot_scores(data: HistoryData, batch: Batch, params) -> np.ndarray:
     """The untrained pipeline's scores (``models.interest``: decayed mean + attention pooling, cosine).
 
     Only the context entries are used (the long-term vector over them too): the
@@ -330,12 +508,12 @@ def zero_shot_scores(data: HistoryData, examples: Examples, params) -> np.ndarra
     from interestlake.models.interest import user_interest
 
     items = data.vectors[data.item_vec]
-    users = np.zeros((len(examples), data.vectors.shape[1]), np.float32)
-    for row in range(len(examples)):
-        m = examples.mask[row]
-        vecs = data.vectors[examples.vec[row][m]][::-1]
-        kinds = [KINDS[i] for i in examples.kind[row][m]][::-1]
-        users[row] = user_interest(vecs, kinds, examples.seconds[row][m][::-1], params).interest
+    users = np.zeros((len(batch.vec), data.vectors.shape[1]), np.float32)
+    for row in range(len(batch.vec)):
+        m = batch.mask[row]
+        vecs = data.vectors[batch.vec[row][m]][::-1]
+        kinds = [KINDS[i] for i in batch.kind[row][m]][::-1]
+        users[row] = user_interest(vecs, kinds, batch.seconds[row][m][::-1], params).interest
     return users @ items.T
 
 
@@ -346,8 +524,8 @@ def train(
 
     Args:
         data: Users' embedded history and the catalog.
-        context: N, the entries per user the model reads (``interests.short_term_events``).
-        params: Hyper-parameters.
+        context: N, the entries per user the recent sequence reads (``interests.short_term_events``).
+        params: Hyper-parameters (``objective``: what the examples and the validation split are).
         device: torch device (``cuda`` when the driver has a GPU).
         zero_shot: ``InterestParams`` of the untrained pooling; when given, its NDCG@k
             on the same validation users is reported (``validation_zero_shot_ndcg``).
@@ -358,47 +536,58 @@ def train(
 
     Raises:
         NotEnoughData: Too little data (no user with two interactions).
+        ValueError: An unknown objective.
     """
+    if params.objective not in OBJECTIVES:
+        raise ValueError(f"model objective must be one of {list(OBJECTIVES)}, got {params.objective!r}")
     started, cpu_started = time.perf_counter(), time.process_time()
     # The network reads the frozen vectors through a fixed basis of their top singular
     # directions (input_dim of d): the learned projections then cost input_dim x dim, and
     # the exported matrices are basis @ W, so inference reads the full vectors.
     original = data
+    if not params.text:
+        data = dataclasses.replace(data, vectors=np.zeros_like(data.vectors))
     basis = _basis(data.vectors, params.input_dim)
     data = dataclasses.replace(data, vectors=(data.vectors @ basis).astype(np.float32))
-    fit_data, held = validation_split(data)
+    fit_data, held = validation_split(data, params)
     if held.empty:
         raise NotEnoughData("training needs users with at least two item interactions; none has")
-    train_ex = build_examples(fit_data, context, max_per_user=params.max_examples_per_user)
-    val_ex = build_examples(fit_data, context, targets=held)
-    if len(train_ex) == 0 or len(val_ex) == 0:
+    fit_store = Store.of(fit_data)
+    if params.objective == NEXT_ITEM:
+        val_ex = next_item_examples(fit_store, context, held)
+    else:
+        val_ex = held_out_examples(fit_store, context, held)
+    train_examples = _examples_by_epoch(fit_data, fit_store, context, params)
+    if len(train_examples(np.random.default_rng(0))) == 0 or len(val_ex) == 0:
         raise NotEnoughData("training found no example with history before it")
-    exclude = seen_matrix(fit_data, val_ex.user)
-    net, best_epoch, content_ndcg = _fit_network(data, train_ex, val_ex, exclude, params, device, params.epochs)
-    content = _content_scores(net, data, val_ex, device)
+    exclude = seen_matrix(fit_data, val_ex.user_ids)
+    net, best_epoch, content_ndcg = _fit_network(data, train_examples, val_ex, exclude, params, device, params.epochs)
+    val_batch = val_ex.batch()
+    content = _content_scores(net, data, val_batch, device)
 
     pop, idx, sim = item_statistics(interactions(fit_data), len(data.item_ids), params.neighbors)
-    blend, best = _fit_blend(content, val_ex, exclude, pop, idx, sim, params.k, len(data.item_ids))
+    blend, best = _fit_blend(content, val_batch, exclude, pop, idx, sim, params.k, len(data.item_ids))
     log.info("train: validation NDCG@%d content %.4f, blended %.4f (%s)", params.k, content_ndcg, best[0], blend)
 
     untrained = None
     if zero_shot is not None:
         raw = dataclasses.replace(fit_data, vectors=original.vectors)
-        untrained = ndcg_at_k(zero_shot_scores(raw, val_ex, zero_shot), exclude, val_ex.target, params.k)[0]
+        untrained = ndcg_at_k(zero_shot_scores(raw, val_batch, zero_shot), exclude, val_batch.target, params.k)[0]
 
-    all_ex = build_examples(data, context, max_per_user=params.max_examples_per_user)
-    net, _, _ = _fit_network(data, all_ex, None, None, params, device, best_epoch)
+    all_examples = _examples_by_epoch(data, Store.of(data), context, params)
+    net, _, _ = _fit_network(data, all_examples, None, None, params, device, best_epoch)
     pop, idx, sim = item_statistics(interactions(data), len(data.item_ids), params.neighbors)
-    arrays = _export(net, basis, pop, idx, sim)
+    # Without text the projections of encoder vectors are zero, so inference reads none either.
+    arrays = _export(net, basis if params.text else np.zeros_like(basis), pop, idx, sim, params.long_term)
     meta = {
-        "context": context, **blend,
+        "context": context, **blend, "text": params.text,
         "cold_bias": float(np.median(arrays["item_bias"])) if len(arrays["item_bias"]) else 0.0,
         "trained_epochs": best_epoch,
     }
     metrics = {
         "validation_ndcg": best[0], "validation_recall": best[1], "validation_content_ndcg": content_ndcg,
         **({"validation_zero_shot_ndcg": untrained} if untrained is not None else {}),
-        "validation_users": float(len(val_ex)), "train_examples": float(len(all_ex)),
+        "validation_users": float(len(val_ex)), "train_examples": float(len(all_examples(np.random.default_rng(0)))),
         "train_seconds": round(time.perf_counter() - started, 1),
         # CPU seconds of all this process's threads: what the fit costs whatever else runs.
         "train_cpu_seconds": round(time.process_time() - cpu_started, 1),
@@ -406,16 +595,25 @@ def train(
     return TrainResult(InterestModel(data.item_ids, arrays, meta), metrics, {**params.__dict__, "context": context})
 
 
-def _fit_blend(content, val_ex, exclude, pop, idx, sim, k, n_items) -> tuple[dict[str, float], tuple[float, float]]:
+def _examples_by_epoch(data: HistoryData, store: Store, context: int, params: TrainParams):
+    """The training examples an epoch draws with a generator: fixed next-item examples, or fresh held-out sets."""
+    first = interactions(data)
+    if params.objective == NEXT_ITEM:
+        fixed = next_item_examples(store, context, first, params.max_examples_per_user)
+        return lambda rng: fixed
+    return lambda rng: masked_examples(store, context, first, params.held_out_rate, params.masks_per_user, rng)
+
+
+def _fit_blend(content, val_batch, exclude, pop, idx, sim, k, n_items) -> tuple[dict[str, float], tuple[float, float]]:
     """Grid search of (knn_weight, knn_decay, pop_weight) on validation NDCG@k (ties: the simpler point)."""
     best_point, best = {"knn_weight": 0.0, "knn_decay": 1.0, "pop_weight": 0.0}, (-1.0, 0.0)
     for decay in KNN_DECAYS:
-        knn = knn_scores(val_ex, idx, sim, decay, n_items)
+        knn = knn_scores(val_batch, idx, sim, decay, n_items)
         for weight in KNN_WEIGHTS:
             for pop_weight in POP_WEIGHTS:
                 if weight == 0 and decay != KNN_DECAYS[-1]:
                     continue
-                score = ndcg_at_k(content + weight * knn + pop_weight * pop[None, :], exclude, val_ex.target, k)
+                score = ndcg_at_k(content + weight * knn + pop_weight * pop[None, :], exclude, val_batch.target, k)
                 if score[0] > best[0] + 1e-9:
                     best_point, best = {"knn_weight": weight, "knn_decay": decay, "pop_weight": pop_weight}, score
     return best_point, best
@@ -464,9 +662,10 @@ def distributed_train(folder: str, context: int, params: dict[str, Any], zero_sh
 # ---- torch --------------------------------------------------------------------------
 
 
-def _network(d: int, h: int, n_items: int, context: int, dropout: float):
+def _network(d: int, h: int, n_items: int, context: int, dropout: float, long_term: bool = True):
     import torch
     from torch import nn
+    from torch.nn import functional as F
 
     class Net(nn.Module):
         def __init__(self):
@@ -488,13 +687,27 @@ def _network(d: int, h: int, n_items: int, context: int, dropout: float):
             nn.init.zeros_(self.item_in.weight)
             self.item_out = nn.Parameter(torch.zeros(n_items, h))
             self.item_bias = nn.Parameter(torch.zeros(n_items))
+            self.long_term = long_term
+            if long_term:
+                # The whole-history factor starts as the mean of the projected text vectors;
+                # its item vectors start small and random (zero ones would get no gradient
+                # where there is no text), the gate at 1/2, alpha at 1/2.
+                self.long_hist = nn.Parameter(basis.clone())
+                self.long_kind = nn.Parameter(torch.zeros(len(KINDS), h))
+                self.long_item = nn.Parameter(torch.randn(n_items + 1, h) * 0.01)
+                self.long_alpha = nn.Parameter(torch.zeros(1))
+                self.gate = nn.Parameter(torch.zeros(2 * h + 1))
             self.drop = nn.Dropout(dropout)
             self.n_items = n_items
 
-        def users(self, vectors, vec, kind, age, item, mask):
-            item = torch.where(item >= 0, item, torch.full_like(item, self.n_items))
+        def alpha(self):
+            return torch.sigmoid(self.long_alpha)
+
+        def users(self, vectors, t):
+            item = torch.where(t["item"] >= 0, t["item"], torch.full_like(t["item"], self.n_items))
+            kind, age, mask = t["kind"], t["age"], t["mask"]
             # Project each distinct vector of the batch once (popular items recur a lot).
-            distinct, inverse = torch.unique(vec, return_inverse=True)
+            distinct, inverse = torch.unique(t["vec"], return_inverse=True)
             x = (vectors[distinct] @ self.w_hist)[inverse] + self.kind_emb[kind] + self.item_in(item)
             x = self.drop(x)
             m = mask.float().unsqueeze(-1)
@@ -504,27 +717,51 @@ def _network(d: int, h: int, n_items: int, context: int, dropout: float):
             logits = logits + self.kind_bias[kind] + self.pos_bias[positions][None, :] + self.age_bias[age]
             logits = logits.masked_fill(~mask, float("-inf"))
             weights = torch.softmax(logits, dim=1)
-            return torch.einsum("bn,bnh->bh", weights, x)
+            short = torch.einsum("bn,bnh->bh", weights, x)
+            if not self.long_term:
+                return short
+            offsets = t["bag_offsets"]
+            distinct, inverse = torch.unique(t["bag_vec"], return_inverse=True)
+            bag_item = torch.where(t["bag_item"] >= 0, t["bag_item"], torch.full_like(t["bag_item"], self.n_items))
+            total = (F.embedding_bag(inverse, vectors[distinct] @ self.long_hist, offsets, mode="sum")
+                     + F.embedding_bag(t["bag_kind"], self.long_kind, offsets, mode="sum")
+                     # The "no item" row adds nothing (it is kept at zero in _zero_padding).
+                     + F.embedding_bag(bag_item, self.long_item, offsets, mode="sum"))
+            long = self.drop(total / t["bag_count"].clamp(min=1).to(total.dtype).unsqueeze(1) ** self.alpha())
+            h = short.shape[1]
+            g = torch.sigmoid(short @ self.gate[:h] + long @ self.gate[h:2 * h] + self.gate[-1]).unsqueeze(1)
+            return g * short + (1 - g) * long
 
         def items(self, vectors, item_vec):
             return vectors[item_vec] @ self.w_item + self.item_out, self.item_bias
 
-        def forward(self, vectors, vec, kind, age, item, mask, item_vec_rows, item_rows):
-            """Logits of the contexts over the items ``item_rows`` (DDP syncs gradients through forward)."""
-            users = self.users(vectors, vec, kind, age, item, mask)
+        def forward(self, vectors, t, item_vec_rows, item_rows):
+            """Logits of the examples over the items ``item_rows`` (DDP syncs gradients through forward)."""
+            users = self.users(vectors, t)
             return users @ (vectors[item_vec_rows] @ self.w_item + self.item_out[item_rows]).T + self.item_bias[item_rows]
 
-    return Net()
+    net = Net()
+    if long_term:
+        with torch.no_grad():
+            net.long_item[n_items].zero_()
+    return net
 
 
-def _tensors(examples: Examples, device):
+_BATCH_TENSORS = ("vec", "kind", "age", "item", "mask", "bag_vec", "bag_kind", "bag_item", "bag_offsets", "bag_count",
+                  "target")
+
+
+def _tensors(batch: Batch, device) -> dict:
     import torch
 
-    return [torch.as_tensor(getattr(examples, name), device=device) for name in ("vec", "kind", "age", "item", "mask", "target")]
+    return {name: torch.as_tensor(getattr(batch, name), device=device) for name in _BATCH_TENSORS}
 
 
-def _fit_network(data, train_ex, val_ex, exclude, params: TrainParams, device: str, epochs: int):
+def _fit_network(data, train_examples, val_ex, exclude, params: TrainParams, device: str, epochs: int):
     """Trains for up to ``epochs``; with validation examples, early-stops and restores the best epoch.
+
+    Args:
+        train_examples: The examples of an epoch, from a numpy generator (``_examples_by_epoch``).
 
     Returns:
         (network, epochs used (the best epoch with validation), best validation content NDCG).
@@ -532,13 +769,16 @@ def _fit_network(data, train_ex, val_ex, exclude, params: TrainParams, device: s
     import torch
     import torch.distributed as dist
 
+    if params.threads:
+        torch.set_num_threads(params.threads)
     torch.manual_seed(params.seed)
     rng = np.random.default_rng(params.seed)
     n_items = len(data.item_ids)
     vectors = torch.as_tensor(data.vectors, dtype=torch.float32, device=device)
     item_vec = torch.as_tensor(data.item_vec, dtype=torch.int64, device=device)
     all_items = torch.arange(n_items, device=device)
-    net = _network(data.vectors.shape[1], params.dim, n_items, train_ex.vec.shape[1], params.dropout).to(device)
+    context = train_examples(np.random.default_rng(0)).context
+    net = _network(data.vectors.shape[1], params.dim, n_items, context, params.dropout, params.long_term).to(device)
     # Under TorchDistributor each process trains on its share of every epoch's examples
     # and DistributedDataParallel averages the gradients; the seeds make every process
     # start from the same weights and draw the same order.
@@ -546,33 +786,44 @@ def _fit_network(data, train_ex, val_ex, exclude, params: TrainParams, device: s
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     model = torch.nn.parallel.DistributedDataParallel(net) if distributed else net
     optimizer = torch.optim.Adam(net.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay)
-    tensors = _tensors(train_ex, device)
     sampled = n_items > params.max_softmax_items
-    per_rank = len(train_ex) // world
     batch_size = max(1, params.batch_size // world)
+    val_batch = val_ex.batch() if val_ex is not None else None
     best_state, best_epoch, best_ndcg, stale = None, epochs, -1.0, 0
     for epoch in range(1, epochs + 1):
         net.train()
-        order = torch.as_tensor(rng.permutation(len(train_ex))[rank * per_rank:(rank + 1) * per_rank], device=device)
+        examples = train_examples(rng)
+        per_rank = len(examples) // world
+        order = rng.permutation(len(examples))[rank * per_rank:(rank + 1) * per_rank]
         total = 0.0
         for start in range(0, per_rank, batch_size):
-            batch = order[start:start + batch_size]
-            vec, kind, age, item, mask, target = (t[batch] for t in tensors)
+            t = _tensors(examples.batch(order[start:start + batch_size]), device)
+            target = t["target"]
+            valid = target >= 0
             if sampled:
                 negatives = torch.randint(0, n_items, (params.sampled_negatives,), device=device)
-                rows = torch.unique(torch.cat([target, negatives]))
-                labels = torch.searchsorted(rows, target)
+                rows = torch.unique(torch.cat([target[valid], negatives]))
+                labels = torch.searchsorted(rows, target.clamp(min=0))
             else:
-                rows, labels = all_items, target
-            loss = torch.nn.functional.cross_entropy(model(vectors, vec, kind, age, item, mask, item_vec[rows], rows), labels)
+                rows, labels = all_items, target.clamp(min=0)
+            logits = model(vectors, t, item_vec[rows], rows)
+            if params.exclude_seen:
+                logits = _without_seen(logits, t, rows)
+            logp = torch.log_softmax(logits, dim=1)
+            # Each example's loss is the mean over its targets (one next item, or a held-out set).
+            picked = torch.where(valid, torch.gather(logp, 1, labels), torch.zeros((), device=device))
+            loss = -(picked.sum(1) / valid.sum(1).clamp(min=1)).mean()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += float(loss.detach()) * len(batch)
+            if params.long_term:
+                with torch.no_grad():
+                    net.long_item[n_items].zero_()
+            total += float(loss.detach()) * len(target)
         if val_ex is None:
             continue
-        content = _content_scores(net, data, val_ex, device)
-        ndcg, _ = ndcg_at_k(content, exclude, val_ex.target, params.k)
+        content = _content_scores(net, data, val_batch, device)
+        ndcg, _ = ndcg_at_k(content, exclude, val_batch.target, params.k)
         log.info("train: epoch %d loss %.4f validation NDCG@%d %.4f", epoch, total / max(per_rank, 1), params.k, ndcg)
         if ndcg > best_ndcg + 1e-6:
             best_ndcg, best_epoch, stale = ndcg, epoch, 0
@@ -586,15 +837,25 @@ def _fit_network(data, train_ex, val_ex, exclude, params: TrainParams, device: s
     return net, best_epoch, best_ndcg
 
 
-def _content_scores(net, data: HistoryData, examples: Examples, device: str) -> np.ndarray:
+def _without_seen(logits, t, rows):
+    """Logits with each example's seen items (its long-term bag) at -inf: what the example has
+    seen is never recommended (the stages exclude it), so it is not a negative either."""
+    import torch
+
+    seen_row = torch.repeat_interleave(torch.arange(len(logits), device=logits.device), t["bag_count"])
+    slot = torch.searchsorted(rows, t["bag_item"]).clamp(max=len(rows) - 1)
+    seen = (t["bag_item"] >= 0) & (rows[slot] == t["bag_item"])
+    return logits.index_put((seen_row[seen], slot[seen]), torch.tensor(float("-inf"), device=logits.device))
+
+
+def _content_scores(net, data: HistoryData, batch: Batch, device: str) -> np.ndarray:
     import torch
 
     net.eval()
     vectors = torch.as_tensor(data.vectors, dtype=torch.float32, device=device)
     item_vec = torch.as_tensor(data.item_vec, dtype=torch.int64, device=device)
     with torch.no_grad():
-        vec, kind, age, item, mask, _ = _tensors(examples, device)
-        users = net.users(vectors, vec, kind, age, item, mask)
+        users = net.users(vectors, _tensors(batch, device))
         item_vectors, bias = net.items(vectors, item_vec)
         return (users @ item_vectors.T + bias).cpu().numpy()
 
@@ -608,15 +869,21 @@ def _basis(vectors: np.ndarray, size: int) -> np.ndarray:
     return vt[:size].T.astype(np.float32)
 
 
-def _export(net, basis, pop, idx, sim) -> dict[str, np.ndarray]:
+def _export(net, basis, pop, idx, sim, long_term: bool = True) -> dict[str, np.ndarray]:
     """The network's parameters as the numpy arrays ``InterestModel`` applies."""
     def array(tensor) -> np.ndarray:
         return tensor.detach().cpu().numpy().astype(np.float32)
 
-    return {
+    arrays = {
         "w_hist": basis @ array(net.w_hist), "w_item": basis @ array(net.w_item), "attention": array(net.attention),
         "kind_emb": array(net.kind_emb), "kind_bias": array(net.kind_bias), "pos_bias": array(net.pos_bias),
         "age_bias": array(net.age_bias), "item_in": array(net.item_in.weight[:-1]), "item_out": array(net.item_out),
         "item_bias": array(net.item_bias), "item_pop": pop, "neighbor_idx": idx.astype(np.int32),
         "neighbor_sim": sim,
     }
+    if long_term:
+        arrays.update({
+            "long_hist": basis @ array(net.long_hist), "long_kind": array(net.long_kind),
+            "long_item": array(net.long_item[:-1]), "long_alpha": array(net.alpha()), "gate": array(net.gate),
+        })
+    return arrays

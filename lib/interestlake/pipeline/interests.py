@@ -13,6 +13,12 @@ Users whose history touches an item whose vector is new or changed are rebuilt
 from their whole history, since their statistics were summed with the old (or
 no) vector. The first run, a parameter change or ``full=True`` recomputes
 everyone, through the same per-user function.
+
+Under a learned model with a long-term part (``InterestModel.long_term``) the
+user vector also reads a running sum over the user's whole history
+(``InterestModel.long_terms`` of every folded entry). That sum is not stored in
+``user_interests`` yet, so such a model rebuilds every changed user from their
+whole history (the changed-item path above, for all of them) instead of folding.
 """
 
 from __future__ import annotations
@@ -113,12 +119,14 @@ def interests(
         C.COL_UPDATED_AT: datetime.now(timezone.utc),
     }
     since = {t: inputs.since(t) for t in INPUT_TABLES} if incremental else None
-    if driver_path(STAGE, lake, settings, since=since, now=now):
+    # The long-term part's running sum is not stored: changed users are rebuilt whole (module docstring).
+    whole = model is not None and model.long_term
+    if driver_path(STAGE, lake, settings, since=since, now=now, whole_histories=whole):
         rows = _user_vectors_on_driver(lake, version, inputs, params, model)
         report.counts["users_rebuilt"] = 0
     else:
         if incremental:
-            entries, state, rebuilt = _incremental_inputs(lake, version, inputs, dislike)
+            entries, state, rebuilt = _incremental_inputs(lake, version, inputs, dislike, whole)
             report.counts["users_rebuilt"] = rebuilt
         else:
             events, reviews = lake.read(C.EVENTS, now[C.EVENTS]), lake.read(C.REVIEWS, now[C.REVIEWS])
@@ -150,9 +158,11 @@ def interests(
 
 
 def _incremental_inputs(
-    lake: LakeTables, version: str, inputs: DerivedInputs, dislike=None
+    lake: LakeTables, version: str, inputs: DerivedInputs, dislike=None, whole: bool = False
 ) -> tuple[DataFrame, DataFrame, int]:
     """Entries and state of the users with new history since the last commit.
+
+    ``whole``: every such user is rebuilt from their whole history (a model with a long-term part).
 
     Returns:
         Entries to fold (``fold`` true) and stored recent entries (``fold`` false),
@@ -162,6 +172,9 @@ def _incremental_inputs(
     new_events = lake.changes(C.EVENTS, inputs.since(C.EVENTS), now[C.EVENTS])
     new_reviews = lake.changes(C.REVIEWS, inputs.since(C.REVIEWS), now[C.REVIEWS])
     rebuild = _users_of_changed_items(lake, version, inputs, now)
+    if whole:
+        changed = new_events.select(C.COL_USER_ID).unionByName(new_reviews.select(C.COL_USER_ID)).distinct()
+        rebuild = changed if rebuild is None else rebuild.unionByName(changed).distinct()
     rebuilt = 0
     if rebuild is not None:
         rebuild = rebuild.persist()
@@ -370,8 +383,12 @@ class _BatchColumns:
             return
         folded = rows[self.fold[rows]]
         if len(folded):
-            new = decayed_stats(self.vectors(folded), [self.kinds[r] for r in folded], self.micros[folded] / 1e6, user.params)
+            vectors, kinds = self.vectors(folded), [self.kinds[r] for r in folded]
+            new = decayed_stats(vectors, kinds, self.micros[folded] / 1e6, user.params)
             user.stats = fold(user.stats, new, user.params.half_life_days)
+            if user.model is not None and user.model.long_term:
+                total, count = user.model.long_terms(vectors, kinds, [self.items[r] for r in folded])
+                user.long_sum, user.long_count = user.long_sum + total, user.long_count + count
         # Only entries at least as new as the N-th newest can enter the window.
         last_n = user.params.short_term_events
         if len(rows) > last_n:
@@ -399,6 +416,9 @@ class _UserFold:
         self.reviews = 0
         # (order key, reference, vector), newest first.
         self.recent: list[tuple[tuple, tuple, np.ndarray]] = []
+        # The model's long-term running sum over every folded entry, and their number.
+        self.long_sum: np.ndarray | float = 0.0
+        self.long_count = 0
 
     def result(self) -> dict | None:
         """The user's ``user_interests`` values; None for a user with no embedded entry."""
@@ -414,6 +434,7 @@ class _UserFold:
             interest = self.model.user_vector(
                 np.stack([vector for _, _, vector in self.recent]), [ref[1] for ref in refs],
                 np.array([ref[0] / 1e6 for ref in refs]), [ref[2] for ref in refs],
+                *((self.long_sum, self.long_count) if self.model.long_term else ()),
             )
         return {
             C.COL_USER_ID: self.user,

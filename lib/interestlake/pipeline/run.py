@@ -142,6 +142,7 @@ DRIVER_STAGES = ("ingest", "encode", "interests", "recommend", "topics")
 def driver_path(
     stage: str, lake, settings: Settings | None, *, since: Mapping[str, int | None] | None = None,
     now: Mapping[str, int] | None = None, landing_bytes: int = 0, kind: str | None = None,
+    whole_histories: bool = False,
 ) -> bool:
     """Whether a stage gathers this batch on the driver (Arrow reads) or in Spark jobs.
 
@@ -156,8 +157,10 @@ def driver_path(
       read; None for a first run, a full run or a parameter change) with few new events
       and reviews (``few_new_rows``), and besides
       - ``encode``: the catalog unchanged (a new catalog re-encodes item texts on Spark);
-      - ``interests``: no item vector changed (its users' whole histories are rebuilt) and
-        no dislike rule (``steer.negative``: its text rule is a Java regular expression);
+      - ``interests``: no item vector changed (its users' whole histories are rebuilt), no
+        dislike rule (``steer.negative``: its text rule is a Java regular expression) and
+        no rebuild of whole histories (``whole_histories``: a model with a long-term part,
+        whose running sum is not stored);
       - ``recommend``: no dislike rule;
       - ``topics``: nothing more.
 
@@ -169,6 +172,7 @@ def driver_path(
         now: Input versions this run reads.
         landing_bytes: Size of an ingest micro-batch's landing files.
         kind: Landing kind of an ingest micro-batch.
+        whole_histories: ``interests`` rebuilds every changed user from their whole history.
     """
     if stage not in DRIVER_STAGES:
         raise ValueError(f"unknown stage {stage!r} for the small-batch decision; stages are {list(DRIVER_STAGES)}")
@@ -180,7 +184,7 @@ def driver_path(
         return False
     if stage == "encode" and since.get(C.ITEMS) != now[C.ITEMS]:
         return False
-    if stage == "interests" and since.get(C.ITEM_EMBEDDINGS) != now[C.ITEM_EMBEDDINGS]:
+    if stage == "interests" and (whole_histories or since.get(C.ITEM_EMBEDDINGS) != now[C.ITEM_EMBEDDINGS]):
         return False
     if stage in ("interests", "recommend") and dislike_rule(settings.steer) is not None:
         return False

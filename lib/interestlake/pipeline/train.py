@@ -19,7 +19,9 @@ process a share of every epoch's examples), and rank 0 writes the model back the
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 from collections.abc import Mapping
 
 import numpy as np
@@ -102,6 +104,12 @@ def train_model(lake: LakeTables, settings: Settings) -> tuple[TrainResult, dict
     from interestlake.models.interest import InterestParams
 
     context, params = settings.interests.short_term_events, train_params(settings)
+    if settings.model.trainer == "distributor":
+        # Each process gets the cores of its task.
+        threads = int(lake.spark.conf.get("spark.task.cpus", "1"))
+    else:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    params = dataclasses.replace(params, threads=params.threads or threads)
     if settings.model.trainer == "distributor":
         result = _distributed(lake, settings, data, context, params)
     else:
