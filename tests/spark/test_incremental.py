@@ -170,7 +170,7 @@ def test_a_long_term_model_rebuilds_changed_users_whole_and_matches_full_recompu
     generate_sample(landing, seed=3, n_users=20, n_items=24, days=20)
     for stage in ("ingest", "encode"):
         pipeline.run_stage(stage, run(1))
-    model = pipeline.settings.model.model_copy(update={"dim": 8, "epochs": 2})
+    model = pipeline.settings.model.model_copy(update={"dim": 8, "epochs": 2, "long_term": True})
     trained, _ = train_model(lake, pipeline.settings.model_copy(update={"model": model}))
     assert trained.model.long_term
     folder = trained.model.save(tmp_path / "model")

@@ -242,7 +242,8 @@ def test_numpy_user_vector_with_the_long_term_part_is_the_networks():
 def test_long_term_sums_fold_incrementally():
     """The running sum of two parts of a history is the sum over the whole, so a stage can fold new entries in."""
     data = generated_history(users=30, items=48, length=6)
-    model = train(data, context=4, params=TrainParams(dim=4, epochs=1, patience=1, batch_size=32, neighbors=2, seed=3)).model
+    params = TrainParams(dim=4, epochs=1, patience=1, batch_size=32, neighbors=2, seed=3, long_term=True)
+    model = train(data, context=4, params=params).model
     entries = data.entries[data.entries[C.COL_USER_ID] == "u1"]
     vectors, kinds, items = data.vectors[entries["vec"].to_numpy()], entries["kind"].tolist(), entries[C.COL_ITEM_ID].tolist()
     whole, count = model.long_terms(vectors, kinds, items)
@@ -255,6 +256,15 @@ def test_long_term_sums_fold_incrementally():
     newest = entries.iloc[::-1]
     args = (data.vectors[newest["vec"].to_numpy()], newest["kind"].tolist(), newest["seconds"].to_numpy(), newest[C.COL_ITEM_ID].tolist())
     np.testing.assert_allclose(model.user_vector(*args), model.user_vector(*args, whole, count), rtol=1e-6)
+
+
+def test_long_term_part_and_seen_items_rule_follow_the_objective_unless_set():
+    """Unset, both are on for held-out training only (next-item training measured better without them)."""
+    from interestlake.models.training import HELD_OUT
+
+    assert not TrainParams().long_term and not TrainParams().exclude_seen
+    assert TrainParams(objective=HELD_OUT).long_term and TrainParams(objective=HELD_OUT).exclude_seen
+    assert TrainParams(long_term=True).long_term and not TrainParams(objective=HELD_OUT, exclude_seen=False).exclude_seen
 
 
 def test_held_out_objective_validates_on_a_per_item_random_split():
@@ -291,7 +301,7 @@ def test_held_out_objective_validates_on_a_per_item_random_split():
 def test_a_model_without_text_reads_no_encoder_vector():
     """model.text false (evaluate's interestlake_no_text): ids, kinds, positions and times only."""
     data = generated_history(users=60, items=48, length=6)
-    params = TrainParams(dim=8, epochs=3, patience=1, batch_size=32, neighbors=5, seed=3, text=False)
+    params = TrainParams(dim=8, epochs=3, patience=1, batch_size=32, neighbors=5, seed=3, text=False, long_term=True)
     model = train(data, context=5, params=params).model
     assert model.meta["text"] is False
     for name in ("w_hist", "w_item", "long_hist"):
