@@ -164,3 +164,34 @@ def test_recommend_gathers_the_same_changed_users_both_ways(pipeline, lake, sett
         else:
             assert by_spark.count() == 6
         by_spark.unpersist()
+
+
+def test_recommend_gathers_the_same_user_facts_both_ways(spark, pipeline, lake, settings, two_batches):
+    from pathlib import Path
+
+    from interestlake.pipeline.evidence import user_facts
+
+    write_jsonl(Path(settings.lake.landing_uri) / "events" / "rated.jsonl", [
+        event("x1", "u1", "c1", kind="rate", day=7, rating=2.0),
+        event("x2", "u1", "c1", kind="rate", day=8, rating=5.0),  # the latest rating counts
+        event("x3", "u3", "g2", kind="cart", day=7),               # not an excluded type
+        event("x4", "u3", "g1", kind="purchase", day=7),
+    ])
+    pipeline.run_stage("ingest", run(5))
+    versions = lake.versions([C.EVENTS, C.REVIEWS])
+    users = pa.table({C.COL_USER_ID: ["u1", "u2", "u3", "u4", "u5", "u6", "nobody"]})
+    types = settings.recommend.exclude_event_types
+    # Two rows per Arrow batch: users span batches, as a long history does.
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "2")
+    try:
+        by_spark = user_facts(SparkReader(lake), versions, spark.createDataFrame(users.to_pandas()), types).toArrow()
+    finally:
+        spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
+    by_arrow = user_facts(ArrowReader(lake), versions, users, types)
+    assert_same_columns(by_spark, by_arrow, [C.COL_USER_ID])
+    facts = {row[C.COL_USER_ID]: row for row in by_arrow.to_pylist()}
+    assert "nobody" not in facts and "u5" not in facts  # no events of these kinds, no reviews: no row
+    assert facts["u1"]["rated_items"] == ["c1", "g1"] and facts["u1"]["rated_values"] == [5.0, 4.0]
+    assert facts["u2"]["excluded"] == ["c1"] and facts["u2"]["rated_values"] == [4.0]
+    assert "purchase" in types and "cart" not in types
+    assert facts["u3"]["excluded"] == ["g1"] and facts["u3"]["rated_items"] is None

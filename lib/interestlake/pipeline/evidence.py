@@ -9,6 +9,7 @@ queries with their vectors (needs), disliked items with theirs, ratings and topi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pyarrow as pa
@@ -16,15 +17,28 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from interestlake import constants as C
 from interestlake.lake.tables import LakeTables
 from interestlake.models.feedback import dislike_rule
+from interestlake.pipeline.frames import Rows, map_in_arrow
+from interestlake.pipeline.gather import ArrowReader, Reader, SparkReader, per_user
 from interestlake.pipeline.history import (
     entry_kind, lists_per_user, query_texts_on_driver, resolve_vectors, resolve_vectors_on_driver, stored_refs,
     stored_refs_on_driver, text_digest, text_hash,
 )
 from interestlake.settings import Settings
+
+# What the reader hands over of each scored user's events and reviews: raw rows, a review's
+# event_type null. ``_user_facts`` derives the excluded items and the ratings from them.
+USER_ROWS = pa.schema([(C.COL_USER_ID, pa.string()), (C.COL_TS, pa.timestamp("us", tz="UTC")),
+                       (C.COL_EVENT_TYPE, pa.string()), (C.COL_ITEM_ID, pa.string()), (C.COL_RATING, pa.float64())])
+_FACTS = T.StructType([T.StructField(C.COL_USER_ID, T.StringType()),
+                       T.StructField("excluded", T.ArrayType(T.StringType())),
+                       T.StructField("rated_items", T.ArrayType(T.StringType())),
+                       T.StructField("rated_values", T.ArrayType(T.DoubleType()))])
+_RATED = ["rated_items", "rated_values"]
 
 
 def user_side(lake: LakeTables, settings: Settings, versions: dict, users: DataFrame) -> DataFrame:
@@ -39,42 +53,36 @@ def user_side(lake: LakeTables, settings: Settings, versions: dict, users: DataF
     scored = users.select(C.COL_USER_ID)
     # The entries behind each user's short-term vector, stored by the interests stage.
     recent = resolve_vectors(lake, settings.encoder.version, versions, stored_refs(users))
+    facts = user_facts(SparkReader(lake), versions, scored, settings.recommend.exclude_event_types)
     side = (
         users.drop("recent")
-        .join(excluded_items(lake, versions, scored, settings.recommend.exclude_event_types), C.COL_USER_ID, "left")
+        .join(facts if settings.steer.enabled else facts.drop(*_RATED), C.COL_USER_ID, "left")
         .join(reason_history(recent, lake.read(C.ITEMS, versions[C.ITEMS]).select(C.COL_ITEM_ID)), C.COL_USER_ID, "left")
     )
-    if settings.steer.enabled:
-        side = side.join(user_evidence(lake, settings, versions, users), C.COL_USER_ID, "left")
-    return side
+    if not settings.steer.enabled:
+        return side
+    side = side.join(user_evidence(lake, settings, versions, users), C.COL_USER_ID, "left")
+    # The ratings belong with the evidence, before the topics: the driver path's column order.
+    columns = [name for name in side.columns if name not in _RATED]
+    at = columns.index("topics") if "topics" in columns else len(columns)
+    return side.select(*columns[:at], *_RATED, *columns[at:])
 
 
 def user_side_on_driver(lake: LakeTables, settings: Settings, versions: dict, users: pa.Table) -> pa.Table:
     """``user_side`` for a few users, gathered on the driver.
 
-    Their events and reviews are read once, filtered to them; the excluded items,
-    the reason history and (steered) the evidence are the same columns the Spark
-    joins give, null where those give null.
+    The excluded items and ratings come from ``user_facts`` with the Arrow reader (the
+    function the Spark path runs); the reason history and (steered) the other evidence are
+    the same columns the Spark joins give, null where those give null.
     """
     ids = users.column(C.COL_USER_ID).to_pylist()
-    of_users = ds.field(C.COL_USER_ID).isin(pa.array(ids, pa.string()))
-    events = lake.read_arrow(
-        C.EVENTS, [C.COL_USER_ID, C.COL_TS, C.COL_EVENT_TYPE, C.COL_ITEM_ID, C.COL_TEXT, C.COL_RATING], of_users,
-        versions[C.EVENTS],
-    )
-    reviews = lake.read_arrow(C.REVIEWS, [C.COL_USER_ID, C.COL_TS, C.COL_ITEM_ID, C.COL_RATING], of_users, versions[C.REVIEWS])
-    columns = {C.COL_USER_ID: users.column(C.COL_USER_ID), "interest": users.column("interest")}
-    # excluded_items: distinct (user, item) of the excluded event types and of reviews.
-    excluded_types = set(settings.recommend.exclude_event_types)
-    excluding = events.filter(pc.fill_null(pc.and_(
-        pc.is_in(events.column(C.COL_EVENT_TYPE), value_set=pa.array(sorted(excluded_types), pa.string())),
-        pc.is_valid(events.column(C.COL_ITEM_ID))), False))
-    pairs = sorted(
-        set(zip(*(excluding.column(n).to_pylist() for n in (C.COL_USER_ID, C.COL_ITEM_ID))))
-        | {(user, item) for user, item in zip(*(reviews.column(n).to_pylist() for n in (C.COL_USER_ID, C.COL_ITEM_ID)))})
-    pairs_table = pa.table({C.COL_USER_ID: pa.array([u for u, _ in pairs], pa.string()),
-                            "excluded": pa.array([i for _, i in pairs], pa.string())})
-    columns.update(lists_per_user(ids, pairs_table, ["excluded"]))
+    scored = users.select([C.COL_USER_ID])
+    facts = user_facts(ArrowReader(lake), versions, scored, settings.recommend.exclude_event_types)
+    row_of = {user: i for i, user in enumerate(facts.column(C.COL_USER_ID).to_pylist())}
+    # A left join's nulls: a user without events or reviews has no row of facts.
+    facts = facts.take(pa.array([row_of.get(user) for user in ids], pa.int64()))
+    columns = {C.COL_USER_ID: users.column(C.COL_USER_ID), "interest": users.column("interest"),
+               "excluded": facts.column("excluded")}
     # reason_history: resolved recent entries by recency; a listed item's vector is looked up by the scorer.
     recent = resolve_vectors_on_driver(lake, settings.encoder.version, versions, stored_refs_on_driver(users))
     recent = recent.take(pc.sort_indices(recent, [("recency", "ascending")]))
@@ -90,22 +98,64 @@ def user_side_on_driver(lake: LakeTables, settings: Settings, versions: dict, us
     columns.update({"hist_kind": history["kind"], "hist_item": history[C.COL_ITEM_ID], "hist_label": history["label"],
                     "hist_ts": history[C.COL_TS], "hist_vec": vectors, "hist_shipped": positions})
     if settings.steer.enabled:
-        columns.update(user_evidence_on_driver(lake, settings, versions, users, events, reviews))
+        evidence = user_evidence_on_driver(lake, settings, versions, users)
+        topics = evidence.pop("topics", None)
+        columns.update(evidence)
+        columns.update({name: facts.column(name) for name in _RATED})
+        if topics is not None:
+            columns["topics"] = topics
     return pa.table(columns)
 
 
-def excluded_items(lake: LakeTables, versions: dict, users: DataFrame, event_types: list[str]) -> DataFrame:
-    """(user_id, excluded): items the given users must not be offered again (bought, reviewed...)."""
-    events = lake.read(C.EVENTS, versions[C.EVENTS]).filter(
-        F.col(C.COL_EVENT_TYPE).isin(list(event_types)) & F.col(C.COL_ITEM_ID).isNotNull()
-    )
-    reviewed = lake.read(C.REVIEWS, versions[C.REVIEWS])
-    pairs = events.select(C.COL_USER_ID, C.COL_ITEM_ID).unionByName(reviewed.select(C.COL_USER_ID, C.COL_ITEM_ID))
-    return (
-        pairs.join(F.broadcast(users), C.COL_USER_ID, "left_semi")
-        .groupBy(C.COL_USER_ID)
-        .agg(F.collect_set(C.COL_ITEM_ID).alias("excluded"))
-    )
+def user_facts(read: Reader, versions: dict, users: Rows, event_types: list[str]) -> Rows:
+    """(user_id, excluded, rated_items, rated_values) of ``users`` (a user_id column), one row per user with rows.
+
+    ``read`` puts each user's raw ``USER_ROWS`` together (events of the excluded types and
+    ratings, reviews); one Arrow function (``_user_facts``) derives the lists, on the executors
+    or on the driver.
+    """
+    kinds = sorted({*event_types, C.EVENT_RATE})
+    events = read.of_users(C.EVENTS, versions[C.EVENTS], [C.COL_USER_ID, C.COL_TS, C.COL_EVENT_TYPE, C.COL_ITEM_ID,
+                                                         C.COL_RATING], users, [(C.COL_EVENT_TYPE, "in", kinds)])
+    reviews = read.of_users(C.REVIEWS, versions[C.REVIEWS], [C.COL_USER_ID, C.COL_TS, C.COL_ITEM_ID, C.COL_RATING], users)
+    return map_in_arrow(read.by_user(read.union([events, reviews])), _user_facts(event_types), _FACTS)
+
+
+def _user_facts(event_types: list[str]):
+    """Executor function: ``USER_ROWS`` batches, each user's rows consecutive, in; one row of facts per user out.
+
+    ``excluded``: the items of the excluded event types and of reviews, sorted; the ratings:
+    each item's latest rating (rate events with a rating, reviews), sorted by item, then
+    rating (``sort_array`` of (item_id, rating)); null where a user has none.
+    """
+    excluding = set(event_types)
+    schema = pa.schema([(C.COL_USER_ID, pa.string()), ("excluded", pa.list_(pa.string())),
+                        (_RATED[0], pa.list_(pa.string())), (_RATED[1], pa.list_(pa.float64()))])
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        out = {name: [] for name in schema.names}
+        for rows in per_user(batches, USER_ROWS):
+            users, times, kinds, items, ratings = (rows.column(name).to_pylist() for name in USER_ROWS.names)
+            excluded = sorted({item for kind, item in zip(kinds, items)
+                               if item is not None and (kind is None or kind in excluding)})
+            latest: dict[str | None, tuple] = {}
+            for ts, kind, item, rating in zip(times, kinds, items, ratings):
+                rated = kind is None or (kind == C.EVENT_RATE and rating is not None)
+                if rated and (item not in latest or ts > latest[item][0]):
+                    latest[item] = (ts, rating)
+            ordered = sorted(latest.items(), key=lambda e: (e[0] is not None, e[0] or "", e[1][1] is not None,
+                                                             e[1][1] or 0.0))
+            out[C.COL_USER_ID].append(users[0])
+            out["excluded"].append(excluded or None)
+            out[_RATED[0]].append([item for item, _ in ordered] or None)
+            out[_RATED[1]].append([rating for _, (_, rating) in ordered] or None)
+            if len(out[C.COL_USER_ID]) >= 1024:
+                yield pa.RecordBatch.from_pydict(out, schema=schema)
+                out = {name: [] for name in schema.names}
+        if out[C.COL_USER_ID]:
+            yield pa.RecordBatch.from_pydict(out, schema=schema)
+
+    return run
 
 
 def reason_history(recent: DataFrame, listed: DataFrame) -> DataFrame:
@@ -161,7 +211,7 @@ def shipped_vectors(aligned: pa.ListArray) -> tuple[pa.Array, pa.Array]:
 
 
 def user_evidence(lake: LakeTables, settings: Settings, versions: dict, users: DataFrame) -> DataFrame:
-    """Per scored user: fresh needs, disliked items, ratings and topics (one row per user, arrays).
+    """Per scored user: fresh needs, disliked items and topics (one row per user, arrays).
 
     Args:
         lake: Table layer.
@@ -171,7 +221,7 @@ def user_evidence(lake: LakeTables, settings: Settings, versions: dict, users: D
 
     Returns:
         user_id, ref_ts (the newest history entry), need_text, need_ts, need_vec,
-        disliked_items, disliked_vec, rated_items, rated_values, topics.
+        disliked_items, disliked_vec, topics (the ratings: ``user_facts``).
     """
     conf = settings.steer
     version = settings.encoder.version
@@ -225,18 +275,6 @@ def user_evidence(lake: LakeTables, settings: Settings, versions: dict, users: D
                     F.col(f"_d.{C.COL_EMBEDDING}").alias("disliked_vec"))
         )
         evidence = evidence.join(disliked, C.COL_USER_ID, "left")
-    ratings = (
-        events.filter((F.col(C.COL_EVENT_TYPE) == C.EVENT_RATE) & F.col(C.COL_RATING).isNotNull())
-        .select(C.COL_USER_ID, C.COL_ITEM_ID, C.COL_TS, C.COL_RATING)
-        .unionByName(reviews.select(C.COL_USER_ID, C.COL_ITEM_ID, C.COL_TS, C.COL_RATING))
-        .groupBy(C.COL_USER_ID, C.COL_ITEM_ID)
-        .agg(F.max_by(C.COL_RATING, C.COL_TS).alias(C.COL_RATING))
-        .groupBy(C.COL_USER_ID)
-        .agg(F.sort_array(F.collect_list(F.struct(C.COL_ITEM_ID, C.COL_RATING))).alias("_r"))
-        .select(C.COL_USER_ID, F.col(f"_r.{C.COL_ITEM_ID}").alias("rated_items"),
-                F.col(f"_r.{C.COL_RATING}").alias("rated_values"))
-    )
-    evidence = evidence.join(ratings, C.COL_USER_ID, "left")
     if conf.topics.enabled:
         topics = (
             lake.read(C.USER_TOPICS)
@@ -249,15 +287,11 @@ def user_evidence(lake: LakeTables, settings: Settings, versions: dict, users: D
     return evidence
 
 
-def user_evidence_on_driver(
-    lake: LakeTables, settings: Settings, versions: dict, users: pa.Table, events: pa.Table, reviews: pa.Table
-) -> dict[str, pa.Array]:
-    """``user_evidence`` of a small batch on the driver (without a dislike rule): its columns, one row per user.
+def user_evidence_on_driver(lake: LakeTables, settings: Settings, versions: dict, users: pa.Table) -> dict[str, pa.Array]:
+    """``user_evidence`` of a small batch on the driver (without a dislike rule and the ratings): its columns.
 
     Args:
         users: user_id and ``recent`` of the users to score.
-        events: Their events (user_id, ts, event_type, item_id, text, rating), whole history.
-        reviews: Their reviews (user_id, ts, item_id, rating), whole history.
     """
     conf = settings.steer
     ids = users.column(C.COL_USER_ID).to_pylist()
@@ -266,6 +300,8 @@ def user_evidence_on_driver(
     if conf.needs.enabled:
         oldest = {user: ts - timedelta(seconds=int(conf.needs.max_age_days * 86400))
                   for user, ts in zip(ids, ref_ts) if ts is not None}
+        events = ArrowReader(lake).of_users(C.EVENTS, versions[C.EVENTS], [C.COL_USER_ID, C.COL_TS, C.COL_EVENT_TYPE, C.COL_TEXT],
+                                            users.select([C.COL_USER_ID]), [(C.COL_EVENT_TYPE, "=", C.EVENT_SEARCH)])
         fresh: dict[str, list[tuple]] = {}
         for user, ts, query in query_texts_on_driver(events):
             if user in oldest and ts >= oldest[user]:
@@ -292,24 +328,6 @@ def user_evidence_on_driver(
             "need_vec": found.column(C.COL_EMBEDDING).combine_chunks().take(pa.array([q[3] for q in kept], pa.int64())),
         })
         evidence.update(lists_per_user(ids, needs, ["need_text", "need_ts", "need_vec"]))
-    # max_by(rating, ts) per (user, item), then sort_array(struct(item_id, rating)) per user.
-    latest: dict[tuple, tuple] = {}
-    # Only rating events become Python rows (a history is mostly other events).
-    rates = events.filter(pc.fill_null(pc.and_(pc.equal(events.column(C.COL_EVENT_TYPE), C.EVENT_RATE),
-                                               pc.is_valid(events.column(C.COL_RATING))), False))
-    rated = list(zip(*(rates.column(n).to_pylist() for n in (C.COL_USER_ID, C.COL_ITEM_ID, C.COL_TS, C.COL_RATING))))
-    rated += zip(*(reviews.column(n).to_pylist() for n in (C.COL_USER_ID, C.COL_ITEM_ID, C.COL_TS, C.COL_RATING)))
-    for user, item, ts, rating in rated:
-        if (user, item) not in latest or ts > latest[(user, item)][0]:
-            latest[(user, item)] = (ts, rating)
-    ordered = sorted(latest.items(), key=lambda e: (e[0][0], e[0][1] is not None, e[0][1] or "",
-                                                   e[1][1] is not None, e[1][1] or 0.0))
-    ratings = pa.table({
-        C.COL_USER_ID: pa.array([user for (user, _), _ in ordered], pa.string()),
-        "rated_items": pa.array([item for (_, item), _ in ordered], pa.string()),
-        "rated_values": pa.array([rating for _, (_, rating) in ordered], pa.float64()),
-    })
-    evidence.update(lists_per_user(ids, ratings, ["rated_items", "rated_values"]))
     if conf.topics.enabled:
         topics = lake.read_arrow(C.USER_TOPICS, [C.COL_USER_ID, C.COL_WEIGHT, C.COL_TOPIC],
                                  ds.field(C.COL_USER_ID).isin(pa.array(ids, pa.string())))

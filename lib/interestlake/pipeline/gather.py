@@ -14,7 +14,7 @@ column or a pyarrow dataset expression.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -38,6 +38,25 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
         raise ValueError(f"gathered rows lack column(s) {missing}; declared: {schema.names}")
     return pa.RecordBatch.from_arrays([batch.column(name).cast(schema.field(name).type) for name in schema.names],
                                       schema=schema)
+
+
+def per_user(batches: Iterator[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.Table]:
+    """Each user's rows as one table (``schema``), from batches in which each user's rows are consecutive.
+
+    A user's rows may span batches (``by_user`` keeps them together, not within one batch).
+    """
+    pending: list[pa.RecordBatch] = []
+    for batch in batches:
+        batch = conform(batch, schema)
+        users = batch.column(C.COL_USER_ID).to_pylist()
+        starts = [i for i in range(len(users)) if i == 0 or users[i] != users[i - 1]]
+        for start, end in zip(starts, [*starts[1:], len(users)]):
+            if pending and pending[0].column(C.COL_USER_ID)[0].as_py() != users[start]:
+                yield pa.Table.from_batches(pending, schema=schema)
+                pending = []
+            pending.append(batch.slice(start, end - start))
+    if pending:
+        yield pa.Table.from_batches(pending, schema=schema)
 
 
 def _checked(where: Where) -> Where:
