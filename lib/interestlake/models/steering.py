@@ -295,7 +295,7 @@ class UserQueries:
             vectors: The candidates' encoder vectors (c, d).
             score_vectors: Their ``[v_j, b_j]`` under a model (c, h + 1), else None.
             knn_terms: Under a model, each interest's item-kNN term of the candidates
-                (``InterestModel.knn_terms`` of its ``recent_items``, summed), else None.
+                (``InterestModel.knn_seeds`` of its ``recent_items`` times the neighbour matrix), else None.
 
         Returns:
             (one ``InterestRelevance`` per interest, the first interest's model score scaled
