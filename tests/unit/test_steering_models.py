@@ -220,6 +220,24 @@ def test_one_block_of_users_gets_the_lines_each_user_gets_alone():
     assert sum(len(lines) for lines in block) > 10 and any('Matches your search' in line for lines in block for line in lines)
 
 
+def test_the_newest_entry_of_an_item_speaks_for_it_whatever_the_rounding():
+    """A user who viewed, carted and bought one item: the line names the newest entry, even when
+    the product's rounding favours an older one (seen on a cluster: "in your cart" there,
+    "which you viewed" in local mode, for the same data)."""
+    coffee, beans = unit([1.0, 0.2, 0.0], [0.0, 1.0, 0.3]).astype(np.float32)
+    nudged = coffee * np.float32(1 + 1e-6)  # a rounding's worth closer to any listed item near it
+    history = np.stack([coffee, nudged, coffee, beans])
+    evidence = (history, ["view", "cart", "purchase", "view"], ["Colombia coffee"] * 3 + ["Beans"],
+                ["i7", "i7", "i7", "i9"], {}, [])
+    listed = unit([1.0, 0.25, 0.0])[0]
+    assert explain("i1", listed, "coffee", 9.0, None, *evidence) == 'Similar to "Colombia coffee", which you viewed'
+    # A review of the item carries its text's vector: it stays evidence of its own.
+    review = unit([1.0, 0.25, 0.01])[0]
+    reviewed = (np.stack([coffee, review]), ["view", "review"], ["Colombia coffee", "Colombia coffee"], ["i7", "i7"],
+                {"i7": 5.0}, [])
+    assert explain("i1", listed, "coffee", 9.0, None, *reviewed) == 'Similar to "Colombia coffee", which you rated 5 stars'
+
+
 def test_steered_lists_equal_one_argmax_per_slot(monkeypatch):
     """The sorted shortcut of each pick equals a full argmax per slot (``mmr_pick`` with weight 0),
     on lists with several needs and interests (ties and exhausted candidates included)."""

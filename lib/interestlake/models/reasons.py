@@ -7,7 +7,8 @@ is Chinese, else English. The evidence, in order: the fresh need that placed the
 ("Matches your search "light gauge strings""); the item itself in the recent history; the liked
 recent entry closest to it, with the user's rating when they rated that item ("Similar to
 "Fender picks", which you rated 5 stars"); a topic of the user's whose head word the item
-names; else a generic line. "Matches your search" is said only of an item a fresh need placed,
+names; else a generic line. Of several entries of one item, the newest speaks for it (a
+review apart: its vector is its text's). "Matches your search" is said only of an item a fresh need placed,
 which meets all of that need's bounds and exclusions: a past search in the history is never
 evidence (the item may fail its constraints), and neither is a disliked entry.
 """
@@ -120,7 +121,29 @@ class ReasonWriter:
         entries = int(self.lengths.sum())
         evidence = np.fromiter((kind not in _NOT_EVIDENCE for kind in chain.from_iterable(kinds)), bool, entries)
         evidence &= np.fromiter((bool(label) and not label.isspace() for label in chain.from_iterable(labels)), bool, entries)
+        if len(self.history):
+            self._drop_repeats(evidence)
         self.liked = np.flatnonzero(evidence) if len(self.history) else np.zeros(0, np.int64)
+
+    def _drop_repeats(self, evidence: np.ndarray) -> None:
+        """Of a user's evidence entries of one item, keeps the newest (a review, its text's vector, apart).
+
+        They all carry the item's vector, so exactly they tie and the newest (first) wins; but a
+        batched product may put its one-ulp noise on any of them, depending on the block's shape
+        (how users were partitioned), and the line ("viewed" or "in your cart") with it.
+        """
+        rows = np.flatnonzero(evidence)
+        owners = np.searchsorted(self.offsets, rows, side="right") - 1
+        newest: set[tuple[int, str, bool]] = set()
+        for row, u, at in zip(rows.tolist(), owners.tolist(), (rows - self.offsets[owners]).tolist()):
+            item = self.items[u][at]
+            if item is None:
+                continue
+            key = (u, item, self.kinds[u][at] == C.EVENT_REVIEW)
+            if key in newest:
+                evidence[row] = False
+            else:
+                newest.add(key)
 
     def write(
         self,
