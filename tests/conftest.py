@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    # `make test` runs two workers on two cores: one BLAS/OpenMP thread each (torch and numpy
+    # `make test TEST_WORKERS=N` runs N workers: one BLAS/OpenMP thread each (torch and numpy
     # would start one per core in each), and OpenMP threads that sleep instead of spinning while
     # they wait, which on a busy machine made each torch step 50x slower (docs/evaluation.md).
     # Set before any test imports torch or numpy; subprocesses (jobs, Spark workers) inherit them.
@@ -28,8 +28,9 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 DAG_FOLDER = REPO / "airflow_dags"
 
 
-# Files whose tests take minutes, longest first: collected first, so that `make test`'s workers
-# (pytest-xdist, whole files per worker) start them at once and finish together.
+# Files whose tests take minutes, longest first: collected first, so that a broken slow path
+# shows early and, with `make test TEST_WORKERS=N` (pytest-xdist, whole files per worker),
+# the workers start on them at once and finish together.
 SLOW_FIRST = (
     "tests/faults/test_kill_and_concurrency.py",
     "tests/cluster/test_cluster.py",
