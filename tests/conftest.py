@@ -15,13 +15,16 @@ from pathlib import Path
 
 import pytest
 
+# OpenMP threads that sleep instead of spinning while they wait, as the CLI sets for every
+# command: next to the run's own JVMs and Spark workers, spinning made each torch step of the
+# in-process trainings up to 50x slower (docs/evaluation.md; seven of the peers' tests took 261 s
+# spinning and 46 s without, on the same loaded machine). Set before any test imports torch or
+# numpy; subprocesses (jobs, Spark workers) inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test TEST_WORKERS=N` runs N workers: one BLAS/OpenMP thread each (torch and numpy
-    # would start one per core in each), and OpenMP threads that sleep instead of spinning while
-    # they wait, which on a busy machine made each torch step 50x slower (docs/evaluation.md).
-    # Set before any test imports torch or numpy; subprocesses (jobs, Spark workers) inherit them.
+    # would start one per core in each).
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
