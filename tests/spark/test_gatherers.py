@@ -195,3 +195,152 @@ def test_recommend_gathers_the_same_user_facts_both_ways(spark, pipeline, lake, 
     assert facts["u2"]["excluded"] == ["c1"] and facts["u2"]["rated_values"] == [4.0]
     assert "purchase" in types and "cart" not in types
     assert facts["u3"]["excluded"] == ["g1"] and facts["u3"]["rated_items"] is None
+
+
+@pytest.fixture
+def stored_then_new(pipeline, lake, settings, two_batches):
+    """user_interests after the two batches, then a third batch: (versions after interests ran, versions now)."""
+    from pathlib import Path
+
+    from interestlake.pipeline.interests import INPUT_TABLES
+
+    for stage in ("encode", "interests"):
+        pipeline.run_stage(stage, run(3))
+    since = lake.versions([*INPUT_TABLES, C.USER_INTERESTS])
+    landing = Path(settings.lake.landing_uri)
+    write_jsonl(landing / "events" / "third.jsonl", [
+        event("t1", "u1", "c1", kind="rate", day=7, rating=1.0),                  # a dislike
+        event("t2", "u1", "g2", kind="rate", day=7, rating=5.0),
+        event("t3", "u3", "g1", kind="search", text=" tuner  ", day=8),           # a search about an item
+        event("t4", "u3", "zz", kind="view", day=8),                              # not in the catalog: no title
+        event("t5", "u7", "c2", kind="cart", day=8, rating=1.0),                  # rated, but not a rate event
+    ])
+    write_jsonl(landing / "reviews" / "third.jsonl", [
+        review("r4", "u2", "c2", "Broke after a week, waste of money.", rating=3, day=8),  # middling, negative text
+        review("r5", "u6", "g1", "Terrible? No, great!", rating=4, day=8),                  # negative words, rated well
+        review("r6", "u7", "g1", "  ", rating=2, day=8),                                    # low rating, no text
+    ])
+    for stage in ("ingest", "encode"):
+        pipeline.run_stage(stage, run(4))
+    return since, lake.versions([*INPUT_TABLES, C.USER_INTERESTS])
+
+
+def test_interests_gathers_the_same_history_both_ways(spark, lake, settings, stored_then_new):
+    from interestlake.models.feedback import DislikeRule
+    from interestlake.pipeline.history import counted, history_refs, history_rows, resolve_vectors, stored_refs
+    from interestlake.pipeline.interests import INPUT_TABLES, _user_rows
+    from interestlake.pipeline.run import DerivedInputs
+
+    since, now = stored_then_new
+    rule = DislikeRule(max_rating=2.0, review_text_max_rating=3.0)
+    version = settings.encoder.version
+    readers = {"spark": SparkReader(lake), "arrow": ArrowReader(lake)}
+    raw = {name: history_rows(read, now, since=since) for name, read in readers.items()}
+    assert_same_columns(raw["spark"], raw["arrow"], [C.COL_USER_ID, C.COL_TS, C.COL_ITEM_ID])
+    assert raw["arrow"].num_rows == 8
+
+    refs = {name: history_refs(raw[name], rule) for name in readers}
+    ref_keys = [C.COL_USER_ID, C.COL_TS, "kind", C.COL_ITEM_ID, C.COL_TEXT_HASH]
+    assert_same_columns(refs["spark"], refs["arrow"], ref_keys)
+    entries = {(r[C.COL_USER_ID], r[C.COL_ITEM_ID], r[C.COL_TEXT_HASH] is not None): (r["kind"], r["label"])
+               for r in refs["arrow"].to_pylist()}
+    assert entries[("u1", "c1", False)] == ("dislike", "Espresso Beans")
+    assert entries[("u1", "g2", False)] == ("rate", "Guitar Capo")
+    assert entries[("u2", "c2", False)] == entries[("u2", "c2", True)] == ("dislike", "Coffee Grinder")
+    assert entries[("u6", "g1", True)] == ("review", "Electric Guitar")
+    assert entries[("u7", "c2", False)] == ("cart", "Coffee Grinder")
+    assert entries[("u7", "g1", False)] == ("dislike", "Electric Guitar") and ("u7", "g1", True) not in entries
+    assert entries[("u3", "g1", False)] == ("search", "Electric Guitar")
+    assert entries[("u3", None, True)] == ("search", "tuner")
+    assert entries[("u3", "zz", False)] == ("view", None)
+    without_rule = {r["kind"] for r in history_refs(raw["arrow"]).to_pylist()}
+    assert "dislike" not in without_rule
+
+    def summed(counts) -> dict:
+        totals = {}
+        for row in as_table(counts).to_pylist():
+            e, r = totals.get(row[C.COL_USER_ID], (0, 0))
+            totals[row[C.COL_USER_ID]] = (e + row["event_count"], r + row["review_count"])
+        return totals
+
+    assert summed(counted(raw["spark"])) == summed(counted(raw["arrow"])) == {
+        "u1": (2, 0), "u2": (0, 1), "u3": (2, 0), "u6": (0, 1), "u7": (1, 1)}
+
+    users = pa.table({C.COL_USER_ID: ["u1", "u2", "u6", "nobody"]})
+    stored = {"spark": readers["spark"].of_users(C.USER_INTERESTS, None, [C.COL_USER_ID, "recent"],
+                                                 spark.createDataFrame(users.to_pandas())),
+              "arrow": readers["arrow"].of_users(C.USER_INTERESTS, None, [C.COL_USER_ID, "recent"], users)}
+    exploded = {name: stored_refs(rows) for name, rows in stored.items()}
+    assert_same_columns(exploded["spark"], exploded["arrow"], [C.COL_USER_ID, "recency"])
+    recent = {r[C.COL_USER_ID]: r["recent"] for r in stored["arrow"].to_pylist()}
+    for row in exploded["arrow"].to_pylist():
+        assert {k: row[k] for k in recent[row[C.COL_USER_ID]][0]} == recent[row[C.COL_USER_ID]][row["recency"] - 1]
+    assert exploded["arrow"].num_rows == sum(len(r) for r in recent.values())
+
+    resolved = {name: resolve_vectors(read, version, now, refs[name]) for name, read in readers.items()}
+    assert_same_columns(resolved["spark"], resolved["arrow"], ref_keys)
+    assert 0 < as_table(resolved["arrow"]).num_rows < refs["arrow"].num_rows  # "zz" has no vector
+
+    inputs = DerivedInputs(now, "p", {"tables": since, "params": "p"})
+    assert since[C.ITEM_EMBEDDINGS] == now[C.ITEM_EMBEDDINGS]
+    for whole in (False, True):
+        rows = {name: as_table(_user_rows(read, version, inputs, rule, whole, True)[0]) for name, read in readers.items()}
+        kinds = {name: table.filter(pa.compute.is_valid(table.column("kind"))) for name, table in rows.items()}
+        assert_same_columns(kinds["spark"], kinds["arrow"], [*ref_keys, "fold"])
+        states = {name: table.filter(pa.compute.is_null(table.column("kind"))) for name, table in rows.items()}
+        stats = {name: table.filter(pa.compute.is_valid(table.column("decayed_mass"))) for name, table in states.items()}
+        assert_same_columns(stats["spark"], stats["arrow"], [C.COL_USER_ID])
+        assert summed(states["spark"].filter(pa.compute.is_null(states["spark"].column("decayed_mass")))) == summed(
+            states["arrow"].filter(pa.compute.is_null(states["arrow"].column("decayed_mass"))))
+        folded = set(kinds["arrow"].filter(kinds["arrow"].column("fold")).column(C.COL_USER_ID).to_pylist())
+        stored_users = set(stats["arrow"].column(C.COL_USER_ID).to_pylist())
+        assert folded == {"u1", "u2", "u3", "u6", "u7"}
+        # Folded incrementally: the stored statistics of the users who had some; rebuilt whole: none.
+        assert stored_users == (set() if whole else {"u1", "u2", "u3", "u6"})
+
+
+def test_recommend_gathers_the_same_user_side_both_ways(spark, pipeline, lake, settings, stored_then_new):
+    from interestlake.pipeline.evidence import user_side
+    from interestlake.pipeline.recommend import INPUT_TABLES
+
+    steer = settings.steer.model_copy(update={
+        "negative": settings.steer.negative.model_copy(update={"enabled": True}),
+        "needs": settings.steer.needs.model_copy(update={"max_queries": 1}),
+    })
+    steered = settings.model_copy(update={"steer": steer})
+    pipeline.settings = steered
+    pipeline.run_stage("interests", run(5))  # the third batch, and user_topics
+    versions = lake.versions(INPUT_TABLES)
+    columns = [C.COL_USER_ID, "interest", "recent"]
+    of_version = [(C.COL_ENCODER_VERSION, "=", settings.encoder.version)]
+    ids = pa.table({C.COL_USER_ID: ["u1", "u2", "u3", "u5", "u6", "u7", "nobody"]})
+    users = {"arrow": ArrowReader(lake).of_users(C.USER_INTERESTS, None, columns, ids, of_version),
+             "spark": SparkReader(lake).of_users(C.USER_INTERESTS, None, columns, spark.createDataFrame(ids.to_pandas()),
+                                                 of_version)}
+    sides = {}
+    for conf in (steered, settings.model_copy(update={"steer": settings.steer.model_copy(update={"enabled": False})})):
+        # Two rows per Arrow batch: users span batches, as a long history does.
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "2")
+        try:
+            by_spark = user_side(SparkReader(lake), conf, versions, users["spark"]).toArrow()
+        finally:
+            spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
+        by_arrow = user_side(ArrowReader(lake), conf, versions, users["arrow"])
+        assert by_spark.column_names == by_arrow.column_names
+        assert_same_columns(by_spark, by_arrow, [C.COL_USER_ID])
+        # In the users' order, one row each.
+        assert by_arrow.column(C.COL_USER_ID).to_pylist() == users["arrow"].column(C.COL_USER_ID).to_pylist()
+        sides[conf.steer.enabled] = {row[C.COL_USER_ID]: row for row in by_arrow.to_pylist()}
+    assert "topics" not in next(iter(sides[False].values()))
+    side = sides[True]
+    assert set(side) == {"u1", "u2", "u3", "u5", "u6", "u7"}
+    assert side["u1"]["disliked_items"] == ["c1"] and side["u2"]["disliked_items"] == ["c2"]
+    assert side["u7"]["disliked_items"] == ["g1"] and side["u6"]["disliked_items"] is None
+    # The newest query (tabs kept, so it sorts first of the two at one time); "strat pickups" is older.
+    assert side["u1"]["need_text"] == ["\tespresso beans\n"]
+    assert side["u3"]["need_text"] == ["tuner"]  # the newest of its queries (max_queries 1)
+    assert side["u5"]["need_text"] == ["咖啡 ☕"] and side["u5"]["topics"]
+    for row in side.values():
+        assert row["ref_ts"] == row["hist_ts"][0]
+        texts = [i for i, item in enumerate(row["hist_item"]) if item is None]
+        assert set(texts) <= set(row["hist_shipped"]) and len(row["hist_vec"]) == len(row["hist_shipped"])

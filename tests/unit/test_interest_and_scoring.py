@@ -333,7 +333,7 @@ def test_only_shipped_history_vectors_travel_with_their_positions():
     """hist_vec keeps the vectors the scorers cannot look up, hist_shipped their entries; null lists stay null."""
     import pyarrow as pa
 
-    from interestlake.pipeline.evidence import shipped_vectors
+    from interestlake.pipeline.gather import sparse_lists
 
     vector = pa.list_(pa.float32())
     aligned = pa.array([[None, [1.0, 2.0], None, [3.0, 4.0]], None, [], [None], [[5.0, 6.0]]], pa.list_(vector))
@@ -341,7 +341,7 @@ def test_only_shipped_history_vectors_travel_with_their_positions():
         (aligned, [[[1.0, 2.0], [3.0, 4.0]], None, [], [], [[5.0, 6.0]]], [[1, 3], None, [], [], [0]]),
         (aligned.slice(3), [[], [[5.0, 6.0]]], [[], [0]]),
     ]:
-        vectors, positions = shipped_vectors(sliced)
+        vectors, positions = sparse_lists(sliced)
         assert vectors.to_pylist() == expected_vectors
         assert positions.to_pylist() == expected_positions
 

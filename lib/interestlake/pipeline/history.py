@@ -5,6 +5,11 @@ A history entry is first a *reference* (user_id, ts, kind, item_id, text_hash,
 label): small enough to store (``user_interests.recent`` keeps each user's last
 N) and to shuffle. ``resolve_vectors`` attaches the embedding: the text's vector
 when the entry has a ``text_hash``, else the item's vector.
+
+A reader (``interestlake.pipeline.gather``) puts the raw rows together (``history_rows``,
+``written_rows``, stored ``recent`` lists); references, counts and texts derive from them
+by the Arrow functions here (``history_refs``, ``counted``, ``stored_refs``,
+``texts_to_encode``), on the executors or on the driver: one definition for both paths.
 """
 
 from __future__ import annotations
@@ -12,16 +17,16 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 
 import pyarrow as pa
-import pyarrow.dataset as ds
+import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from interestlake import constants as C
-from interestlake.lake.tables import LakeTables
-from interestlake.models.feedback import NEGATIVE_TEXT_PATTERN, DislikeRule
+from interestlake.lake.schemas import arrow_schema
+from interestlake.models.feedback import DislikeRule, is_negative_text
 from interestlake.pipeline.frames import Rows, map_in_arrow
-from interestlake.pipeline.gather import ArrowReader, Reader, conform
+from interestlake.pipeline.gather import ArrowReader, Reader, Where, conform
 
 # What identifies and orders an entry; the stored `recent` structs have these fields.
 REF_COLUMNS = [C.COL_TS, "kind", C.COL_ITEM_ID, C.COL_TEXT_HASH, "label"]
@@ -29,13 +34,26 @@ REF_FIELDS = ", ".join(
     f"{name} {kind}" for name, kind in zip(REF_COLUMNS, ["timestamp", "string", "string", "string", "string"])
 )
 HISTORY_COLUMNS = [C.COL_USER_ID, *REF_COLUMNS, C.COL_EMBEDDING]
+_TIME = pa.timestamp("us", tz="UTC")
 # What a gatherer of written texts hands over: search events and reviews, raw (a review's
 # event_type is null); ``written_texts`` makes texts of them.
-WRITTEN = pa.schema([(C.COL_USER_ID, pa.string()), (C.COL_TS, pa.timestamp("us", tz="UTC")),
-                     (C.COL_EVENT_TYPE, pa.string()), (C.COL_TEXT, pa.string())])
+WRITTEN = pa.schema([(C.COL_USER_ID, pa.string()), (C.COL_TS, _TIME), (C.COL_EVENT_TYPE, pa.string()),
+                     (C.COL_TEXT, pa.string())])
+# What a gatherer of history hands over: events and reviews, raw (a review's event_type is
+# null), each with its item's title (null: no item, or not in the catalog); ``history_refs``
+# makes references of them, ``counted`` counts them.
+HISTORY_ROWS = pa.schema([(C.COL_USER_ID, pa.string()), (C.COL_TS, _TIME), (C.COL_EVENT_TYPE, pa.string()),
+                          (C.COL_ITEM_ID, pa.string()), (C.COL_TEXT, pa.string()), (C.COL_RATING, pa.float64()),
+                          (C.COL_TITLE, pa.string())])
 _TEXTS = T.StructType([T.StructField(C.COL_TEXT_HASH, T.StringType()), T.StructField(C.COL_TEXT, T.StringType())])
-_REF_SCHEMA = pa.schema([(C.COL_USER_ID, pa.string()), (C.COL_TS, pa.timestamp("us", tz="UTC")), ("kind", pa.string()),
-                         (C.COL_ITEM_ID, pa.string()), (C.COL_TEXT_HASH, pa.string()), ("label", pa.string())])
+# History entry references (``history_refs``), and those stored in user_interests.recent with
+# their place there (``stored_refs``, 1 = newest).
+_REFS = T.StructType([T.StructField(C.COL_USER_ID, T.StringType()), T.StructField(C.COL_TS, T.TimestampType()),
+                      *(T.StructField(name, T.StringType()) for name in REF_COLUMNS[1:])])
+_STORED_REFS = T.StructType([*_REFS.fields, T.StructField("recency", T.IntegerType())])
+# Events and reviews per user (``counted``).
+_COUNTS = T.StructType([T.StructField(C.COL_USER_ID, T.StringType()), T.StructField("event_count", T.LongType()),
+                        T.StructField("review_count", T.LongType())])
 
 
 def text_hash(column: Column) -> Column:
@@ -67,40 +85,31 @@ def text_digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def query_texts_on_driver(events: pa.Table) -> list[tuple]:
-    """``query_texts`` on the driver: (user_id, ts, text) of search events with text.
-
-    ``events`` needs user_id, ts, event_type and text.
-    """
-    import pyarrow.compute as pc
-
-    # Filtered in Arrow first: a user's whole history is mostly item events, and turning every
-    # row into Python objects made this the slowest part of a small batch as histories grew.
-    searches = events.filter(pc.fill_null(pc.equal(events.column(C.COL_EVENT_TYPE), C.EVENT_SEARCH), False))
-    rows = zip(*(searches.column(n).to_pylist() for n in (C.COL_USER_ID, C.COL_TS, C.COL_TEXT)))
-    queries = ((user, ts, clean_text(text)) for user, ts, text in rows)
-    return [query for query in queries if query[2]]
-
-
-def review_texts_on_driver(reviews: pa.Table) -> list[tuple]:
-    """``review_texts`` on the driver: (user_id, item_id, ts, text) of reviews with text.
-
-    ``reviews`` needs user_id, item_id, ts and text.
-    """
-    rows = zip(*(reviews.column(n).to_pylist() for n in (C.COL_USER_ID, C.COL_ITEM_ID, C.COL_TS, C.COL_TEXT)))
-    written = ((user, item, ts, clean_text(text)) for user, item, ts, text in rows)
-    return [review for review in written if review[3]]
-
-
 def written_rows(read: Reader, now: Mapping[str, int], since: Mapping[str, int] | None = None,
                  users: Rows | None = None) -> Rows:
     """``WRITTEN`` rows: those written after ``since`` (the new ones), or the whole history of ``users`` (None: everyone)."""
     columns = {C.EVENTS: [C.COL_USER_ID, C.COL_TS, C.COL_EVENT_TYPE, C.COL_TEXT], C.REVIEWS: [C.COL_USER_ID, C.COL_TS, C.COL_TEXT]}
-    where = {C.EVENTS: [(C.COL_EVENT_TYPE, "=", C.EVENT_SEARCH)], C.REVIEWS: []}
+    return _events_and_reviews(read, now, columns, {C.EVENTS: [(C.COL_EVENT_TYPE, "=", C.EVENT_SEARCH)]}, since, users)
+
+
+def history_rows(read: Reader, now: Mapping[str, int], since: Mapping[str, int] | None = None,
+                 users: Rows | None = None) -> Rows:
+    """``HISTORY_ROWS``: the events and reviews written after ``since``, or the whole history of ``users``
+    (None: everyone), each with its item's title (``lookup`` of the catalog, broadcast)."""
+    columns = {C.EVENTS: [C.COL_USER_ID, C.COL_TS, C.COL_EVENT_TYPE, C.COL_ITEM_ID, C.COL_TEXT, C.COL_RATING],
+               C.REVIEWS: [C.COL_USER_ID, C.COL_TS, C.COL_ITEM_ID, C.COL_TEXT, C.COL_RATING]}
+    rows = _events_and_reviews(read, now, columns, {}, since, users)
+    return read.lookup(rows, C.ITEMS, now[C.ITEMS], C.COL_ITEM_ID, [C.COL_TITLE], small=True)
+
+
+def _events_and_reviews(read: Reader, now: Mapping[str, int], columns: Mapping[str, list[str]], where: Mapping[str, Where],
+                        since: Mapping[str, int] | None, users: Rows | None) -> Rows:
+    """Some columns of the events and reviews written after ``since``, or of ``users``' (a review's event_type null)."""
+    tables = (C.EVENTS, C.REVIEWS)
     if since is not None:
-        parts = [read.changed(t, since[t], now[t], columns[t], where[t]) for t in (C.EVENTS, C.REVIEWS)]
+        parts = [read.changed(t, since[t], now[t], columns[t], where.get(t, ())) for t in tables]
     else:
-        parts = [read.of_users(t, now[t], columns[t], users, where[t]) for t in (C.EVENTS, C.REVIEWS)]
+        parts = [read.of_users(t, now[t], columns[t], users, where.get(t, ())) for t in tables]
     return read.union(parts)
 
 
@@ -121,81 +130,6 @@ def _hashed_texts(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]
                                          schema=pa.schema([(C.COL_TEXT_HASH, pa.string()), (C.COL_TEXT, pa.string())]))
 
 
-def history_refs_on_driver(lake: LakeTables, versions: Mapping[str, int], events: pa.Table, reviews: pa.Table) -> pa.Table:
-    """``history_refs`` of a small batch, on the driver (without a dislike rule).
-
-    ``events`` and ``reviews`` need user_id, ts, item_id, text (and event_type).
-    """
-    event_rows = zip(*(events.column(n).to_pylist() for n in (C.COL_USER_ID, C.COL_TS, C.COL_EVENT_TYPE, C.COL_ITEM_ID)))
-    refs = [(user, ts, kind, item, None, None) for user, ts, kind, item in event_rows if item is not None]
-    refs += [(user, ts, C.EVENT_SEARCH, None, text_digest(text), text) for user, ts, text in query_texts_on_driver(events)]
-    review_rows = zip(*(reviews.column(n).to_pylist() for n in (C.COL_USER_ID, C.COL_TS, C.COL_ITEM_ID)))
-    refs += [(user, ts, C.EVENT_REVIEW, item, None, None) for user, ts, item in review_rows]
-    refs += [(user, ts, C.EVENT_REVIEW, item, text_digest(text), None) for user, item, ts, text in review_texts_on_driver(reviews)]
-    items = sorted({ref[3] for ref in refs if ref[3] is not None})
-    titles = lake.read_arrow(C.ITEMS, [C.COL_ITEM_ID, C.COL_TITLE], ds.field(C.COL_ITEM_ID).isin(_strings(items)), versions[C.ITEMS])
-    title = dict(zip(titles.column(C.COL_ITEM_ID).to_pylist(), titles.column(C.COL_TITLE).to_pylist()))
-    # Entries about an item are labelled with its title; searches with their query.
-    labelled = [ref if ref[3] is None else (*ref[:5], title.get(ref[3])) for ref in refs]
-    return pa.Table.from_pylist([dict(zip([C.COL_USER_ID, *REF_COLUMNS], ref)) for ref in labelled], schema=_REF_SCHEMA)
-
-
-def resolve_vectors_on_driver(lake: LakeTables, encoder_version: str, versions: Mapping[str, int], refs: pa.Table) -> pa.Table:
-    """``resolve_vectors`` on the driver: ``refs`` with their ``embedding``; references without one are left out."""
-    import pyarrow.compute as pc
-
-    def vectors(table: str, key: str, wanted: pa.Array) -> tuple[dict, pa.Array]:
-        """Row of each key among the vectors found, and those vectors."""
-        found = lake.read_arrow(
-            table, [key, C.COL_EMBEDDING],
-            (ds.field(C.COL_ENCODER_VERSION) == encoder_version) & ds.field(key).isin(pc.unique(pc.drop_null(wanted))),
-            versions[table],
-        )
-        return {k: i for i, k in enumerate(found.column(key).to_pylist())}, found.column(C.COL_EMBEDDING).combine_chunks()
-
-    by_text = pc.is_valid(refs.column(C.COL_TEXT_HASH))
-    parts = []
-    for table, key, rows in ((C.ITEM_EMBEDDINGS, C.COL_ITEM_ID, refs.filter(pc.invert(by_text))),
-                             (C.TEXT_EMBEDDINGS, C.COL_TEXT_HASH, refs.filter(by_text))):
-        position, embeddings = vectors(table, key, rows.column(key).combine_chunks())
-        at = [position.get(k) for k in rows.column(key).to_pylist()]
-        rows = rows.filter(pa.array([i is not None for i in at], pa.bool_()))
-        parts.append(rows.append_column(C.COL_EMBEDDING, embeddings.take(pa.array([i for i in at if i is not None], pa.int64()))))
-    return pa.concat_tables(parts)
-
-
-def stored_refs_on_driver(interests: pa.Table) -> pa.Table:
-    """``stored_refs`` on the driver: the references in ``user_interests.recent``, with ``recency`` (1 = newest)."""
-    rows = [
-        {C.COL_USER_ID: user, **ref, "recency": recency}
-        for user, recent in zip(interests.column(C.COL_USER_ID).to_pylist(), interests.column("recent").to_pylist())
-        for recency, ref in enumerate(recent or [], start=1)
-    ]
-    return pa.Table.from_pylist(rows, schema=_REF_SCHEMA.append(pa.field("recency", pa.int32())))
-
-
-def lists_per_user(users: list[str], rows: pa.Table, columns: list[str]) -> dict[str, pa.Array]:
-    """``collect_list`` per user on the driver: for each column, one list per user of ``users``.
-
-    Each list keeps the order the user's rows have in ``rows``; a user without rows
-    gets null, as a left join of Spark's grouped lists gives.
-    """
-    import numpy as np
-
-    position = {user: i for i, user in enumerate(users)}
-    owner = np.array([position[user] for user in rows.column(C.COL_USER_ID).to_pylist()], dtype=np.int64)
-    rows = rows.take(pa.array(np.argsort(owner, kind="stable")))
-    counts = np.bincount(owner, minlength=len(users))
-    offsets = pa.array(np.r_[0, np.cumsum(counts)].astype(np.int32))
-    empty = pa.array(counts == 0)
-    return {name: pa.ListArray.from_arrays(offsets, rows.column(name).combine_chunks(), mask=empty) for name in columns}
-
-
-def _strings(values) -> pa.Array:
-    """Values for ``isin``: typed even when empty."""
-    return pa.array(list(values), pa.string())
-
-
 def query_texts(events: DataFrame) -> DataFrame:
     """Search queries: (user_id, ts, text) of search events with text."""
     return (
@@ -210,17 +144,6 @@ def review_texts(reviews: DataFrame, *keep: str) -> DataFrame:
     return reviews.select(C.COL_USER_ID, C.COL_ITEM_ID, C.COL_TS, _clean(C.COL_TEXT).alias(C.COL_TEXT), *keep).filter(
         F.col(C.COL_TEXT).isNotNull()
     )
-
-
-def entry_kind(kind: Column, dislike: DislikeRule | None, rated: Column, text: bool = False) -> Column:
-    """An entry's kind: ``dislike`` for a rated entry the rule counts against its item, else ``kind``."""
-    if dislike is None:
-        return kind.alias("kind")
-    rating = F.col(C.COL_RATING)
-    low = rated & (rating <= dislike.max_rating)
-    if text:
-        low = low | ((rating <= dislike.review_text_max_rating) & F.col(C.COL_TEXT).rlike(NEGATIVE_TEXT_PATTERN))
-    return F.when(low.isNotNull() & low, F.lit(C.EVENT_DISLIKE)).otherwise(kind).alias("kind")
 
 
 def texts_to_encode(
@@ -241,88 +164,127 @@ def texts_to_encode(
     return read.distinct(texts)
 
 
-def history_refs(
-    lake: LakeTables, versions: Mapping[str, int], events: DataFrame, reviews: DataFrame, dislike: DislikeRule | None = None
-) -> DataFrame:
-    """History entry references (user_id, ts, kind, item_id, text_hash, label) of some events and reviews.
+def history_refs(rows: Rows, dislike: DislikeRule | None = None) -> Rows:
+    """History entry references (``REFS``: user_id, ts, kind, item_id, text_hash, label) of ``HISTORY_ROWS``.
 
     An item event refers to its item; a search to its query text; a review to
     both its item and its text (two entries). ``label`` is the item's title or
     the query text, for reasons. With a ``dislike`` rule, low-rated ``rate`` events
-    and reviews (both entries) get the kind ``dislike`` (a negative weight).
+    and reviews (both entries) get the kind ``dislike`` (a negative weight). One Arrow
+    function (``_refs_of``), on the executors or on the driver.
     """
-    titles = lake.read(C.ITEMS, versions[C.ITEMS]).select(C.COL_ITEM_ID, F.col(C.COL_TITLE).alias("label"))
-    no_text = F.lit(None).cast("string").alias(C.COL_TEXT_HASH)
-    item_events = events.filter(F.col(C.COL_ITEM_ID).isNotNull()).select(
-        C.COL_USER_ID, C.COL_TS, entry_kind(F.col(C.COL_EVENT_TYPE), dislike, F.col(C.COL_EVENT_TYPE) == C.EVENT_RATE),
-        C.COL_ITEM_ID, no_text,
-    )
-    reviews = reviews.withColumn("kind", entry_kind(F.lit(C.EVENT_REVIEW), dislike, F.lit(True), text=True))
-    reviewed_items = reviews.select(C.COL_USER_ID, C.COL_TS, "kind", C.COL_ITEM_ID, no_text)
-    written = review_texts(reviews, "kind").select(
-        C.COL_USER_ID, C.COL_TS, "kind", C.COL_ITEM_ID,
-        text_hash(F.col(C.COL_TEXT)).alias(C.COL_TEXT_HASH),
-    )
-    about_items = item_events.unionByName(reviewed_items).unionByName(written).join(
-        F.broadcast(titles), C.COL_ITEM_ID, "left"
-    )
-    searched = query_texts(events).select(
-        C.COL_USER_ID, C.COL_TS, F.lit(C.EVENT_SEARCH).alias("kind"),
-        F.lit(None).cast("string").alias(C.COL_ITEM_ID),
-        text_hash(F.col(C.COL_TEXT)).alias(C.COL_TEXT_HASH), F.col(C.COL_TEXT).alias("label"),
-    )
-    return about_items.select(C.COL_USER_ID, *REF_COLUMNS).unionByName(searched.select(C.COL_USER_ID, *REF_COLUMNS))
+    return map_in_arrow(rows, _refs_of(dislike), _REFS)
 
 
-def resolve_vectors(lake: LakeTables, encoder_version: str, versions: Mapping[str, int], refs: DataFrame) -> DataFrame:
+def _refs_of(dislike: DislikeRule | None):
+    """Executor function: ``HISTORY_ROWS`` batches in, their ``REFS`` out (``history_refs``)."""
+    schema = arrow_schema(_REFS)
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            rows = conform(batch, HISTORY_ROWS)
+            users, times, kinds, items, texts, _, titles = rows.columns
+            review = pc.is_null(kinds)
+            kind = pc.coalesce(kinds, pa.scalar(C.EVENT_REVIEW))
+            if dislike is not None:
+                kind = pc.if_else(_disliked(rows, dislike), pa.scalar(C.EVENT_DISLIKE), kind)
+            cleaned = pc.utf8_trim(texts, " ")  # Spark's trim: spaces only
+            has_text = pc.fill_null(pc.greater(pc.utf8_length(cleaned), 0), False)
+            searched = pc.and_(has_text, pc.fill_null(pc.equal(kinds, C.EVENT_SEARCH), False))
+            written = pc.and_(has_text, review)
+            about_item = pc.is_valid(items)
+            # Entries about an item, labelled with its title; a review's text is about its item too.
+            yield _refs_batch(schema, about_item, users, times, kind, items, None, titles)
+            yield _refs_batch(schema, written, users, times, kind, items, _digests(cleaned, written), titles)
+            yield _refs_batch(schema, searched, users, times, None, None, _digests(cleaned, searched), cleaned)
+
+    return run
+
+
+def _refs_batch(schema: pa.Schema, mask: pa.Array, users, times, kinds, items, digests, labels) -> pa.RecordBatch:
+    """The rows of ``mask`` as ``REFS`` (``digests`` are of those rows already); None: null (kind: search)."""
+    n = pc.sum(mask).as_py() or 0
+    kinds = pa.repeat(pa.scalar(C.EVENT_SEARCH), n) if kinds is None else kinds.filter(mask)
+    columns = [users.filter(mask), times.filter(mask), kinds, pa.nulls(n, pa.string()) if items is None else items.filter(mask),
+               pa.nulls(n, pa.string()) if digests is None else digests, labels.filter(mask)]
+    return pa.RecordBatch.from_arrays([column.cast(field.type) for column, field in zip(columns, schema)], schema=schema)
+
+
+def _digests(texts: pa.Array, mask: pa.Array) -> pa.Array:
+    """``text_digest`` of the texts where ``mask`` holds (those only, in order)."""
+    return pa.array([text_digest(text) for text in texts.filter(mask).to_pylist()], pa.string())
+
+
+def _disliked(rows: pa.RecordBatch, rule: DislikeRule) -> pa.Array:
+    """Where ``rule`` counts a ``HISTORY_ROWS`` row against its item: a low ``rate`` event or review, or a
+    middling review whose raw text is negative (``DislikeRule.is_dislike``; the text tested only there)."""
+    kinds, ratings, texts = (rows.column(name) for name in (C.COL_EVENT_TYPE, C.COL_RATING, C.COL_TEXT))
+    review = pc.is_null(kinds)
+    rated = pc.or_(review, pc.fill_null(pc.equal(kinds, C.EVENT_RATE), False))
+    low = pc.fill_null(pc.and_(rated, pc.less_equal(ratings, rule.max_rating)), False)
+    middling = pc.fill_null(pc.and_(review, pc.less_equal(ratings, rule.review_text_max_rating)), False)
+    middling = pc.and_(middling, pc.invert(low))
+    said = [wanted and is_negative_text(text) for wanted, text in zip(middling.to_pylist(), texts.to_pylist())]
+    return pc.or_(low, pa.array(said, pa.bool_()))
+
+
+def counted(rows: Rows) -> Rows:
+    """``COUNTS`` of ``HISTORY_ROWS``: each user's events and reviews, one row per user and Arrow batch.
+
+    A user whose rows span batches has several rows: their sums are the counts.
+    """
+    return map_in_arrow(rows, _counts_of, _COUNTS)
+
+
+def _counts_of(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Executor function: ``HISTORY_ROWS`` batches in, ``COUNTS`` out (``counted``)."""
+    schema = arrow_schema(_COUNTS)
+    for batch in batches:
+        kinds = batch.column(C.COL_EVENT_TYPE)
+        ones = pa.table({C.COL_USER_ID: batch.column(C.COL_USER_ID), "event_count": pc.is_valid(kinds).cast(pa.int64()),
+                         "review_count": pc.is_null(kinds).cast(pa.int64())})
+        sums = ones.group_by(C.COL_USER_ID, use_threads=False).aggregate([("event_count", "sum"), ("review_count", "sum")])
+        yield from pa.Table.from_arrays([sums.column(C.COL_USER_ID), sums.column("event_count_sum"),
+                                         sums.column("review_count_sum")], schema=schema).to_batches()
+
+
+def resolve_vectors(read: Reader, encoder_version: str, versions: Mapping[str, int], refs: Rows) -> Rows:
     """Attaches each reference's embedding; references without one are left out.
 
     The text's vector when ``text_hash`` is set, else the item's vector. Entries
     of unknown items or of texts not encoded yet have no vector and no weight.
-    Every other column of ``refs`` is kept.
+    Every other column of ``refs`` is kept. Two lookups: joins in the JVM on Spark.
     """
-    of_version = F.col(C.COL_ENCODER_VERSION) == encoder_version
-    item_vectors = (
-        lake.read(C.ITEM_EMBEDDINGS, versions[C.ITEM_EMBEDDINGS]).filter(of_version).select(C.COL_ITEM_ID, C.COL_EMBEDDING)
-    )
-    text_vectors = (
-        lake.read(C.TEXT_EMBEDDINGS, versions[C.TEXT_EMBEDDINGS]).filter(of_version).select(C.COL_TEXT_HASH, C.COL_EMBEDDING)
-    )
-    columns = refs.columns
-    by_item = refs.filter(F.col(C.COL_TEXT_HASH).isNull()).join(item_vectors, C.COL_ITEM_ID)
-    by_text = refs.filter(F.col(C.COL_TEXT_HASH).isNotNull()).join(text_vectors, C.COL_TEXT_HASH)
-    return by_item.select(*columns, C.COL_EMBEDDING).unionByName(by_text.select(*columns, C.COL_EMBEDDING))
+    of_version = [(C.COL_ENCODER_VERSION, "=", encoder_version)]
+    by_item = read.lookup(read.where(refs, [(C.COL_TEXT_HASH, "null", None)]), C.ITEM_EMBEDDINGS,
+                          versions[C.ITEM_EMBEDDINGS], C.COL_ITEM_ID, [C.COL_EMBEDDING], of_version, how="inner")
+    by_text = read.lookup(read.where(refs, [(C.COL_TEXT_HASH, "not null", None)]), C.TEXT_EMBEDDINGS,
+                          versions[C.TEXT_EMBEDDINGS], C.COL_TEXT_HASH, [C.COL_EMBEDDING], of_version, how="inner")
+    return read.union([by_item, by_text])
 
 
-def user_history(
-    lake: LakeTables, encoder_version: str, versions: Mapping[str, int], users: DataFrame | None = None,
-    dislike: DislikeRule | None = None,
-) -> DataFrame:
-    """The whole embedded history (HISTORY_COLUMNS) of every user, or of some users.
-
-    Args:
-        lake: Table layer.
-        encoder_version: Which vectors to use.
-        versions: Table versions to read, so a stage reads one consistent set of inputs.
-        users: A DataFrame of ``user_id`` to restrict to; events and reviews are
-            filtered to them before any join, so the cost follows their history
-            plus one scan of the id columns.
-        dislike: Marks low-rated entries as dislikes (``history_refs``).
-    """
-    def read(table: str) -> DataFrame:
-        rows = lake.read(table, versions[table])
-        # Broadcast: the users are few, the history is large and must not be shuffled.
-        return rows if users is None else rows.join(F.broadcast(users), C.COL_USER_ID, "left_semi")
-
-    refs = history_refs(lake, versions, read(C.EVENTS), read(C.REVIEWS), dislike)
-    return resolve_vectors(lake, encoder_version, versions, refs)
+def stored_refs(rows: Rows) -> Rows:
+    """The references stored in ``user_interests.recent`` of ``rows`` (user_id, recent), one row each,
+    with ``recency`` (1 = newest): ``STORED_REFS``, by one Arrow function."""
+    return map_in_arrow(rows.select([C.COL_USER_ID, "recent"]), _exploded, _STORED_REFS)
 
 
-def stored_refs(interests: DataFrame, column: str = "recent") -> DataFrame:
-    """The references stored in ``user_interests.recent``, one row each, with ``recency`` (1 = newest)."""
-    return interests.select(C.COL_USER_ID, F.posexplode(column).alias("recency", "_ref")).select(
-        C.COL_USER_ID, (F.col("recency") + 1).alias("recency"), *[F.col(f"_ref.{c}").alias(c) for c in REF_COLUMNS]
-    )
+def _exploded(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Executor function: (user_id, recent) batches in, ``STORED_REFS`` out (``stored_refs``)."""
+    import numpy as np
+
+    schema = arrow_schema(_STORED_REFS)
+    for batch in batches:
+        recent = batch.column("recent")
+        owner = pc.list_parent_indices(recent)
+        refs = pc.list_flatten(recent)
+        parents = owner.to_numpy()
+        # Position in its list: the row's index less that of its list's first entry (owners ascend).
+        recency = np.arange(len(parents)) - np.searchsorted(parents, parents, side="left") + 1
+        fields = dict(zip([field.name for field in refs.type], refs.flatten()))
+        columns = [batch.column(C.COL_USER_ID).take(owner), *(fields[name] for name in REF_COLUMNS),
+                   pa.array(recency, pa.int32())]
+        yield pa.RecordBatch.from_arrays([c.cast(f.type) for c, f in zip(columns, schema)], schema=schema)
 
 
 def entry_order(ts_micros: int, kind: str, item_id: str | None, label: str | None, digest: str | None) -> tuple:

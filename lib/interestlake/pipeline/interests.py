@@ -23,7 +23,6 @@ whole history (the changed-item path above, for all of them) instead of folding.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from types import SimpleNamespace
@@ -38,12 +37,12 @@ from interestlake import constants as C
 from interestlake.lake.schemas import HISTORY_REF
 from interestlake.lake.tables import LakeTables
 from interestlake.models.interest import DecayedStats, InterestParams, combine, decayed_stats, fold
-from interestlake.models.feedback import dislike_rule, with_dislike_weight
+from interestlake.models.feedback import DislikeRule, dislike_rule, with_dislike_weight
 from interestlake.models.interest_model import InterestModel, load_model
-from interestlake.pipeline.frames import map_in_arrow, with_values
+from interestlake.pipeline.frames import Rows, map_in_arrow, with_values
+from interestlake.pipeline.gather import ArrowReader, Reader, conform, reader
 from interestlake.pipeline.history import (
-    REF_COLUMNS, entry_order, history_refs, history_refs_on_driver, resolve_vectors, resolve_vectors_on_driver,
-    stored_refs, stored_refs_on_driver, user_history,
+    REF_COLUMNS, counted, entry_order, history_refs, history_rows, resolve_vectors, stored_refs,
 )
 from interestlake.pipeline.run import DerivedInputs, RunContext, StageReport, derived_inputs, driver_path
 from interestlake.pipeline.topics import refresh_topics
@@ -70,7 +69,7 @@ _RESULT_SCHEMA = T.StructType(
 # folded incrementally) and counts of events and reviews to add.
 _STATE_COLUMNS = [C.COL_USER_ID, "decayed_sum", "decayed_mass", "last_event_at", "event_count", "review_count"]
 _TIME = pa.timestamp("us", tz="UTC")
-# The rows of the per-user function: entries (with ``kind``) and state rows (without).
+# The rows of the per-user function (``_user_rows``): entries (with ``kind``) and state rows (without).
 _USER_ROWS = pa.schema([
     (C.COL_USER_ID, pa.string()), (C.COL_TS, _TIME), ("kind", pa.string()), (C.COL_ITEM_ID, pa.string()),
     (C.COL_TEXT_HASH, pa.string()), ("label", pa.string()), (C.COL_EMBEDDING, pa.list_(pa.float32())),
@@ -121,27 +120,12 @@ def interests(
     since = {t: inputs.since(t) for t in INPUT_TABLES} if incremental else None
     # The long-term part's running sum is not stored: changed users are rebuilt whole (module docstring).
     whole = model is not None and model.long_term
-    if driver_path(STAGE, lake, settings, since=since, now=now, whole_histories=whole):
-        rows = _user_vectors_on_driver(lake, version, inputs, params, model)
-        report.counts["users_rebuilt"] = 0
-    else:
-        if incremental:
-            entries, state, rebuilt = _incremental_inputs(lake, version, inputs, dislike, whole)
-            report.counts["users_rebuilt"] = rebuilt
-        else:
-            events, reviews = lake.read(C.EVENTS, now[C.EVENTS]), lake.read(C.REVIEWS, now[C.REVIEWS])
-            entries = user_history(lake, version, now, dislike=dislike).withColumn("fold", F.lit(True))
-            state = _counts(events, reviews)
-        # Entries and state rows (no `kind`) together, each user's rows consecutive:
-        # one pass per partition instead of a pandas frame per user (Spark's grouped
-        # map costs milliseconds per group before any arithmetic).
-        grouped = (
-            entries.unionByName(state, allowMissingColumns=True)
-            .repartition(C.COL_USER_ID)
-            .sortWithinPartitions(C.COL_USER_ID)
-        )
-        shared = spark.sparkContext.broadcast(model) if model else None
-        rows = map_in_arrow(grouped, _user_vectors(params, shared), _RESULT_SCHEMA)
+    read = reader(lake, driver_path(STAGE, lake, settings, since=since, now=now, whole_histories=whole))
+    grouped, report.counts["users_rebuilt"] = _user_rows(read, version, inputs, dislike, whole, incremental)
+    shared = None
+    if model is not None:
+        shared = SimpleNamespace(value=model) if isinstance(read, ArrowReader) else spark.sparkContext.broadcast(model)
+    rows = map_in_arrow(grouped, _user_vectors(params, shared), _RESULT_SCHEMA)
     rows = with_values(rows, stamp)
     metadata = {
         "stage": STAGE, "run_id": run.run_id, "inputs": inputs.fingerprint,
@@ -157,112 +141,62 @@ def interests(
     return report
 
 
-def _incremental_inputs(
-    lake: LakeTables, version: str, inputs: DerivedInputs, dislike=None, whole: bool = False
-) -> tuple[DataFrame, DataFrame, int]:
-    """Entries and state of the users with new history since the last commit.
+def _user_rows(
+    read: Reader, version: str, inputs: DerivedInputs, dislike: DislikeRule | None, whole: bool, incremental: bool
+) -> tuple[Rows, int]:
+    """The rows of the per-user function (``USER_ROWS``), each user's rows consecutive, and how many users are rebuilt.
 
-    ``whole``: every such user is rebuilt from their whole history (a model with a long-term part).
+    ``read`` only puts raw rows together (``history_rows``, stored ``user_interests`` rows,
+    lookups); the references, counts and stored entries derive from them by the Arrow
+    functions of ``interestlake.pipeline.history``, whichever reader gathered them. Entries
+    to fold have ``fold`` true, the stored recent entries false; state rows (no ``kind``)
+    hold the stored statistics or counts to add.
 
-    Returns:
-        Entries to fold (``fold`` true) and stored recent entries (``fold`` false),
-        the state rows, and how many users are rebuilt from their whole history.
+    Incremental: the users with new history since the last commit, from what is stored
+    about them and what is new; those whose history touches a changed item vector (and,
+    with ``whole``, every one of them: a model with a long-term part) are rebuilt from their
+    whole history. Otherwise everyone, from their whole history.
     """
     now = inputs.tables
-    new_events = lake.changes(C.EVENTS, inputs.since(C.EVENTS), now[C.EVENTS])
-    new_reviews = lake.changes(C.REVIEWS, inputs.since(C.REVIEWS), now[C.REVIEWS])
-    rebuild = _users_of_changed_items(lake, version, inputs, now)
+    if not incremental:
+        raw = history_rows(read, now)
+        entries = resolve_vectors(read, version, now, with_values(history_refs(raw, dislike), {"fold": True}))
+        return read.by_user(read.union([entries, counted(raw)])), 0
+    new = history_rows(read, now, since={t: inputs.since(t) for t in (C.EVENTS, C.REVIEWS)})
+    rebuild = _users_of_changed_items(read, version, inputs)
     if whole:
-        changed = new_events.select(C.COL_USER_ID).unionByName(new_reviews.select(C.COL_USER_ID)).distinct()
-        rebuild = changed if rebuild is None else rebuild.unionByName(changed).distinct()
+        changed = read.users(new)
+        rebuild = changed if rebuild is None else read.distinct(read.union([rebuild, changed]))
     rebuilt = 0
     if rebuild is not None:
-        rebuild = rebuild.persist()
-        rebuilt = rebuild.count()
-    if not rebuilt:
-        rebuild = None
-
-    def except_rebuilt(df: DataFrame) -> DataFrame:
-        return df if rebuild is None else df.join(F.broadcast(rebuild), C.COL_USER_ID, "left_anti")
-
-    new_refs = except_rebuilt(history_refs(lake, now, new_events, new_reviews, dislike))
-    active = except_rebuilt(new_events.select(C.COL_USER_ID).unionByName(new_reviews.select(C.COL_USER_ID)).distinct())
-    stored = (
-        # This stage is the table's only writer: its latest version is what the last run left.
-        lake.read(C.USER_INTERESTS)
-        .filter(F.col(C.COL_ENCODER_VERSION) == version)
-        .join(F.broadcast(active), C.COL_USER_ID, "left_semi")
-    )
-    refs = new_refs.withColumn("fold", F.lit(True)).unionByName(
-        stored_refs(stored).select(C.COL_USER_ID, *REF_COLUMNS).withColumn("fold", F.lit(False))
-    )
-    entries = resolve_vectors(lake, version, now, refs)
-    state = stored.select(*_STATE_COLUMNS).unionByName(
-        _counts(except_rebuilt(new_events), except_rebuilt(new_reviews))
-    )
-    if rebuild is not None:
-        entries = entries.unionByName(user_history(lake, version, now, rebuild, dislike).withColumn("fold", F.lit(True)))
-        whole = {t: lake.read(t, now[t]).join(F.broadcast(rebuild), C.COL_USER_ID, "left_semi") for t in (C.EVENTS, C.REVIEWS)}
-        state = state.unionByName(_counts(whole[C.EVENTS], whole[C.REVIEWS]))
-    return entries, state, rebuilt
+        rebuild, rebuilt = read.kept(rebuild)
+    if rebuilt:
+        new = read.without(new, rebuild)
+    # This stage is the table's only writer: its latest version is what the last run left.
+    stored = read.of_users(C.USER_INTERESTS, None, [*_STATE_COLUMNS, "recent"], read.users(new),
+                           [(C.COL_ENCODER_VERSION, "=", version)])
+    refs = [with_values(history_refs(new, dislike), {"fold": True}),
+            with_values(stored_refs(stored).select([C.COL_USER_ID, *REF_COLUMNS]), {"fold": False})]
+    state = [stored.select(_STATE_COLUMNS), counted(new)]
+    if rebuilt:
+        whole_history = history_rows(read, now, users=rebuild)
+        refs.append(with_values(history_refs(whole_history, dislike), {"fold": True}))
+        state.append(counted(whole_history))
+    entries = resolve_vectors(read, version, now, read.union(refs))
+    return read.by_user(read.union([entries, *state])), rebuilt
 
 
-def _user_vectors_on_driver(
-    lake: LakeTables, version: str, inputs: DerivedInputs, params: InterestParams, model: InterestModel | None
-) -> pa.Table:
-    """``_incremental_inputs`` and the per-user function of a small batch, on the driver.
+def _users_of_changed_items(read: Reader, version: str, inputs: DerivedInputs) -> DataFrame | None:
+    """Users with history on items whose vector appeared or changed since the last run (None: no such item).
 
-    The same rows as the Spark path (new entries to fold, stored recent entries,
-    stored statistics, counts to add) go through the same ``_user_vectors``, read
-    with filters on the batch's users, items and texts only.
+    Scans events and reviews with Spark: ``driver_path`` sends such a batch to Spark.
     """
-    import pyarrow.compute as pc
-    import pyarrow.dataset as ds
-
     now = inputs.tables
-    events = lake.change_rows(C.EVENTS, inputs.since(C.EVENTS), now[C.EVENTS],
-                              [C.COL_USER_ID, C.COL_TS, C.COL_EVENT_TYPE, C.COL_ITEM_ID, C.COL_TEXT])
-    reviews = lake.change_rows(C.REVIEWS, inputs.since(C.REVIEWS), now[C.REVIEWS],
-                               [C.COL_USER_ID, C.COL_TS, C.COL_ITEM_ID, C.COL_TEXT])
-    events_of = Counter(events.column(C.COL_USER_ID).to_pylist())
-    reviews_of = Counter(reviews.column(C.COL_USER_ID).to_pylist())
-    active = pa.array(sorted(set(events_of) | set(reviews_of)), pa.string())
-    stored = lake.read_arrow(
-        C.USER_INTERESTS, [*_STATE_COLUMNS, "recent"],
-        (ds.field(C.COL_ENCODER_VERSION) == version) & ds.field(C.COL_USER_ID).isin(active),
-    )
-    new_refs = history_refs_on_driver(lake, now, events, reviews)
-    stored_refs = stored_refs_on_driver(stored)
-    refs = pa.concat_tables([
-        new_refs.append_column("fold", pa.repeat(True, new_refs.num_rows)),
-        stored_refs.drop_columns(["recency"]).append_column("fold", pa.repeat(False, stored_refs.num_rows)),
-    ])
-    entries = resolve_vectors_on_driver(lake, version, now, refs)
-    users = active.to_pylist()
-    counts = pa.table({
-        C.COL_USER_ID: users,
-        "event_count": pa.array([events_of[u] for u in users], pa.int64()),
-        "review_count": pa.array([reviews_of[u] for u in users], pa.int64()),
-    })
-    rows = pa.concat_tables([_as_user_rows(part) for part in (entries, stored.drop_columns(["recent"]), counts)])
-    rows = rows.take(pc.sort_indices(rows, [(C.COL_USER_ID, "ascending")]))
-    shared = SimpleNamespace(value=model) if model is not None else None
-    return map_in_arrow(rows, _user_vectors(params, shared), _RESULT_SCHEMA)
-
-
-def _as_user_rows(part: pa.Table) -> pa.Table:
-    """Entry, stored-state or count rows in the one layout ``_user_vectors`` reads (absent columns null)."""
-    columns = [
-        part.column(f.name).cast(f.type) if f.name in part.column_names else pa.nulls(part.num_rows, f.type)
-        for f in _USER_ROWS
-    ]
-    return pa.Table.from_arrays(columns, schema=_USER_ROWS)
-
-
-def _users_of_changed_items(lake: LakeTables, version: str, inputs: DerivedInputs, now: dict) -> DataFrame | None:
-    """Users with history on items whose vector appeared or changed since the last run (None: no such item)."""
     if inputs.since(C.ITEM_EMBEDDINGS) == now[C.ITEM_EMBEDDINGS]:
         return None
+    if isinstance(read, ArrowReader):
+        raise ValueError("users of changed item vectors are found with Spark (SparkReader), not on the driver")
+    lake = read.lake
     changed_items = [
         row[0]
         for row in lake.changes(C.ITEM_EMBEDDINGS, inputs.since(C.ITEM_EMBEDDINGS), now[C.ITEM_EMBEDDINGS])
@@ -279,22 +213,6 @@ def _users_of_changed_items(lake: LakeTables, version: str, inputs: DerivedInput
         for table in (C.EVENTS, C.REVIEWS)
     ]
     return touched[0].unionByName(touched[1]).distinct()
-
-
-def _counts(events: DataFrame, reviews: DataFrame) -> DataFrame:
-    """State rows that add each user's number of events and reviews."""
-    def count(df: DataFrame, name: str, other: str) -> DataFrame:
-        return df.groupBy(C.COL_USER_ID).agg(F.count(F.lit(1)).alias(name)).withColumn(other, F.lit(0).cast("long"))
-
-    counted = count(events, "event_count", "review_count").unionByName(count(reviews, "review_count", "event_count"))
-    return counted.select(
-        C.COL_USER_ID,
-        F.lit(None).cast("array<double>").alias("decayed_sum"),
-        F.lit(None).cast("double").alias("decayed_mass"),
-        F.lit(None).cast("timestamp").alias("last_event_at"),
-        "event_count",
-        "review_count",
-    )
 
 
 def _user_vectors(params: InterestParams, model=None):
@@ -316,7 +234,8 @@ def _user_vectors(params: InterestParams, model=None):
         current: _UserFold | None = None
         done: list[dict] = []
         for batch in batches:
-            columns = _BatchColumns(batch)
+            # A full run's state rows are counts only: no stored statistics.
+            columns = _BatchColumns(conform(batch, _USER_ROWS, optional=_STATE_COLUMNS[1:4]))
             for user, start, end in columns.segments():
                 if current is None or current.user != user:
                     if current is not None and (row := current.result()) is not None:

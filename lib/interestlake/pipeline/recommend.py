@@ -22,7 +22,7 @@ from interestlake import constants as C
 from interestlake.lake.tables import LakeTables
 from interestlake.lake.uris import readable_uri
 from interestlake.models.interest_model import load_model
-from interestlake.pipeline.evidence import user_side, user_side_on_driver
+from interestlake.pipeline.evidence import user_side
 from interestlake.pipeline.frames import Rows, with_values
 from interestlake.pipeline.gather import Reader, reader
 from interestlake.pipeline.history import item_text
@@ -66,17 +66,17 @@ def recommend(
 
     since = {t: inputs.since(t) for t in INPUT_TABLES} if incremental else None
     on_driver = driver_path(STAGE, lake, settings, since=since, now=now)
-    users = _users(reader(lake, on_driver), version, inputs, incremental)
+    read = reader(lake, on_driver)
+    users = _users(read, version, inputs, incremental)
     n_users = users.num_rows if on_driver else users.count()
     report.counts["users_scored"] = n_users
     if n_users == 0:
         _release(users)
         report.note = "no user's interests changed"
         return report
-    if on_driver:
-        side = user_side_on_driver(lake, settings, now, users)
-    else:
-        side = user_side(lake, settings, now, users).repartition(scoring_tasks(n_users, spark.sparkContext.defaultParallelism))
+    side = user_side(read, settings, now, users)
+    if not on_driver:
+        side = side.repartition(scoring_tasks(n_users, spark.sparkContext.defaultParallelism))
     shared = spark.sparkContext.broadcast(model) if model is not None else None
     items_uri, n_items, staged = item_matrix(lake, version, now, shared, settings.model.version if model else None)
     report.counts["items"] = n_items

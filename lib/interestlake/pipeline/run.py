@@ -158,7 +158,9 @@ def driver_path(
       and reviews (``few_new_rows``), and besides
       - ``encode``: the catalog unchanged (a new catalog re-encodes item texts on Spark);
       - ``interests``: no item vector changed (its users' whole histories are rebuilt), no
-        dislike rule (``steer.negative``: its text rule is a Java regular expression) and
+        dislike rule (``steer.negative``: both readers now derive dislikes with the same Arrow
+        functions, tested both ways in tests/spark/test_gatherers.py, but the end-to-end small-batch
+        steering test runs without it, so such batches still go to Spark) and
         no rebuild of whole histories (``whole_histories``: a model with a long-term part,
         whose running sum is not stored);
       - ``recommend``: no dislike rule;

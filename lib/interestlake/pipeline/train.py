@@ -32,7 +32,8 @@ from interestlake import constants as C
 from interestlake.lake.tables import LakeTables
 from interestlake.lake.uris import readable_uri
 from interestlake.models.training import HistoryData, TrainParams, TrainResult, train
-from interestlake.pipeline.history import history_refs
+from interestlake.pipeline.gather import SparkReader
+from interestlake.pipeline.history import history_refs, history_rows
 from interestlake.settings import Settings
 
 log = logging.getLogger("interestlake")
@@ -51,8 +52,7 @@ def history_data(lake: LakeTables, encoder_version: str, versions: Mapping[str, 
         .join(lake.read(C.ITEMS, versions[C.ITEMS]).select(C.COL_ITEM_ID), C.COL_ITEM_ID, "left_semi")
         .select(C.COL_ITEM_ID, C.COL_EMBEDDING)
     )
-    events, reviews = lake.read(C.EVENTS, versions[C.EVENTS]), lake.read(C.REVIEWS, versions[C.REVIEWS])
-    refs = history_refs(lake, versions, events, reviews).select(
+    refs = history_refs(history_rows(SparkReader(lake), versions)).select(
         C.COL_USER_ID, (F.col(C.COL_TS).cast("double")).alias("seconds"), "kind", C.COL_ITEM_ID, C.COL_TEXT_HASH
     ).persist()
     texts = (
