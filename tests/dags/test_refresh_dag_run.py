@@ -63,11 +63,12 @@ def refresh_dag(dag_bag, tmp_path_factory):
         "INTERESTLAKE_SPARK_CONF": json.dumps({"spark.ui.enabled": "false"}),
     }
     dag = dag_bag.get_dag("interestlake_refresh")
-    for task in dag.tasks:
-        # Retries as configured, but without the 30 s back-off.
-        task.retry_delay = timedelta(seconds=1)
-        task.retry_exponential_backoff = 0
     with pytest.MonkeyPatch.context() as patch:
+        for task in dag.tasks:
+            # Retries as configured, but without the 30 s back-off; restored afterwards, since
+            # the DAG bag is the session's (tests/dags/test_dag_structure.py checks the back-off).
+            patch.setattr(task, "retry_delay", timedelta(seconds=1))
+            patch.setattr(task, "retry_exponential_backoff", 0)
         for key, value in variables.items():
             patch.setenv(f"AIRFLOW_VAR_{key}", value)
         yield dag, root, sample
