@@ -19,7 +19,7 @@ from interestlake import constants as C
 from interestlake.datasets.sample import generate_sample
 
 from tests.conftest import make_settings
-from tests.faults.test_kill_and_concurrency import STAGES, Refresh, comparable, extra_events
+from tests.faults.test_kill_and_concurrency import STAGES, Refresh, comparable, extra_events, refresh_in_process
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.e2e]
 
@@ -55,18 +55,6 @@ def land(root: Path, name: str, events: list[dict]) -> Path:
     hidden = folder / f".{name}.tmp"
     hidden.write_text("".join(json.dumps(e) + "\n" for e in events))
     return hidden.rename(folder / name)
-
-
-def refresh_in_process(spark, root: Path, run_id: str):
-    from interestlake.lake.tables import open_lake
-    from interestlake.pipeline.refresh import Pipeline
-    from interestlake.pipeline.run import RunContext
-
-    settings = make_settings(root)
-    lake = open_lake(spark, settings.lake)
-    lake.ensure_tables()
-    Pipeline(spark, lake, settings).refresh(RunContext.create(run_id))
-    return lake
 
 
 def assert_same_tables(got_lake, want_lake, context: str):

@@ -49,3 +49,21 @@ def test_bf16_keeps_the_fp32_vectors(tmp_path):
     model = load_encoder(resolve_model_path(settings.encoder), "cpu", 256, precision="bf16")
     cosine = np.sum(encode_texts(model, TEXTS, 8) * torch_vectors(settings), axis=1)
     assert cosine.min() >= 0.99
+
+
+def test_a_small_batch_is_encoded_by_one_task_and_a_large_one_by_every_slot(spark, tmp_path):
+    """Loading the model in another Python worker costs more than a few texts: TEXTS_PER_TASK per task."""
+    from interestlake.pipeline.encode import TEXTS_PER_TASK, embed_texts
+
+    settings = make_settings(tmp_path / "lake")
+    slots = spark.sparkContext.defaultParallelism
+    assert slots >= 2  # the shared session is local[2]
+    texts = spark.createDataFrame([(n, t) for n, t in enumerate(TEXTS)], f"n long, {C.COL_TEXT} string")
+
+    def tasks(count: int, **options) -> int:
+        return embed_texts(spark, texts, settings, count, **options).rdd.getNumPartitions()
+
+    assert tasks(len(TEXTS)) == 1
+    assert tasks(TEXTS_PER_TASK + 1) == 2
+    assert tasks(TEXTS_PER_TASK * slots * 10) == slots
+    assert tasks(len(TEXTS), per_task=1) == min(slots, len(TEXTS))  # what bench encode asks for

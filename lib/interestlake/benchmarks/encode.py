@@ -76,10 +76,11 @@ def encode_benchmark(
         def spark_rate(run_settings) -> tuple[float, np.ndarray]:
             frame = spark.createDataFrame([(n, t) for n, t in enumerate(corpus)], f"n long, {C.COL_TEXT} string")
             warm = frame.limit(_WARM_UP_TEXTS * cores)
-            embed_texts(spark, warm, run_settings, _WARM_UP_TEXTS * cores).write.format("noop").mode("overwrite").save()
+            # One task per slot (per_task=1), in the warm-up too: every worker has loaded the model before the timing.
+            embed_texts(spark, warm, run_settings, _WARM_UP_TEXTS * cores, per_task=1).write.format("noop").mode("overwrite").save()
             out = str(base / f"vectors-{run_settings.encoder.backend}")
             started = time.perf_counter()
-            embed_texts(spark, frame, run_settings, texts).select("n", C.COL_EMBEDDING).write.mode("overwrite").parquet(out)
+            embed_texts(spark, frame, run_settings, texts, per_task=1).select("n", C.COL_EMBEDDING).write.mode("overwrite").parquet(out)
             rate = texts / (time.perf_counter() - started)
             rows = spark.read.parquet(out).orderBy("n").collect()
             return rate, np.array([r[C.COL_EMBEDDING] for r in rows], dtype=np.float32)

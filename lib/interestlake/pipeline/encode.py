@@ -94,13 +94,24 @@ def _texts_to_encode(
     return rows, todo.num_rows
 
 
-def embed_texts(spark: SparkSession, texts: DataFrame, settings: Settings, count: int, loads=None) -> DataFrame:
+# Fewest texts worth a task of their own. Importing torch and loading MiniLM in one more Python
+# worker costs about 7 CPU-seconds, what encoding some 180 review-length texts costs on one core
+# (26 texts/s per core; short queries go ~220/s). So the small batch of a near-line run (tens of
+# texts) is encoded by one worker instead of loading the model on every slot, which on a busy
+# machine cost more time than it saved; a few hundred texts on up are spread over the slots.
+TEXTS_PER_TASK = 200
+
+
+def embed_texts(
+    spark: SparkSession, texts: DataFrame, settings: Settings, count: int, loads=None, per_task: int = TEXTS_PER_TASK
+) -> DataFrame:
     """``texts`` with an ``embedding`` column computed by the encoder on the executors.
 
-    The texts are spread over every task slot (each slot runs ``spark.task.cpus``
-    intra-op threads, so slots x threads = cores) and sorted by length inside
-    each partition, so consecutive model batches hold texts of similar length
-    and pad little. The model loads once per Python worker.
+    The texts are spread over the task slots (each slot runs ``spark.task.cpus``
+    intra-op threads, so slots x threads = cores), at least ``per_task`` per task,
+    and sorted by length inside each partition, so consecutive model batches hold
+    texts of similar length and pad little. The model loads once per Python worker
+    that gets a task.
 
     Args:
         spark: Active session.
@@ -108,13 +119,15 @@ def embed_texts(spark: SparkSession, texts: DataFrame, settings: Settings, count
         settings: Loaded settings (``encoder``, ``lake.root`` for an ONNX export).
         count: How many texts there are (caps the number of tasks).
         loads: Optional Spark accumulator counting the model loads on the executors.
+        per_task: Fewest texts per task (1: one task per slot whenever there are enough
+            texts, as ``bench encode`` measures the rate of every slot).
     """
     slots = spark.sparkContext.defaultParallelism
     threads = int(spark.conf.get("spark.task.cpus", "1"))
     onnx_folder = prepare_backend(settings.encoder, settings.lake.root)
     udf = encoder_udf(settings.encoder, threads, onnx_folder, loads)
     return (
-        texts.repartition(max(1, min(slots, count)))
+        texts.repartition(max(1, min(slots, -(-count // max(1, per_task)))))
         .sortWithinPartitions(F.length(C.COL_TEXT))
         .withColumn(C.COL_EMBEDDING, udf(F.col(C.COL_TEXT)))
     )
