@@ -21,6 +21,17 @@ import pytest
 # spinning and 46 s without, on the same loaded machine). Set before any test imports torch or
 # numpy; subprocesses (jobs, Spark workers) inherit it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Every JVM the tests start compiles with the client JIT only (C1). The tests' Spark jobs run
+# seconds on tiny data in fresh JVMs (each CLI process, spark-submit from Airflow, the cluster's
+# daemons and executors), where the server JIT (C2) compiling Spark's code burned most of the CPU:
+# one refresh of a 20-user sample, 70 s wall and 89 CPU-seconds in the JVM by default, took
+# 54 s and 42 CPU-seconds with C1 only (docs/testing.md). Only for the tests, and not for the
+# run's shared session (the `spark` fixture), which lives for the whole run: a long job wants
+# C2's code. SPARK_SUBMIT_OPTS reaches every driver JVM (pyspark starts its gateway with
+# spark-submit, as Airflow's operator does); tests/cluster/standalone.py passes the options on
+# to the cluster's daemons and executors.
+TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
+os.environ.setdefault("SPARK_SUBMIT_OPTS", TEST_JVM_OPTIONS)
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test TEST_WORKERS=N` runs N workers: one BLAS/OpenMP thread each (torch and numpy
     # would start one per core in each).
@@ -69,7 +80,11 @@ def spark(tmp_path_factory):
     settings = make_settings(
         tmp_path_factory.mktemp("unused-lake"), {"INTERESTLAKE__SPARK__CONF__spark.sql.shuffle.partitions": "4"}
     )
-    session = build_spark_session(settings)
+    with pytest.MonkeyPatch.context() as patch:
+        # This JVM lives for the whole run: it keeps the server JIT (TEST_JVM_OPTIONS are for the short-lived ones).
+        if os.environ.get("SPARK_SUBMIT_OPTS") == TEST_JVM_OPTIONS:
+            patch.delenv("SPARK_SUBMIT_OPTS")
+        session = build_spark_session(settings)
     yield session
     session.stop()
 

@@ -60,6 +60,9 @@ class StandaloneCluster:
             # The launcher must not pick up a Spark installation of the machine.
             "SPARK_HOME": str(SPARK_CLASS.parent.parent),
         }
+        # The master and workers take the JVM options the test run gives its drivers (conftest).
+        if os.environ.get("SPARK_SUBMIT_OPTS"):
+            self.env.setdefault("SPARK_DAEMON_JAVA_OPTS", os.environ["SPARK_SUBMIT_OPTS"])
         self.processes: dict[str, subprocess.Popen] = {}
 
     @property

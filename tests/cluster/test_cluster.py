@@ -26,7 +26,7 @@ from interestlake.datasets.sample import generate_sample
 from interestlake.pipeline.run import RunContext
 
 from tests.cluster.standalone import StandaloneCluster
-from tests.conftest import REPO, make_settings
+from tests.conftest import REPO, TEST_JVM_OPTIONS, make_settings
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.e2e]
 LOGICAL_DATE = datetime(2026, 11, 2, 0, 0, tzinfo=timezone.utc)
@@ -38,6 +38,8 @@ VECTORS = ("long_term", "short_term", "interest", "decayed_sum")
 FLOATS = ("decayed_mass", C.COL_SCORE)
 # When the row was written (wall clock), not what it holds.
 WRITTEN_AT = (C.COL_UPDATED_AT,)
+# The executors' JVMs get the test run's JVM options too (the drivers get them from conftest).
+EXECUTOR_JVM = {"spark.executor.extraJavaOptions": TEST_JVM_OPTIONS}
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +89,8 @@ def run_cli(cluster: StandaloneCluster, root: Path, args: list[str], env: dict[s
     """Runs an `interestlake` command against the cluster in its own process; returns its JSON reports."""
     command = [sys.executable, "-m", "interestlake.cli", *args, "--conf", str(STANDALONE_CONF),
                "--master", cluster.master_url, "--json"]
-    env = {**os.environ, "INTERESTLAKE__LAKE__ROOT": str(root), **(env or {})}
+    env = {**os.environ, "INTERESTLAKE__LAKE__ROOT": str(root),
+           **{f"INTERESTLAKE__SPARK__CONF__{key}": value for key, value in EXECUTOR_JVM.items()}, **(env or {})}
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
     assert done.returncode == 0, f"{done.stderr[-4000:]}\n{cluster.logs()}"
     return [json.loads(line) for line in done.stdout.splitlines()]
@@ -152,6 +155,11 @@ def test_refresh_dag_runs_unchanged_on_the_cluster(cluster, landing, local_run, 
     ))
     monkeypatch.setenv("AIRFLOW_VAR_INTERESTLAKE_CONF", str(STANDALONE_CONF))
     monkeypatch.setenv("AIRFLOW_VAR_INTERESTLAKE_LAKE_ROOT", str(root))
+    monkeypatch.setenv("AIRFLOW_VAR_INTERESTLAKE_SPARK_CONF", json.dumps(EXECUTOR_JVM))
+    # One one-core executor per application: the four applications are what this test is about
+    # (that the refresh above spreads over both executors is checked by the tests above), and
+    # each second executor was one more JVM and Python workers to start, four times.
+    monkeypatch.setenv("AIRFLOW_VAR_INTERESTLAKE_JOB_ENV", json.dumps({"INTERESTLAKE__SPARK__CONF__spark.cores.max": "1"}))
 
     run = dag_bag.get_dag("interestlake_refresh").test(logical_date=LOGICAL_DATE)
 
