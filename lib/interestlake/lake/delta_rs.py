@@ -120,6 +120,13 @@ class DeltaRsTables(LakeTables):
             commit_metadata(metadata), 0,
         )
 
+    def _moved_past(self, spec, version: int) -> bool:
+        """Whether the table has a version after ``version`` (True when that cannot be read: keep the files)."""
+        try:
+            return self._delta_rs_table(spec.name).version() > version
+        except Exception:  # noqa: BLE001 - unreadable log: never delete files a commit may name
+            return True
+
     def _commit_files(self, spec, snapshot, staged, removed, mode, txn, user_metadata, source_rows) -> CommitResult:
         """Commits staged files and removals as one transaction (discarding the files if it fails)."""
         from deltalake import Schema
@@ -149,6 +156,12 @@ class DeltaRsTables(LakeTables):
                 f"{spec.name}: commit conflicted with another writer ({exc}); nothing was written. "
                 "Each table has one writer: make sure no other refresh runs, then retry."
             ) from exc
+        except Exception:
+            # Any other failure (a full disk while writing the log entry): the staged files are
+            # deleted unless the table moved past the snapshot, i.e. the commit landed after all.
+            if not self._moved_past(spec, snapshot.version()):
+                staged.discard()
+            raise
         snapshot.update_incremental()
         return CommitResult(
             spec.name, snapshot.version(), staged.rows, len(staged.add_actions), len(removed), source_rows=source_rows
