@@ -277,3 +277,27 @@ def test_an_arrow_table_missing_a_required_column_is_named(lake):
 
     with pytest.raises(ValueError, match="item_id"):
         lake.append(C.RECOMMENDATIONS, pa.table({"user_id": ["u1"], "rank": [1]}))
+
+
+def test_a_commit_that_fails_writing_its_log_entry_leaves_no_stray_files(spark, lake, monkeypatch):
+    """A full disk can fail the Delta log write after the Parquet files were written: those go too.
+
+    The failure is injected where the disk broke it in CI (the log entry's write), since filling a
+    disk at that exact moment depends on sizes; tests/faults/test_full_disk.py fills a real one.
+    """
+    from pathlib import Path
+
+    table = Path(lake.uri(C.RECOMMENDATIONS))
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(DeltaTable, "create_write_transaction", full_disk)
+        with pytest.raises(OSError, match="No space left"):
+            lake.append(C.RECOMMENDATIONS, recs(spark, [1, 2]))
+    visible = [p for p in table.rglob("*.parquet") if not any(part.startswith(("_", ".")) for part in p.relative_to(table).parts)]
+    assert visible == []
+    assert lake.read(C.RECOMMENDATIONS).count() == 0
+    lake.append(C.RECOMMENDATIONS, recs(spark, [1, 2]))  # the disk has room again: the same write lands
+    assert lake.read(C.RECOMMENDATIONS).count() == 6
