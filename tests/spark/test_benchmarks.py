@@ -39,3 +39,17 @@ def test_bench_score_times_every_scorer_against_als_and_checks_their_lists(spark
     assert result["paths"]["plain"]["checked_users"] == 40
     assert 20 < result["paths"]["learned"]["checked_users"] == result["paths"]["cosine"]["checked_users"] < 40
     assert result["approximate"]["recall_at_k_vs_exact"] >= 0.8
+
+
+def test_bench_cuda_scores_exactly_on_the_cpu_without_spark(tmp_path):
+    # bench/cuda.py on a machine without a GPU: the CPU side of the comparison, no Spark session.
+    from interestlake.benchmarks.cuda import cuda_benchmark
+
+    result = cuda_benchmark(users=300, items=120, k=5, dim=16, texts=6, check_users=40, workdir=str(tmp_path),
+                            devices=("cpu",))
+    assert set(result["score"]) == {"learned", "plain"}
+    for name, path in result["score"].items():
+        assert set(path) == {"cpu"} and path["cpu"]["exact_top_k_equal"] and path["cpu"]["seconds"] > 0, name
+    assert result["score"]["plain"]["cpu"]["checked_users"] == 40
+    [run] = result["encode"]["runs"]
+    assert run["device"] == "cpu" and run["texts_per_s"] > 0
