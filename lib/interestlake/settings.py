@@ -307,7 +307,8 @@ class ModelSettings(_Section):
     input_dim: int = Field(default=96, gt=0)
     epochs: int = Field(default=25, gt=0)
     patience: int = Field(default=3, gt=0)
-    batch_size: int = Field(default=512, gt=0)
+    # None: 512 for the next-item objective, 256 for held-out.
+    batch_size: int | None = Field(default=None, gt=0)
     learning_rate: float = Field(default=3e-3, gt=0)
     weight_decay: float = Field(default=1e-5, ge=0)
     dropout: float = Field(default=0.2, ge=0, lt=1)

@@ -70,7 +70,8 @@ class TrainParams:
     input_dim: int = 96
     epochs: int = 25
     patience: int = 3
-    batch_size: int = 512
+    # Examples per optimiser step. None: 512 for next-item, 256 for held-out (see ``__post_init__``).
+    batch_size: int | None = None
     learning_rate: float = 3e-3
     weight_decay: float = 1e-5
     dropout: float = 0.2
@@ -114,6 +115,11 @@ class TrainParams:
             object.__setattr__(self, "long_term", held_out)
         if self.exclude_seen is None:
             object.__setattr__(self, "exclude_seen", held_out)
+        if self.batch_size is None:
+            # Held-out draws 16 examples per user and epoch, too few steps per epoch at 512 on a
+            # small dataset: 256 was chosen on ml-latest-small's stratified validation split
+            # (content NDCG@10 0.2170 against 0.2125 with 512; docs/evaluation.md).
+            object.__setattr__(self, "batch_size", 256 if held_out else 512)
 
 
 @dataclass
