@@ -107,7 +107,8 @@ def test_blocked_scoring_with_the_knn_term_equals_the_brute_force_reference(dens
     excluded = [set(r[:1]) - {None} for r in recent]
 
     # Here the matrix's keys are the model's rows.
-    bonus = KnnBonus(model.knn_seeds(recent) @ model.neighbor_matrix(), dense_cells=dense_cells)
+    neighbours = KnnBonus.neighbours(*model.neighbor_columns())
+    bonus = KnnBonus(model.knn_seeds(recent), *neighbours, len(item_ids), dense_cells=dense_cells)
     assert (bonus.dense is not None) == (dense_cells > 0)
     ranking = TopKPool(len(users), 5)
     for start in range(48, -1, -16):  # blocks of the catalog, in reverse order

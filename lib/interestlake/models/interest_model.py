@@ -240,23 +240,27 @@ class InterestModel:
         return sp.csr_matrix((weight * decay ** ranks.astype(np.float64), seeds, indptr),
                              shape=(len(lengths), len(self.item_ids)))
 
-    def neighbor_matrix(self, columns: np.ndarray | None = None, width: int | None = None):
-        """sim(s -> j) of every item s and neighbour j: a (catalog, width) float64 ``scipy.sparse`` CSR matrix.
+    def neighbor_columns(self, columns: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Each catalog item's neighbours as columns, (catalog, m) int64 (-1: none), and sim(s -> j), (catalog, m).
 
         Args:
             columns: The column of each catalog row (-1: dropped), e.g. its key in the
                 recommend stage's item matrix; None: the catalog's rows themselves.
-            width: Columns of the result (with ``columns``).
         """
+        neighbors, sims = self.arrays["neighbor_idx"].astype(np.int64), self.arrays["neighbor_sim"]
+        if columns is None:
+            return np.where(neighbors >= 0, neighbors, -1), sims
+        return np.where(neighbors >= 0, np.asarray(columns, dtype=np.int64)[np.maximum(neighbors, 0)], -1), sims
+
+    def neighbor_matrix(self):
+        """sim(s -> j) of every item s and neighbour j: a (catalog, catalog) float64 ``scipy.sparse`` CSR matrix."""
         import scipy.sparse as sp
 
-        neighbors, sims = self.arrays["neighbor_idx"], self.arrays["neighbor_sim"]
-        if columns is None:
-            columns, width = np.arange(len(self.item_ids), dtype=np.int64), len(self.item_ids)
-        mapped = np.where(neighbors >= 0, np.asarray(columns, dtype=np.int64)[np.maximum(neighbors, 0)], -1)
+        mapped, sims = self.neighbor_columns()
         known = mapped >= 0
         indptr = np.r_[0, np.cumsum(known.sum(axis=1))]
-        return sp.csr_matrix((sims[known].astype(np.float64), mapped[known], indptr), shape=(len(self.item_ids), width))
+        return sp.csr_matrix((sims[known].astype(np.float64), mapped[known], indptr),
+                             shape=(len(self.item_ids), len(self.item_ids)))
 
     def save(self, folder: str | Path) -> Path:
         """Writes the model to ``folder`` (two files); returns the folder."""

@@ -171,7 +171,7 @@ class ItemMatrix:
         self.embeddings = _stack(embeddings)
         self.scores = _stack(scores) if model is not None else None
         self._index = None
-        self._neighbors = None  # the model's neighbour similarities over this matrix's keys, built on first use
+        self._neighbors = None  # the model's neighbours as this matrix's keys, with their similarities, on first use
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -225,8 +225,8 @@ class ItemMatrix:
     def knn_bonus(self, model, recent_per_row: Sequence[Sequence[str | None]]) -> KnnBonus:
         """The learned model's kNN term of query rows with these recent items, over this matrix's keys."""
         if self._neighbors is None:
-            self._neighbors = model.neighbor_matrix(self.model_keys[:-1], len(self))
-        return KnnBonus(model.knn_seeds(recent_per_row) @ self._neighbors)
+            self._neighbors = KnnBonus.neighbours(*model.neighbor_columns(self.model_keys[:-1]))
+        return KnnBonus(model.knn_seeds(recent_per_row), *self._neighbors, len(self))
 
     def index(self) -> ApproximateTopK:
         """The FAISS index of the encoder vectors, built once per worker: building costs far more than a search."""
