@@ -268,15 +268,18 @@ def test_long_term_part_and_seen_items_rule_follow_the_objective_unless_set():
     assert TrainParams(long_term=True).long_term and not TrainParams(objective=HELD_OUT, exclude_seen=False).exclude_seen
 
 
-def test_the_batch_size_follows_the_objective_unless_set():
-    """Unset, held-out training takes smaller batches (more steps per epoch; chosen on validation)."""
+def test_the_batch_size_and_learning_rate_follow_the_objective_unless_set():
+    """Unset, held-out training takes smaller batches and steps (chosen on its validation split)."""
     from interestlake.models.training import HELD_OUT
     from interestlake.settings import load_settings
 
-    assert TrainParams().batch_size == 512 and TrainParams(objective=HELD_OUT).batch_size == 256
-    assert TrainParams(objective=HELD_OUT, batch_size=1024).batch_size == 1024
-    # The shipped settings leave it unset, so the objective decides.
-    assert load_settings(None).model.batch_size is None
+    assert (TrainParams().batch_size, TrainParams().learning_rate) == (512, 3e-3)
+    assert (TrainParams(objective=HELD_OUT).batch_size, TrainParams(objective=HELD_OUT).learning_rate) == (256, 5e-4)
+    set_explicitly = TrainParams(objective=HELD_OUT, batch_size=1024, learning_rate=0.01)
+    assert (set_explicitly.batch_size, set_explicitly.learning_rate) == (1024, 0.01)
+    # The shipped settings leave both unset, so the objective decides.
+    model = load_settings(None).model
+    assert model.batch_size is None and model.learning_rate is None
 
 
 def test_held_out_objective_validates_on_a_per_item_random_split():
