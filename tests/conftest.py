@@ -96,7 +96,7 @@ def jvm_class_archive(request, tmp_path_factory):
     ``SPARK_SUBMIT_OPTS``: one small refresh in a fresh process took 24 s instead of 32 s
     (docs/testing.md). Skipped when every collected test is under ``tests/unit`` (the quick
     ones start no Spark driver worth it) or when the caller set ``SPARK_SUBMIT_OPTS`` itself;
-    should the dump fail, the run goes on without an archive.
+    should the dump fail, the run goes on without an archive. Each pytest-xdist worker writes its own.
 
     Yields:
         The archive's path, or None without one.
@@ -113,6 +113,8 @@ def jvm_class_archive(request, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SPARK_SUBMIT_OPTS", f"{TEST_JVM_OPTIONS} {class_archive_options(archive)}")
         yield archive
+    # About 200 MB; pytest keeps the last runs' temporary folders (a JVM still mapping it keeps its copy).
+    archive.unlink(missing_ok=True)
 
 
 def _dump_class_archive(folder: Path) -> Path | None:
