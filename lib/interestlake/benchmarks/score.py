@@ -129,7 +129,7 @@ def score_benchmark(
             with peak_memory() as peaks:
                 for _ in range(_REPEATS):
                     started = time.perf_counter()
-                    scorer(user_side.repartition(tasks)).write.mode("overwrite").parquet(out)
+                    scorer(user_side.repartition(tasks, C.COL_USER_ID)).write.mode("overwrite").parquet(out)
                     timings.append(time.perf_counter() - started)
             seconds = min(timings)
             log.info("bench score: %s %.1fs (runs: %s)", path, seconds, ", ".join(f"{t:.1f}" for t in timings))

@@ -76,7 +76,9 @@ def recommend(
         return report
     side = user_side(read, settings, now, users)
     if not on_driver:
-        side = side.repartition(scoring_tasks(n_users, spark.sparkContext.defaultParallelism))
+        # By user id: a round-robin repartition sorts every input partition first (so that a
+        # retried task gets the same rows), which the hash partitioning needs no sort for.
+        side = side.repartition(scoring_tasks(n_users, spark.sparkContext.defaultParallelism), C.COL_USER_ID)
     shared = spark.sparkContext.broadcast(model) if model is not None else None
     items_uri, n_items, staged = item_matrix(lake, version, now, shared, settings.model.version if model else None)
     report.counts["items"] = n_items
