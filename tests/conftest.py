@@ -94,15 +94,15 @@ def jvm_class_archive(request, tmp_path_factory):
     a tiny generated lake (about 45 s on 2 idle cores; ``spark-submit`` waits for its JVM,
     which writes the archive as it exits), and then reaches every short-lived driver through
     ``SPARK_SUBMIT_OPTS``: one small refresh in a fresh process took 24 s instead of 32 s
-    (docs/testing.md). Skipped when every collected test is under ``tests/unit`` (the quick
-    ones start no Spark driver worth it) or when the caller set ``SPARK_SUBMIT_OPTS`` itself;
+    (docs/testing.md). Skipped when no collected test starts Spark drivers (none marked
+    ``spark``, ``e2e``, ``faults`` or ``cluster``, none using the ``spark`` fixture: a run of
+    quick files does not pay the 45 s) or when the caller set ``SPARK_SUBMIT_OPTS`` itself;
     should the dump fail, the run goes on without an archive. Each pytest-xdist worker writes its own.
 
     Yields:
         The archive's path, or None without one.
     """
-    tests_dir = REPO / "tests" / "unit"
-    needs_jvms = any(tests_dir not in Path(item.path).parents for item in request.session.items)
+    needs_jvms = any(_starts_spark_drivers(item) for item in request.session.items)
     if not needs_jvms or os.environ.get("SPARK_SUBMIT_OPTS") != TEST_JVM_OPTIONS:
         yield None
         return
@@ -115,6 +115,14 @@ def jvm_class_archive(request, tmp_path_factory):
         yield archive
     # About 200 MB; pytest keeps the last runs' temporary folders (a JVM still mapping it keeps its copy).
     archive.unlink(missing_ok=True)
+
+
+# Markers of the tests that start Spark drivers (sessions, CLI processes, spark-submits).
+JVM_MARKERS = ("spark", "e2e", "faults", "cluster")
+
+
+def _starts_spark_drivers(item) -> bool:
+    return any(item.get_closest_marker(name) for name in JVM_MARKERS) or "spark" in getattr(item, "fixturenames", ())
 
 
 def _dump_class_archive(folder: Path) -> Path | None:
