@@ -6,7 +6,8 @@ what runs in a Spark task is run here directly.
 - **Scoring**: the recommend stage's partition scorer (``pipeline.scorer.score_users`` on an
   Arrow table, the small-batch driver path: the same function Spark's ``mapInArrow`` calls)
   on ``bench score``'s users and items, with ``recommend.device`` ``cpu`` and then ``cuda``;
-  one thread for numpy and torch on the CPU, as one Spark task has. The lists are checked
+  one thread for numpy and torch on the CPU as one Spark task has (``bench/cuda.py`` sets the
+  thread variables before numpy loads; a caller of this function sets its own). The lists are checked
   against ``bench score``'s brute-force top K.
 - **Encoding**: ``models.encoder.encode_texts`` (what the encode stage's UDF runs) on
   ``bench encode``'s review-like texts, on the CPU with every core, then on CUDA in fp32 (at the
