@@ -94,14 +94,13 @@ def _score(settings, users: int, items: int, k: int, dim: int, seed: int, check_
     from interestlake.pipeline.scorer import score_users
 
     history = settings.interests.short_term_events
-    item_ids = [f"item-{n:07d}" for n in range(items)]
-    item_matrix = np.stack([bench.unit_vector(seed, users + n, dim) for n in range(items)])
-    model = bench._random_model(item_ids, item_matrix, settings, seed)
-    uris = bench._write_items(base, item_ids, item_matrix, model, seed)
+    item_ids, item_matrix = bench.catalog(users, items, dim, seed)
+    model = bench.random_model(item_ids, item_matrix, settings, seed)
+    uris = bench.write_items(base, item_ids, item_matrix, model, seed)
     started = time.perf_counter()
     table = pa.Table.from_pylist(
-        [bench._user_row(n, seed, dim, history, item_ids, item_matrix, model) for n in range(users)],
-        schema=bench._user_schema(model),
+        [bench.user_row(n, seed, dim, history, item_ids, item_matrix, model) for n in range(users)],
+        schema=bench.user_schema(model),
     )
     log.info("bench cuda: %d users built in %.1fs", users, time.perf_counter() - started)
     # The learned path's users carry the model's user vector as their interest, as the stage stores it.
@@ -114,8 +113,8 @@ def _score(settings, users: int, items: int, k: int, dim: int, seed: int, check_
     checked = np.random.default_rng(seed).choice(users, size=min(check_users, users), replace=False)
     out: dict[str, Any] = {}
     for path, (user_table, uri, path_settings, held) in runs.items():
-        sample = [int(n) for n in checked if path == "plain" or n % bench._NEED_EVERY]
-        expected = bench._expected_lists(sample, path, seed, dim, history, item_ids, item_matrix, model, k)
+        sample = [int(n) for n in checked if path == "plain" or n % bench.NEED_EVERY]
+        expected = bench.expected_lists(sample, path, seed, dim, history, item_ids, item_matrix, model, k)
         out[path] = {}
         for device in devices:
             on_device = path_settings.model_copy(

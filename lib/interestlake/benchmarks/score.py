@@ -27,6 +27,12 @@ def unit_vector(seed: int, index: int, dim: int) -> np.ndarray:
     return (vector / np.linalg.norm(vector)).astype(np.float32)
 
 
+def catalog(users: int, items: int, dim: int, seed: int) -> tuple[list[str], np.ndarray]:
+    """The benchmark's item ids and unit vectors (numbered after the users' vectors)."""
+    item_ids = [f"item-{n:07d}" for n in range(items)]
+    return item_ids, np.stack([unit_vector(seed, users + n, dim) for n in range(items)])
+
+
 # The recommend stage's one scoring path in three settings: with a learned interest model
 # (what production runs once a champion is promoted), without one (cosine relevance), and
 # plain (steer.enabled: false, no model): needs, dislikes and reasons apply to the first two.
@@ -34,7 +40,7 @@ PATHS = ("learned", "cosine", "plain")
 _TOPICS = ["guitar strings", "jazz", "camping"]
 _NEED = "guitar strings under $20"
 # Every this many users has a fresh search (a need) in the steered paths.
-_NEED_EVERY = 10
+NEED_EVERY = 10
 
 
 def score_benchmark(
@@ -93,17 +99,16 @@ def score_benchmark(
     history = settings.interests.short_term_events if history is None else history
     default_path = paths[0]
 
-    item_ids = [f"item-{n:07d}" for n in range(items)]
-    item_matrix = np.stack([unit_vector(seed, users + n, dim) for n in range(items)])
-    model = _random_model(item_ids, item_matrix, settings, seed) if "learned" in paths else None
-    uris = _write_items(base, item_ids, item_matrix, model, seed)
-    user_schema = _user_schema(model)
+    item_ids, item_matrix = catalog(users, items, dim, seed)
+    model = random_model(item_ids, item_matrix, settings, seed) if "learned" in paths else None
+    uris = write_items(base, item_ids, item_matrix, model, seed)
+    side_schema = user_schema(model)
 
     def user_rows(batches):
         for batch in batches:
             yield pa.RecordBatch.from_pylist(
-                [_user_row(int(n), seed, dim, history, item_ids, item_matrix, model) for n in batch.column("id").to_pylist()],
-                schema=user_schema,
+                [user_row(int(n), seed, dim, history, item_ids, item_matrix, model) for n in batch.column("id").to_pylist()],
+                schema=side_schema,
             )
 
     results: dict[str, dict[str, Any]] = {}
@@ -114,7 +119,7 @@ def score_benchmark(
         users_uri = str(base / "users")
         (
             spark.range(users, numPartitions=tasks)
-            .mapInArrow(user_rows, from_arrow_schema(user_schema))
+            .mapInArrow(user_rows, from_arrow_schema(side_schema))
             .write.mode("overwrite").parquet(users_uri)
         )
         user_side = spark.read.parquet(users_uri)
@@ -169,8 +174,8 @@ def score_benchmark(
         rng = np.random.default_rng(seed)
         checked = rng.choice(users, size=min(check_users, users), replace=False)
         for path, result in results.items():
-            sample = [n for n in checked if path == "plain" or n % _NEED_EVERY]
-            exact = _expected_lists(sample, path, seed, dim, history, item_ids, item_matrix, model, k)
+            sample = [n for n in checked if path == "plain" or n % NEED_EVERY]
+            exact = expected_lists(sample, path, seed, dim, history, item_ids, item_matrix, model, k)
             got: dict[str, list[tuple[int, str]]] = {}
             for row in spark.read.parquet(result.pop("out")).filter(F.col(C.COL_USER_ID).isin(list(exact))).collect():
                 got.setdefault(row[C.COL_USER_ID], []).append((row[C.COL_RANK], row[C.COL_ITEM_ID]))
@@ -228,7 +233,7 @@ def _scorer(path: str, uris: dict[str, str], settings, model):
     return lambda users: score_users(without_model(users), uris["items"], plain)
 
 
-def _random_model(item_ids: list[str], item_matrix: np.ndarray, settings, seed: int):
+def random_model(item_ids: list[str], item_matrix: np.ndarray, settings, seed: int):
     """An interest model of the configured shapes with random weights: scoring costs the same as a trained one."""
     from interestlake.models.interest_model import AGE_BUCKETS, KINDS, InterestModel
 
@@ -254,7 +259,7 @@ def _random_model(item_ids: list[str], item_matrix: np.ndarray, settings, seed: 
     return InterestModel(np.array(item_ids, dtype=object), arrays, meta)
 
 
-def _write_items(base: Path, item_ids: list[str], item_matrix: np.ndarray, model, seed: int) -> dict[str, str]:
+def write_items(base: Path, item_ids: list[str], item_matrix: np.ndarray, model, seed: int) -> dict[str, str]:
     """The item matrix as the stage stages it (``scorer.ITEM_MATRIX_SCHEMA``), and with a model's score vectors."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -279,7 +284,7 @@ def _write_items(base: Path, item_ids: list[str], item_matrix: np.ndarray, model
     return uris
 
 
-def _user_schema(model):
+def user_schema(model):
     """Arrow schema of the benchmark's user side: what the recommend stage hands its scorers."""
     import pyarrow as pa
 
@@ -302,14 +307,14 @@ def _history(n: int, seed: int, history: int, items: int) -> list[int]:
     return np.random.default_rng([seed, n, 3]).choice(items, size=min(history, items), replace=False).tolist()
 
 
-def _user_row(n: int, seed: int, dim: int, history: int, item_ids, item_matrix, model) -> dict[str, Any]:
+def user_row(n: int, seed: int, dim: int, history: int, item_ids, item_matrix, model) -> dict[str, Any]:
     """User ``n`` of the benchmark, reproducible from (seed, n): vectors, recent history and evidence."""
     import datetime
 
     recent = _history(n, seed, history, len(item_ids))
     kinds = [C.EVENT_PURCHASE if i % 4 == 0 else C.EVENT_VIEW for i in range(len(recent))]
     now = datetime.datetime(2026, 11, 1)
-    need = n % _NEED_EVERY == 0
+    need = n % NEED_EVERY == 0
     row = {
         C.COL_USER_ID: f"user-{n:07d}", "interest": unit_vector(seed, n, dim),
         "excluded": [item_ids[i] for i, kind in zip(recent, kinds) if kind == C.EVENT_PURCHASE],
@@ -329,13 +334,13 @@ def _user_row(n: int, seed: int, dim: int, history: int, item_ids, item_matrix, 
     return row
 
 
-def _expected_lists(sample, path: str, seed: int, dim: int, history: int, item_ids, item_matrix, model, k: int):
+def expected_lists(sample, path: str, seed: int, dim: int, history: int, item_ids, item_matrix, model, k: int):
     """user id -> brute-force top K item ids (numpy over the whole catalog; ties by item id)."""
     position = {item: i for i, item in enumerate(item_ids)}
     learned_items = model.item_vectors(item_ids, item_matrix) if path == "learned" else None
     expected = {}
     for n in sample:
-        row = _user_row(int(n), seed, dim, history, item_ids, item_matrix, model)
+        row = user_row(int(n), seed, dim, history, item_ids, item_matrix, model)
         if learned_items is not None:
             scores = (learned_items @ row["learned_interest"]).astype(np.float32)
             for item, value in model.knn_bonus(row["hist_item"]).items():
