@@ -328,3 +328,39 @@ def test_a_model_without_text_reads_no_encoder_vector():
     np.testing.assert_array_equal(model.user_vector(vectors, *args), model.user_vector(vectors * 0 + 1, *args))
     np.testing.assert_array_equal(model.item_vectors(list(data.item_ids), data.vectors[data.item_vec]),
                                   model.item_vectors(list(data.item_ids), -data.vectors[data.item_vec]))
+
+
+def test_blend_search_finds_weights_between_the_coarse_grid_points():
+    """Validation lists made by a kNN weight of 0.5, between the coarse grid's 0.3 and 1: the finer step finds it."""
+    from interestlake.models.training import KNN_WEIGHTS, Batch, _fit_blend, knn_scores, ndcg_at_k
+
+    rng = np.random.default_rng(0)
+    rows, n_items, width = 400, 50, 3
+    seeds = np.stack([rng.choice(n_items, size=width, replace=False) for _ in range(rows)])
+    idx = np.stack([rng.choice(n_items, size=8, replace=False) for _ in range(n_items)])
+    sim = rng.random((n_items, 8)).astype(np.float32)
+    zeros = np.zeros((rows, width))
+    batch = Batch(vec=zeros.astype(np.int64), kind=zeros.astype(np.int64), age=zeros.astype(np.int64), item=seeds,
+                  mask=np.ones((rows, width), bool), seconds=zeros, bag_vec=np.zeros(0, np.int64),
+                  bag_kind=np.zeros(0, np.int64), bag_item=np.zeros(0, np.int64), bag_offsets=np.zeros(rows, np.int64),
+                  bag_count=np.zeros(rows, np.int64), target=np.zeros((rows, 1), np.int64))
+    content = rng.normal(size=(rows, n_items)).astype(np.float32)
+    knn = knn_scores(batch, idx, sim, 1.0, n_items)
+    # Each row's relevant item is the best one of content + 0.5 x kNN outside its seeds.
+    exclude = sp_csr(seeds, n_items)
+    blended = np.where(exclude.toarray() > 0, -np.inf, content + 0.5 * knn)
+    batch.target[:, 0] = blended.argmax(axis=1)
+    pop = np.zeros(n_items, np.float32)
+
+    point, (ndcg, _) = _fit_blend(content, batch, exclude, pop, idx, sim, 10, n_items)
+
+    coarse_best = max(ndcg_at_k(content + w * knn, exclude, batch.target, 10)[0] for w in KNN_WEIGHTS)
+    assert point["knn_weight"] not in KNN_WEIGHTS and 0.3 < point["knn_weight"] < 1.0
+    assert ndcg > coarse_best
+
+
+def sp_csr(columns: np.ndarray, n_items: int):
+    import scipy.sparse as sp
+
+    rows = np.repeat(np.arange(len(columns)), columns.shape[1])
+    return sp.csr_matrix((np.ones(columns.size), (rows, columns.ravel())), shape=(len(columns), n_items))
