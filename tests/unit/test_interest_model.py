@@ -87,9 +87,11 @@ def test_training_refuses_histories_without_a_next_item():
         train(data, context=10, params=TrainParams(dim=8, epochs=1))
 
 
-@pytest.mark.parametrize("dense_cells", [10**9, 0], ids=["dense", "sorted-pairs"])
-def test_blocked_scoring_with_the_knn_term_equals_the_brute_force_reference(dense_cells):
-    """The recommend stage adds the kNN term block by block (dense or as sorted pairs); same lists and sums as the dict reference."""
+@pytest.mark.parametrize(("dense_cells", "bincount_cells"), [(10**9, 40_000), (10**9, 130), (0, 40_000)],
+                         ids=["dense", "dense-two-rows-per-sum", "sorted-pairs"])
+def test_blocked_scoring_with_the_knn_term_equals_the_brute_force_reference(dense_cells, bincount_cells):
+    """The recommend stage adds the kNN term block by block (dense, summed a few rows at a time, or as sorted
+    pairs); same lists and sums as the dict reference."""
     from interestlake.models.scoring import KnnBonus, TopKPool
 
     data = generated_history(users=40, items=60)
@@ -108,7 +110,8 @@ def test_blocked_scoring_with_the_knn_term_equals_the_brute_force_reference(dens
 
     # Here the matrix's keys are the model's rows.
     neighbours = KnnBonus.neighbours(*model.neighbor_columns())
-    bonus = KnnBonus(model.knn_seeds(recent), *neighbours, len(item_ids), dense_cells=dense_cells)
+    bonus = KnnBonus(model.knn_seeds(recent), *neighbours, len(item_ids), dense_cells=dense_cells,
+                     bincount_cells=bincount_cells)
     assert (bonus.dense is not None) == (dense_cells > 0)
     ranking = TopKPool(len(users), 5)
     for start in range(48, -1, -16):  # blocks of the catalog, in reverse order
