@@ -81,8 +81,7 @@ class ReasonWriter:
     """The reason lines of a block of users' lists: the one reason writer of the recommend stage.
 
     Each user's evidence is prepared once; every listed item's closest liked entry comes
-    from one batched product for the whole block (a product and a Python call per user
-    cost more than the scoring itself), then each line is one template.
+    from one product per user (``_closest``), then each line is one template.
 
     Args:
         history: Every user's recent entries' vectors, user after user, each newest first, shape (n, d).
@@ -92,6 +91,8 @@ class ReasonWriter:
         history_items: Per user, the entries' item ids (None for queries).
         ratings: Per user, their latest rating of each item they rated.
         topics: Per user, their topic labels, heaviest first.
+        flat: The same kinds, labels and item ids as three Arrow string arrays, user after
+            user, when the caller has them (the scorer's user block): spares building them here.
     """
 
     def __init__(
@@ -103,6 +104,7 @@ class ReasonWriter:
         history_items: Sequence[Sequence[str | None]],
         ratings: Sequence[Mapping[str, float]],
         topics: Sequence[Sequence[str]],
+        flat: tuple[pa.Array, pa.Array, pa.Array] | None = None,
     ):
         self.history = np.asarray(history, dtype=np.float32)
         self.lengths = np.asarray(lengths, dtype=np.int64)
@@ -121,13 +123,14 @@ class ReasonWriter:
         ]
         # Entries that may be evidence (not disliked, not a search, with a label), as rows of
         # ``history``: computed over every user's entries at once (Arrow, not a Python test per entry).
-        flat_kinds = pa.array(list(chain.from_iterable(kinds)), pa.string())
-        flat_labels = pa.array(list(chain.from_iterable(labels)), pa.string())
+        if flat is None:
+            flat = tuple(pa.array(list(chain.from_iterable(lists)), pa.string()) for lists in (kinds, labels, history_items))
+        flat_kinds, flat_labels, flat_items = flat
         evidence = pc.and_(pc.invert(pc.is_in(flat_kinds, value_set=_NOT_EVIDENCE_KINDS)),
                            pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(flat_labels)), 0))
         evidence = pc.fill_null(evidence, False).to_numpy(zero_copy_only=False).copy()
         if evidence.any():
-            self._drop_repeats(evidence, flat_kinds, pa.array(list(chain.from_iterable(history_items)), pa.string()))
+            self._drop_repeats(evidence, flat_kinds, flat_items)
         self.liked = np.flatnonzero(evidence) if len(self.history) else np.zeros(0, np.int64)
 
     def _drop_repeats(self, evidence: np.ndarray, kinds: pa.Array, items: pa.Array) -> None:
@@ -190,28 +193,28 @@ class ReasonWriter:
         return out
 
     def _closest(self, listed: Sequence[int], vectors: np.ndarray) -> list[list[int | None]]:
-        """Per user and listed item, the index of the liked entry closest to it in the user's history (None: none)."""
-        users = len(listed)
+        """Per user and listed item, the index of the liked entry closest to it in the user's history (None: none).
+
+        One product per user, of their listed items and their liked entries: gathering the
+        block's entries into one padded (users x entries x d) array cost 3x as long, and a
+        user's product then has a shape of their own data alone, so its rounding (and a
+        near tie's winner) does not depend on which users share the block.
+        """
         out: list[list[int | None]] = [[None] * n for n in listed]
         if not len(self.liked) or not sum(listed):
             return out
-        # (user, slot) -> row: each user's liked entries, and listed items, padded to the longest.
+        vectors = np.asarray(vectors, dtype=np.float32)
         owner = np.searchsorted(self.offsets, self.liked, side="right") - 1
-        slot = np.arange(len(self.liked)) - np.searchsorted(owner, owner)
-        entries = np.full((users, int(slot.max()) + 1), -1, dtype=np.int64)
-        entries[owner, slot] = self.liked
-        listed = np.asarray(listed, dtype=np.int64)
-        starts = np.r_[0, np.cumsum(listed)][:-1]
-        picks = np.arange(int(listed.max()))[None, :]
-        pick_rows = np.where(picks < listed[:, None], starts[:, None] + picks, -1)
-        similarity = np.matmul(np.asarray(vectors, dtype=np.float32)[np.maximum(pick_rows, 0)],
-                               self.history[np.maximum(entries, 0)].transpose(0, 2, 1))
-        similarity[np.broadcast_to((entries < 0)[:, None, :], similarity.shape)] = -np.inf
-        best = (np.take_along_axis(entries, similarity.argmax(axis=2), axis=1) - self.offsets[:, None]).tolist()
-        has_liked = (entries[:, 0] >= 0).tolist()
-        for u in range(users):
-            if has_liked[u]:
-                out[u] = best[u][:listed[u]]
+        bounds = np.searchsorted(owner, np.arange(len(listed) + 1)).tolist()
+        start = 0
+        for u, n in enumerate(listed):
+            first, last = bounds[u], bounds[u + 1]
+            if n and last > first:
+                rows = self.liked[first:last]
+                # A user's liked entries are usually all their entries: a view, not a copy.
+                entries = self.history[rows[0]:rows[-1] + 1] if rows[-1] - rows[0] == last - first - 1 else self.history[rows]
+                out[u] = (rows[(vectors[start:start + n] @ entries.T).argmax(axis=1)] - self.offsets[u]).tolist()
+            start += n
         return out
 
     def _entry_line(self, u: int, entry: int) -> str | None:
