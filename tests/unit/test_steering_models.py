@@ -51,16 +51,18 @@ def test_need_constraints_on_items():
                                    "吉他 strings under 300", "guitar guitar strings", "不要Yarrow，236.49元以下的keyboards & pianos",
                                    "glass glasses, not apple"])
 def test_needs_check_many_candidates_as_one_by_one(query):
-    """term_match's one-pattern search and allows_each give what the per-term, per-item rules give."""
+    """term_match's one-pattern search, term_matches over many texts and allows_each give what the per-term, per-item rules give."""
     from interestlake.models.needs import _contains
 
     texts = ["guitar strings set", "bass guitar", "bassoon reed", "hi-fi speaker fi", "吉他弦 guitar", "strings", "string",
-             "guitars and bassoons", "nothing here", "glass glasses", "apple glass", "yarrow keyboards", "pianos"]
-    prices = np.array([5.0, 15.0, 20.0, 25.0, 200.0, np.nan, 300.0, 19.99, 1.0, 50.0, 10.0, 100.0, 236.49])
+             "guitars and bassoons", "nothing here", "glass glasses", "apple glass", "yarrow keyboards", "pianos",
+             "", "strings\nguitar", "吉他"]
+    prices = np.array([5.0, 15.0, 20.0, 25.0, 200.0, np.nan, 300.0, 19.99, 1.0, 50.0, 10.0, 100.0, 236.49, 1.0, 2.0, 3.0])
     need = parse_need(query)
     for text in texts:
         expected = sum(_contains(text, term) for term in need.terms) / len(need.terms) if need.terms else 0.0
         assert need.term_match(text) == pytest.approx(expected)
+    assert need.term_matches(texts).tolist() == [need.term_match(text) for text in texts]
     assert need.allows_each(prices, texts).tolist() == [need.allows(p, t) for p, t in zip(prices.tolist(), texts)]
 
 

@@ -12,6 +12,7 @@ are the need's terms. No model is involved, so the same text always gives the sa
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
 import re
@@ -160,6 +161,29 @@ class Need:
             return sum(_contains(item_text, term) for term in self.terms) / len(self.terms)
         found = set(pattern.findall(item_text))
         return sum(term in item_text if zh else term in found for term, zh in zip(self.terms, chinese)) / len(self.terms)
+
+    def term_matches(self, item_texts: Sequence[str]) -> np.ndarray:
+        """``term_match`` of many texts at once: one search over them all instead of one call per text."""
+        out = np.zeros(len(item_texts))
+        if not self.terms or not len(item_texts):
+            return out
+        pattern, chinese = _terms_pattern(self.terms)
+        if pattern is None:
+            return np.array([self.term_match(text) for text in item_texts])
+        # The texts joined by a separator no term contains and the word bounds treat as a text's end.
+        joined = "\n".join(item_texts)
+        starts = np.cumsum([0] + [len(text) + 1 for text in item_texts[:-1]]).tolist()
+        found: dict[int, set[str]] = {}
+        for match in pattern.finditer(joined):
+            found.setdefault(bisect.bisect_right(starts, match.start()) - 1, set()).add(match.group(1))
+        for term in (term for term, zh in zip(self.terms, chinese) if zh):
+            position = joined.find(term)
+            while position >= 0:
+                found.setdefault(bisect.bisect_right(starts, position) - 1, set()).add(term)
+                position = joined.find(term, position + 1)
+        for row, terms in found.items():
+            out[row] = sum(term in terms for term in self.terms) / len(self.terms)
+        return out
 
     def describe(self) -> str:
         """The parsed constraints in one line, for logs and tests."""

@@ -156,8 +156,8 @@ def assemble(
         allowed = query.need.allows_each(prices, texts)
         # Words are matched only where the bounds allow the item: elsewhere its relevance is never read.
         match = np.zeros(len(texts))
-        for i in np.flatnonzero(allowed).tolist():
-            match[i] = query.need.term_match(texts[i])
+        candidates = np.flatnonzero(allowed)
+        match[candidates] = query.need.term_matches([texts[i] for i in candidates.tolist()])
         cosine = vectors @ np.asarray(query.vector, dtype=np.float64)
         allowed &= (match > 0) | (cosine >= NEED_MIN_COSINE)
         relevance = cosine + conf.needs.term_weight * match - demotion
