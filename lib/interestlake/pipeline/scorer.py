@@ -100,7 +100,8 @@ def _score_partition(items_uri: str, settings: Settings, model, approximate: boo
                 pools, knn_terms = _retrieve(queries, matrix, learned,
                                              recommend.k if plain else recommend.k * steer.pool_factor, device, index)
                 writer = ReasonWriter(history, lengths, [q.kinds for q in queries], [q.labels for q in queries],
-                                      [q.items for q in queries], [q.ratings for q in queries], [q.topics for q in queries])
+                                      [q.items for q in queries], [q.ratings for q in queries], [q.topics for q in queries],
+                                      _flat_history(users, int(lengths.sum())))
                 yield _ranked(queries, pools, knn_terms, writer, matrix, recommend.k)
 
     return run
@@ -156,11 +157,14 @@ class ItemMatrix:
                 if size > cache_mb * 2**20:
                     embeddings = scores = None  # streamed from storage instead
         self.ids = ids
+        # Object arrays of the same: one gather picks many items' ids or texts.
+        self.id_objects = np.array(ids, dtype=object)
         self.position = {item: row for row, item in enumerate(ids)}
         self.id_array = pa.array(ids, pa.string())
-        self.ranks = np.argsort(np.argsort(np.array(ids, dtype=object), kind="stable"), kind="stable").astype(np.int64)
+        self.ranks = np.argsort(np.argsort(self.id_objects, kind="stable"), kind="stable").astype(np.int64)
         self.prices = np.concatenate(prices).astype(np.float64) if prices else np.zeros(0)
         self.texts = texts
+        self.text_objects = np.array(texts, dtype=object)
         # Each model catalog row's key here (-1: not in the matrix), for the kNN term; one more
         # entry, -1, at the end, so that row -1 (no neighbour) maps to key -1 without a test.
         self.model_keys = None
@@ -195,18 +199,21 @@ class ItemMatrix:
             yield start, _matrix(batch.column(C.COL_EMBEDDING)), scores
             start += batch.num_rows
 
-    def fetch(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(encoder vectors, score vectors or None) of the rows ``keys`` (one pass over storage when streamed)."""
+    def fetch(self, keys: np.ndarray, with_scores: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """(encoder vectors, score vectors or None) of the rows ``keys`` (one pass over storage when streamed).
+
+        ``with_scores=False``: the encoder vectors only (None for the score vectors).
+        """
         keys = np.asarray(keys, dtype=np.int64)
         if self.embeddings is not None:
-            return self.embeddings[keys], None if self.scores is None else self.scores[keys]
+            return self.embeddings[keys], None if self.scores is None or not with_scores else self.scores[keys]
         wanted = np.unique(keys)
         found, found_scores = {}, {}
         for start, embeddings, scores in self.blocks():
             here = wanted[(wanted >= start) & (wanted < start + len(embeddings))]
             for key in here.tolist():
                 found[key] = embeddings[key - start]
-                if scores is not None:
+                if scores is not None and with_scores:
                     found_scores[key] = scores[key - start]
         width = len(next(iter(found.values()))) if found else 0
         out = np.stack([found[key] for key in keys.tolist()]) if len(keys) else np.zeros((0, width), np.float32)
@@ -298,15 +305,24 @@ def _history_vectors(users: pa.RecordBatch, matrix: ItemMatrix) -> tuple[np.ndar
     shipped[rows] = True
     lookup = ~shipped & (keys >= 0)
     if len(lookup) and lookup.all():  # the usual block: every entry a listed item, one gather
-        return matrix.fetch(keys)[0], lengths
+        return matrix.fetch(keys, with_scores=False)[0], lengths
     values = users.column("hist_vec").flatten().flatten().to_numpy(zero_copy_only=False).astype(np.float32)
     width = matrix.dim or (len(values) // max(len(rows), 1))
     history = np.zeros((len(keys), width), np.float32)
     if len(rows):
         history[rows] = values.reshape(len(rows), width)
     if lookup.any():
-        history[lookup] = matrix.fetch(keys[lookup])[0]
+        history[lookup] = matrix.fetch(keys[lookup], with_scores=False)[0]
     return history, lengths
+
+
+def _flat_history(users: pa.RecordBatch, entries: int) -> tuple[pa.Array, pa.Array, pa.Array] | None:
+    """The block's entry kinds, labels and item ids, user after user, as the reason writer takes them.
+
+    None when a list column does not hold the block's ``entries`` entries (the writer then builds them from the rows).
+    """
+    flat = tuple(users.column(name).flatten().cast(pa.string()) for name in ("hist_kind", "hist_label", "hist_item"))
+    return flat if all(len(values) == entries for values in flat) else None
 
 
 def _vector_values(column: pa.Array) -> list[np.ndarray | None]:
@@ -481,25 +497,28 @@ def _ranked(
         keys = keys[order]
         rows = np.searchsorted(wanted, keys)
         picks = query.rank(
-            [matrix.ids[key] for key in keys.tolist()], held_vectors[rows],
+            matrix.id_objects[keys].tolist(), held_vectors[rows],
             None if held_scores is None else held_scores[rows], matrix.prices[keys],
-            [matrix.texts[key] for key in keys.tolist()], k,
+            matrix.text_objects[keys].tolist(), k,
             None if knn_terms is None else [terms[order] for terms in knn_terms[u]],
         )
         position = {matrix.ids[key]: i for i, key in enumerate(keys.tolist())}
         picked.append(keys[[position[p.item_id] for p in picks]] if picks else np.zeros(0, np.int64))
         scores.append(np.array([p.score for p in picks], dtype=np.float64))
         needs.append([None if p.need is None else query.needs[p.need].need for p in picks])
-    ids = [[matrix.ids[key] for key in keys.tolist()] for keys in picked]
     listed = np.concatenate(picked) if picked else np.zeros(0, np.int64)
-    reasons = writer.write(ids, held_vectors[np.searchsorted(wanted, listed)],
-                           [[matrix.texts[key] for key in keys.tolist()] for keys in picked],
-                           [matrix.prices[keys].tolist() for keys in picked], needs)
-    lengths = [len(user_ids) for user_ids in ids]
+    lengths = [len(keys) for keys in picked]
+    # Every listed item's id, text and price in one gather each, then cut per user.
+    bounds = np.r_[0, np.cumsum(lengths)].tolist()
+    flat_ids, flat_texts = matrix.id_objects[listed].tolist(), matrix.text_objects[listed].tolist()
+    flat_prices = matrix.prices[listed].tolist()
+    cut = list(zip(bounds[:-1], bounds[1:]))
+    reasons = writer.write([flat_ids[a:b] for a, b in cut], held_vectors[np.searchsorted(wanted, listed)],
+                           [flat_texts[a:b] for a, b in cut], [flat_prices[a:b] for a, b in cut], needs)
     return pa.RecordBatch.from_pydict({
         C.COL_USER_ID: [q.user_id for q, n in zip(queries, lengths) for _ in range(n)],
         C.COL_RANK: [rank for n in lengths for rank in range(1, n + 1)],
-        C.COL_ITEM_ID: [item for user_ids in ids for item in user_ids],
+        C.COL_ITEM_ID: flat_ids,
         C.COL_SCORE: np.concatenate(scores) if scores else np.zeros(0),
         C.COL_REASON: [line for lines in reasons for line in lines],
     }, schema=_RANKED_ARROW_SCHEMA)
