@@ -17,8 +17,10 @@ log = logging.getLogger("interestlake")
 _ALS_RANK = 64
 _INTERACTIONS_PER_USER = 20
 # Each side (our paths, ALS) is timed this many times in a row and its fastest run reported:
-# the first run of a plan pays the JVM's compilation of its code, which both sides do once.
-_REPEATS = 2
+# the first run of a plan pays the JVM's compilation of its code, which both sides do once,
+# so two runs left one warm run per side, and single warm runs of one side differed by up to
+# 15% on the quiet 2-core machine (docs/performance.md).
+_REPEATS = 3
 
 
 def unit_vector(seed: int, index: int, dim: int) -> np.ndarray:
@@ -56,8 +58,8 @@ def score_benchmark(
     purchase, so excluded), topics, and a fresh search (a need with a price bound)
     for every tenth user; each item a price and a text. Each path in ``paths`` is the
     stage's one scoring path (``pipeline.scorer.score_users``), timed after a warm-up
-    call on every slot, twice in a row (the faster run reported, as for ALS), with peak
-    memory sampled:
+    call on every slot, three times in a row (the fastest run reported, as for ALS), then once
+    more with peak memory sampled (untimed: the sampler costs CPU):
 
     - ``learned``: with a learned interest model (random weights of the configured
       shapes: ``[u, 1] . [v_j, b_j]`` plus the item-kNN term) and steering on;
@@ -131,11 +133,14 @@ def score_benchmark(
             scorer(user_side.limit(slots * 64).repartition(slots)).write.format("noop").mode("overwrite").save()
             out = str(base / f"ours-{path}")
             timings = []
+            for _ in range(_REPEATS):
+                started = time.perf_counter()
+                scorer(user_side.repartition(tasks, C.COL_USER_ID)).write.mode("overwrite").parquet(out)
+                timings.append(time.perf_counter() - started)
+            # Memory in one more, untimed run: the sampler lists and reads every process ten
+            # times a second, CPU the 2 cores' timed runs (and ALS's, sampled never) would lose.
             with peak_memory() as peaks:
-                for _ in range(_REPEATS):
-                    started = time.perf_counter()
-                    scorer(user_side.repartition(tasks, C.COL_USER_ID)).write.mode("overwrite").parquet(out)
-                    timings.append(time.perf_counter() - started)
+                scorer(user_side.repartition(tasks, C.COL_USER_ID)).write.mode("overwrite").parquet(out)
             seconds = min(timings)
             log.info("bench score: %s %.1fs (runs: %s)", path, seconds, ", ".join(f"{t:.1f}" for t in timings))
             results[path] = {"seconds": round(seconds, 2), "runs_seconds": [round(t, 2) for t in timings], **peaks.as_dict(),

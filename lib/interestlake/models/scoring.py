@@ -165,12 +165,13 @@ class TopKPool:
         """Merges one block into the pool's ``rows`` (an index array, or every row while the pool fills)."""
         pool_scores, pool_keys, pool_ranks = self.scores[rows], self.keys[rows], self.ranks[rows]
         held = pool_scores.shape[1]
-        merged = np.concatenate([pool_scores, scores], axis=1)
+        merged = np.concatenate([pool_scores, scores], axis=1) if held else scores
         keep = min(self.depth, merged.shape[1])
         if keep == merged.shape[1]:
             chosen = np.broadcast_to(np.arange(keep), merged.shape)
         else:
-            chosen = np.argpartition(-merged, keep - 1, axis=1)[:, :keep]
+            # The keep largest of each row (the last columns of an ascending partition: no negated copy).
+            chosen = np.argpartition(merged, merged.shape[1] - keep, axis=1)[:, merged.shape[1] - keep:]
             kept = np.take_along_axis(merged, chosen, axis=1)
             bound = kept.min(axis=1)
             # Rows where argpartition split items tied at the bound: the lower id ranks win.

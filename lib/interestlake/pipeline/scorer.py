@@ -96,9 +96,8 @@ def _score_partition(items_uri: str, settings: Settings, model, approximate: boo
                 users = batch.slice(start, recommend.user_block_size)
                 rows, history, lengths = _user_rows(users, matrix, steer, learned)
                 queries = [UserQueries(row, steer, weights, learned) for row in rows]
-                plain = all(q.plain for q in queries)
-                pools, knn_terms = _retrieve(queries, matrix, learned,
-                                             recommend.k if plain else recommend.k * steer.pool_factor, device, index)
+                pools, knn_terms = _pools(queries, matrix, learned, recommend.k, recommend.k * steer.pool_factor,
+                                          device, index)
                 writer = ReasonWriter(history, lengths, [q.kinds for q in queries], [q.labels for q in queries],
                                       [q.items for q in queries], [q.ratings for q in queries], [q.topics for q in queries],
                                       _flat_history(users, int(lengths.sum())))
@@ -350,6 +349,32 @@ def _vector_values(column: pa.Array) -> list[np.ndarray | None]:
         width = (inner[first + 1] - start) if last > first else 0
         out.append(values[start:stop].reshape(last - first, width) if width else np.zeros((last - first, 0), np.float32))
     return out
+
+
+def _pools(
+    queries: list[UserQueries], matrix: ItemMatrix, model, k: int, depth: int, device: str, index: ApproximateTopK | None
+) -> tuple[list[list[tuple[np.ndarray, np.ndarray]]], list[list[np.ndarray]] | None]:
+    """``_retrieve`` of a block: K per row for users nothing re-ranks, ``depth`` for the others.
+
+    A block of both kinds (a few users with a fresh need among many without) is retrieved
+    as two sub-blocks: the plain users' pools then stay K deep, which is what their lists
+    take, instead of the re-ranked users' ``pool_factor`` x K.
+    """
+    plain = [u for u, query in enumerate(queries) if query.plain]
+    if len(plain) == len(queries):
+        return _retrieve(queries, matrix, model, k, device, index)
+    if not plain:
+        return _retrieve(queries, matrix, model, depth, device, index)
+    pools: list = [None] * len(queries)
+    terms: list[list[np.ndarray]] | None = [[] for _ in queries] if model is not None else None
+    steered = [u for u, query in enumerate(queries) if not query.plain]
+    for group, group_depth in ((plain, k), (steered, depth)):
+        found, found_terms = _retrieve([queries[u] for u in group], matrix, model, group_depth, device, index)
+        for position, u in enumerate(group):
+            pools[u] = found[position]
+            if terms is not None and found_terms is not None:
+                terms[u] = found_terms[position]
+    return pools, terms
 
 
 def _retrieve(
