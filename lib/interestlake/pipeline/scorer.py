@@ -9,8 +9,9 @@ retrieval -> re-ranker -> reason writer, whatever scores the items:
   the user's relevance function: cosine to the interest without a learned model, the
   model's ``[u, 1] . [v_j, b_j]`` plus its item-kNN term under one. A need row scores by
   cosine to the query's vector, its price bounds and negations applied in the scan. The
-  user's excluded items never score. ``TopKPool`` keeps the best of each row: K when
-  nothing re-ranks the block's lists, ``steer.pool_factor`` x K otherwise;
+  user's excluded items never score. ``TopKPool`` keeps the best of each row: K for the
+  users nothing re-ranks, ``steer.pool_factor`` x K for the others (a block holding both is
+  scanned as two sub-blocks, ``_pools``);
 - the **re-ranker** (``interestlake.models.steering``) orders the union of a user's pools:
   needs' slots, interests' shares, dislikes, MMR. A user with one interest, no need, no
   dislike and MMR off takes their row's pool as it is: the exact top K of the relevance;
