@@ -19,7 +19,7 @@ _INTERACTIONS_PER_USER = 20
 # Each side (our paths, ALS) is timed this many times in a row and its fastest run reported:
 # the first run of a plan pays the JVM's compilation of its code, which both sides do once,
 # so two runs left one warm run per side, and single warm runs of one side differed by up to
-# 15% on the quiet 2-core machine (docs/performance.md).
+# 20% on the quiet 2-core machine (ALS: 5.44 and 4.55 s; docs/performance.md).
 _REPEATS = 3
 
 

@@ -24,9 +24,10 @@ class KnnBonus:
 
     A user's term touches a few hundred to a few thousand items: for each of the row's seeds
     (``InterestModel.knn_seeds``: its distinct recent items, newest first, with their decayed
-    weights), the seed's weight times its similarity to each of its neighbours. All the
-    block's addends go through one ``np.bincount``, which adds each item's addends in the
-    order given: row by row, seed by seed in history order, so the float64 sums are exactly
+    weights), the seed's weight times its similarity to each of its neighbours. The addends
+    go through ``np.bincount`` (a few rows per call for the dense matrix, all at once for the
+    pairs), which adds each item's addends in the order given: row by row, seed by seed in
+    history order, so the float64 sums are exactly
     those of ``InterestModel.knn_bonus`` (the seeds times the neighbour matrix), then float32.
     The term is kept as a dense rows x items matrix while that is small, so each block of the
     scan adds one slice; otherwise as (item key, row) pairs sorted by key, so each block
