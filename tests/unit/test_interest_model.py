@@ -350,7 +350,7 @@ def test_blend_search_finds_weights_between_the_coarse_grid_points():
     content = rng.normal(size=(rows, n_items)).astype(np.float32)
     knn = knn_scores(batch, idx, sim, 1.0, n_items)
     # Each row's relevant item is the best one of content + 0.5 x kNN outside its seeds.
-    exclude = sp_csr(seeds, n_items)
+    exclude = _csr(seeds, n_items)
     blended = np.where(exclude.toarray() > 0, -np.inf, content + 0.5 * knn)
     batch.target[:, 0] = blended.argmax(axis=1)
     pop = np.zeros(n_items, np.float32)
@@ -362,7 +362,8 @@ def test_blend_search_finds_weights_between_the_coarse_grid_points():
     assert ndcg > coarse_best
 
 
-def sp_csr(columns: np.ndarray, n_items: int):
+def _csr(columns: np.ndarray, n_items: int):
+    """(rows x n_items) binary: each row's ``columns``."""
     import scipy.sparse as sp
 
     rows = np.repeat(np.arange(len(columns)), columns.shape[1])

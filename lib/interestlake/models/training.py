@@ -21,7 +21,8 @@ Fitting, all on the training data given:
    catalog (sampled softmax for catalogs over ``max_softmax_items``), the loss
    averaged over each example's targets, early-stopped on validation NDCG@10;
 3. blend weights (item-kNN weight and recency decay, popularity weight) are
-   grid-searched on the same validation users, with co-occurrence and
+   chosen on the same validation users (a coarse grid, then a finer one around
+   its best point), with co-occurrence and
    popularity counted on the training examples only (nothing of the
    validation interactions);
 4. the network is refitted on every example for the chosen number of epochs and

@@ -156,15 +156,13 @@ class ItemMatrix:
                 size += embeddings[-1].nbytes + (scores[-1].nbytes if model is not None else 0)
                 if size > cache_mb * 2**20:
                     embeddings = scores = None  # streamed from storage instead
-        self.ids = ids
-        # Object arrays of the same: one gather picks many items' ids or texts.
-        self.id_objects = np.array(ids, dtype=object)
+        # Ids and texts as object arrays: one gather picks many items' ids or texts.
+        self.ids = np.array(ids, dtype=object)
         self.position = {item: row for row, item in enumerate(ids)}
         self.id_array = pa.array(ids, pa.string())
-        self.ranks = np.argsort(np.argsort(self.id_objects, kind="stable"), kind="stable").astype(np.int64)
+        self.ranks = np.argsort(np.argsort(self.ids, kind="stable"), kind="stable").astype(np.int64)
         self.prices = np.concatenate(prices).astype(np.float64) if prices else np.zeros(0)
-        self.texts = texts
-        self.text_objects = np.array(texts, dtype=object)
+        self.texts = np.array(texts, dtype=object)
         # Each model catalog row's key here (-1: not in the matrix), for the kNN term; one more
         # entry, -1, at the end, so that row -1 (no neighbour) maps to key -1 without a test.
         self.model_keys = None
@@ -522,13 +520,12 @@ def _ranked(
         order = np.argsort(matrix.ranks[keys], kind="stable")  # the re-ranker takes candidates sorted by id
         keys = keys[order]
         rows = np.searchsorted(wanted, keys)
+        candidates = matrix.ids[keys].tolist()
         picks = query.rank(
-            matrix.id_objects[keys].tolist(), held_vectors[rows],
-            None if held_scores is None else held_scores[rows], matrix.prices[keys],
-            matrix.text_objects[keys].tolist(), k,
-            None if knn_terms is None else [terms[order] for terms in knn_terms[u]],
+            candidates, held_vectors[rows], None if held_scores is None else held_scores[rows], matrix.prices[keys],
+            matrix.texts[keys].tolist(), k, None if knn_terms is None else [terms[order] for terms in knn_terms[u]],
         )
-        position = {matrix.ids[key]: i for i, key in enumerate(keys.tolist())}
+        position = {item: i for i, item in enumerate(candidates)}
         picked.append(keys[[position[p.item_id] for p in picks]] if picks else np.zeros(0, np.int64))
         scores.append(np.array([p.score for p in picks], dtype=np.float64))
         needs.append([None if p.need is None else query.needs[p.need].need for p in picks])
@@ -536,7 +533,7 @@ def _ranked(
     lengths = [len(keys) for keys in picked]
     # Every listed item's id, text and price in one gather each, then cut per user.
     bounds = np.r_[0, np.cumsum(lengths)].tolist()
-    flat_ids, flat_texts = matrix.id_objects[listed].tolist(), matrix.text_objects[listed].tolist()
+    flat_ids, flat_texts = matrix.ids[listed].tolist(), matrix.texts[listed].tolist()
     flat_prices = matrix.prices[listed].tolist()
     cut = list(zip(bounds[:-1], bounds[1:]))
     reasons = writer.write([flat_ids[a:b] for a, b in cut], held_vectors[np.searchsorted(wanted, listed)],
