@@ -361,14 +361,19 @@ def test_scorer_takes_listed_entries_from_the_matrix_and_shipped_ones_as_shipped
         "hist_vec": pa.array([[text.tolist()], None, []], pa.list_(pa.list_(pa.float32()))),
         "hist_shipped": pa.array([[1], None, []], pa.list_(pa.int32())),
     })
-    history, lengths = _history_vectors(batch, matrix)
-    assert lengths.tolist() == [3, 0, 2]
+    history, rows, lengths = _history_vectors(batch, matrix)
+    assert lengths.tolist() == [3, 0, 2] and rows is None
     assert np.array_equal(history, np.stack([items[1], text, items[3], np.zeros(4, np.float32), items[2]]))
-    # A block of listed entries only: one gather, the same vectors.
+    # A block of listed entries only: the matrix's own vectors and each entry's key, no copy.
     listed = pa.RecordBatch.from_pydict({"hist_item": [["i00", "i02"]],
                                          "hist_vec": pa.array([[]], pa.list_(pa.list_(pa.float32()))),
                                          "hist_shipped": pa.array([[]], pa.list_(pa.int32()))})
-    assert np.array_equal(_history_vectors(listed, matrix)[0], items[[0, 2]])
+    history, rows, _ = _history_vectors(listed, matrix)
+    assert history is matrix.embeddings and np.array_equal(history[rows], items[[0, 2]])
+    # Streamed from storage (vectors not held): the entries' vectors gathered, the same ones.
+    streamed = ItemMatrix(str(tmp_path), block_size=2, cache_mb=0)
+    history, rows, _ = _history_vectors(listed, streamed)
+    assert rows is None and np.array_equal(history, items[[0, 2]])
     # Sliced batches count their offsets from their own start.
-    history, lengths = _history_vectors(batch.slice(1), matrix)
+    history, rows, lengths = _history_vectors(batch.slice(1), matrix)
     assert lengths.tolist() == [0, 2] and np.array_equal(history, np.stack([np.zeros(4, np.float32), items[2]]))

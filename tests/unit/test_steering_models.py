@@ -220,6 +220,13 @@ def test_one_block_of_users_gets_the_lines_each_user_gets_alone():
               zip(listed[u], vectors[u], texts[u], prices[u], needs[u])] for u, user in enumerate(users)]
     assert block == alone
     assert sum(len(lines) for lines in block) > 10 and any('Matches your search' in line for lines in block for line in lines)
+    # The entries as rows of a larger array (the scorer passes the item matrix and the keys): the same lines.
+    flat = np.concatenate([h for h, *_ in users])
+    pool = np.concatenate([rng.normal(size=(5, 3)).astype(np.float32), flat[::-1]])
+    rows = len(pool) - 1 - np.arange(len(flat))
+    by_rows = ReasonWriter(pool, [len(k) for _, k, *_ in users], *[[user[part] for user in users] for part in range(1, 6)],
+                           entry_rows=rows)
+    assert by_rows.write(listed, np.concatenate(vectors), texts, prices, needs) == block
 
 
 def test_the_newest_entry_of_an_item_speaks_for_it_whatever_the_rounding():

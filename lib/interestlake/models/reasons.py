@@ -84,8 +84,9 @@ class ReasonWriter:
     from one product per user (``_closest``), then each line is one template.
 
     Args:
-        history: Every user's recent entries' vectors, user after user, each newest first, shape (n, d).
-        lengths: Entries of each user in ``history``.
+        history: Every user's recent entries' vectors, user after user, each newest first, shape (n, d);
+            with ``entry_rows``, the array those rows index instead (e.g. the item matrix).
+        lengths: Entries of each user (rows of ``history``, or of ``entry_rows``).
         kinds: Per user, the entries' kinds (``dislike`` and ``search`` entries are never evidence).
         labels: Per user, the entries' labels (item title or query text).
         history_items: Per user, the entries' item ids (None for queries).
@@ -93,6 +94,10 @@ class ReasonWriter:
         topics: Per user, their topic labels, heaviest first.
         flat: The same kinds, labels and item ids as three Arrow string arrays, user after
             user, when the caller has them (the scorer's user block): spares building them here.
+        entry_rows: Each entry's row of ``history``, user after user (None: entry i is row i). A
+            block whose entries are all catalog items passes the item matrix and the items'
+            keys: each user's few rows are gathered where their product needs them, instead of
+            the block's every entry into one array first.
     """
 
     def __init__(
@@ -105,8 +110,10 @@ class ReasonWriter:
         ratings: Sequence[Mapping[str, float]],
         topics: Sequence[Sequence[str]],
         flat: tuple[pa.Array, pa.Array, pa.Array] | None = None,
+        entry_rows: np.ndarray | None = None,
     ):
         self.history = np.asarray(history, dtype=np.float32)
+        self.entry_rows = None if entry_rows is None else np.asarray(entry_rows, dtype=np.int64)
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.offsets = np.r_[0, np.cumsum(self.lengths)][:-1].astype(np.int64)
         self.kinds, self.labels, self.items = kinds, labels, history_items
@@ -211,11 +218,17 @@ class ReasonWriter:
             first, last = bounds[u], bounds[u + 1]
             if n and last > first:
                 rows = self.liked[first:last]
-                # A user's liked entries are usually all their entries: a view, not a copy.
-                entries = self.history[rows[0]:rows[-1] + 1] if rows[-1] - rows[0] == last - first - 1 else self.history[rows]
+                entries = self._vectors(rows, rows[-1] - rows[0] == last - first - 1)
                 out[u] = (rows[(vectors[start:start + n] @ entries.T).argmax(axis=1)] - self.offsets[u]).tolist()
             start += n
         return out
+
+    def _vectors(self, rows: np.ndarray, contiguous: bool) -> np.ndarray:
+        """The vectors of the entries ``rows`` (ascending; ``contiguous``: rows[0] .. rows[-1] all)."""
+        if self.entry_rows is not None:
+            return self.history[self.entry_rows[rows[0]:rows[-1] + 1] if contiguous else self.entry_rows[rows]]
+        # A user's liked entries are usually all their entries: a view, not a copy.
+        return self.history[rows[0]:rows[-1] + 1] if contiguous else self.history[rows]
 
     def _entry_line(self, u: int, entry: int) -> str | None:
         """The line naming user ``u``'s history entry ``entry`` (None: its kind has no template)."""

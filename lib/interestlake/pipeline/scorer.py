@@ -95,13 +95,13 @@ def _score_partition(items_uri: str, settings: Settings, model, approximate: boo
         for batch in batches:
             for start in range(0, batch.num_rows, recommend.user_block_size):
                 users = batch.slice(start, recommend.user_block_size)
-                rows, history, lengths = _user_rows(users, matrix, steer, learned)
+                rows, history, entry_rows, lengths = _user_rows(users, matrix, steer, learned)
                 queries = [UserQueries(row, steer, weights, learned) for row in rows]
                 pools, knn_terms = _pools(queries, matrix, learned, recommend.k, recommend.k * steer.pool_factor,
                                           device, index)
                 writer = ReasonWriter(history, lengths, [q.kinds for q in queries], [q.labels for q in queries],
                                       [q.items for q in queries], [q.ratings for q in queries], [q.topics for q in queries],
-                                      _flat_history(users, int(lengths.sum())))
+                                      _flat_history(users, int(lengths.sum())), entry_rows)
                 yield _ranked(queries, pools, knn_terms, writer, matrix, recommend.k)
 
     return run
@@ -259,17 +259,22 @@ def _matrix(vectors: pa.Array) -> np.ndarray:
 _VECTOR_COLUMNS = ("interest", "disliked_vec", "need_vec")
 
 
-def _user_rows(users: pa.RecordBatch, matrix: ItemMatrix, steer, model) -> tuple[list[dict], np.ndarray, np.ndarray]:
+def _user_rows(
+    users: pa.RecordBatch, matrix: ItemMatrix, steer, model
+) -> tuple[list[dict], np.ndarray, np.ndarray | None, np.ndarray]:
     """The block's users as dicts; vector columns as float32 arrays ((d,) or (m, d), None when null).
 
-    Also returns every user's recent-entry vectors in one (n, d) array, user after user (each
-    dict's ``hist_vec`` is its part), and each user's entry count: the reason writer's input.
+    Also returns the reason writer's input: every user's recent-entry vectors as ``_history_vectors``
+    gives them (an array and each entry's row of it, or None: entry i is row i) and each user's
+    entry count.
 
-    ``hist_vec`` becomes each user's (m, d) recent-entry vectors: shipped ones as they are,
-    listed items' from the matrix (``evidence.reason_history`` ships them as ids only).
-    ``hist_ts`` is read only where the model builds cluster vectors from it.
+    Where the history is clustered into interests (``steer.multi_interest``), ``hist_vec``
+    becomes each user's (m, d) recent-entry vectors: shipped ones as they are, listed items'
+    from the matrix (``evidence.reason_history`` ships them as ids only); nothing else reads
+    them from the row. ``hist_ts`` is read only where the model builds cluster vectors from it.
     """
-    skip = {"hist_vec", "hist_shipped"} | (set() if model is not None and steer.enabled and steer.multi_interest.enabled else {"hist_ts"})
+    clustered = steer.enabled and steer.multi_interest.enabled
+    skip = {"hist_vec", "hist_shipped"} | (set() if model is not None and clustered else {"hist_ts"})
     rows = [{} for _ in range(users.num_rows)]
     for name in users.schema.names:
         if name in skip:
@@ -278,17 +283,22 @@ def _user_rows(users: pa.RecordBatch, matrix: ItemMatrix, steer, model) -> tuple
         values = _vector_values(column) if name in _VECTOR_COLUMNS else column.to_pylist()
         for row, value in zip(rows, values):
             row[name] = value
-    history, lengths = _history_vectors(users, matrix)
-    for row, vectors in zip(rows, np.split(history, np.cumsum(lengths)[:-1]) if len(lengths) else []):
-        row["hist_vec"] = vectors
-    return rows, history, lengths
+    history, entry_rows, lengths = _history_vectors(users, matrix)
+    if clustered:
+        per_entry = history if entry_rows is None else history[entry_rows]
+        for row, vectors in zip(rows, np.split(per_entry, np.cumsum(lengths)[:-1]) if len(lengths) else []):
+            row["hist_vec"] = vectors
+    return rows, history, entry_rows, lengths
 
 
-def _history_vectors(users: pa.RecordBatch, matrix: ItemMatrix) -> tuple[np.ndarray, np.ndarray]:
-    """Every user's recent entries' float32 vectors, newest first, user after user (n, d), and each user's count.
+def _history_vectors(users: pa.RecordBatch, matrix: ItemMatrix) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Every user's recent entries' float32 vectors, newest first, user after user, and each user's count.
 
     An entry's vector is the one shipped with it (``hist_vec`` at ``hist_shipped``: a text's
-    vector, or an item the matrix lacks), else its item's from the matrix, else zeros.
+    vector, or an item the matrix lacks), else its item's from the matrix, else zeros. The
+    vectors come as (array, each entry's row of it): in the usual block, every entry a listed
+    item and the matrix's vectors held, the matrix's own vectors and the entries' keys (no
+    copy); otherwise one (n, d) array and None (entry i is row i).
     """
     import pyarrow.compute as pc
 
@@ -302,8 +312,10 @@ def _history_vectors(users: pa.RecordBatch, matrix: ItemMatrix) -> tuple[np.ndar
     rows = np.repeat(starts, counts) + positions.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
     shipped[rows] = True
     lookup = ~shipped & (keys >= 0)
-    if len(lookup) and lookup.all():  # the usual block: every entry a listed item, one gather
-        return matrix.fetch(keys, with_scores=False)[0], lengths
+    if len(lookup) and lookup.all():  # the usual block: every entry a listed item
+        if matrix.embeddings is not None:
+            return matrix.embeddings, keys, lengths
+        return matrix.fetch(keys, with_scores=False)[0], None, lengths
     values = users.column("hist_vec").flatten().flatten().to_numpy(zero_copy_only=False).astype(np.float32)
     width = matrix.dim or (len(values) // max(len(rows), 1))
     history = np.zeros((len(keys), width), np.float32)
@@ -311,7 +323,7 @@ def _history_vectors(users: pa.RecordBatch, matrix: ItemMatrix) -> tuple[np.ndar
         history[rows] = values.reshape(len(rows), width)
     if lookup.any():
         history[lookup] = matrix.fetch(keys[lookup], with_scores=False)[0]
-    return history, lengths
+    return history, None, lengths
 
 
 def _flat_history(users: pa.RecordBatch, entries: int) -> tuple[pa.Array, pa.Array, pa.Array] | None:
