@@ -55,8 +55,9 @@ class Refresh:
             ended and before the next started), or None when the process ended first.
         """
         deadline = time.monotonic() + timeout
+        # Polled often: a small batch's stage may last only tens of milliseconds.
         while stage not in self.started and self.process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+            time.sleep(0.005)
         if stage in self.started:
             time.sleep(max(0.0, self.started[stage] + delay - time.monotonic()))
         if self.process.poll() is not None:
