@@ -377,3 +377,51 @@ def test_scorer_takes_listed_entries_from_the_matrix_and_shipped_ones_as_shipped
     # Sliced batches count their offsets from their own start.
     history, rows, lengths = _history_vectors(batch.slice(1), matrix)
     assert lengths.tolist() == [0, 2] and np.array_equal(history, np.stack([np.zeros(4, np.float32), items[2]]))
+
+
+def test_a_block_of_plain_and_re_ranked_users_gives_each_the_list_it_gets_in_its_own_kind_of_block(tmp_path, monkeypatch):
+    """A block mixing users nothing re-ranks with users a fresh need re-ranks is retrieved as two
+    sub-blocks (K-deep pools for the first, pool_factor x K for the second): under a learned model,
+    each user without a need gets the brute-force top K of the model's score, every user the list
+    they get in a block of their own kind only, and the list of the whole block retrieved at
+    pool_factor x K (the way before the split)."""
+    import pyarrow as pa
+
+    from interestlake import constants as C
+    from interestlake.benchmarks import score as bench
+    from interestlake.benchmarks.cuda import _Held
+    from interestlake.pipeline import scorer
+    from interestlake.pipeline.scorer import score_users
+
+    seed, dim, k, users = 5, 16, 5, 30
+    settings = scorer_settings(tmp_path, k=k, user_block_size=64, item_block_size=64)
+    history = settings.interests.short_term_events
+    item_ids, item_matrix = bench.catalog(users, 2000, dim, seed)  # ~60 items within the need's $20
+    model = bench.random_model(item_ids, item_matrix, settings, seed)
+    uris = bench.write_items(tmp_path, item_ids, item_matrix, model, seed)
+    table = pa.Table.from_pylist([bench.user_row(n, seed, dim, history, item_ids, item_matrix, model) for n in range(users)],
+                                 schema=bench.user_schema(model))
+    side = table.drop_columns(["interest"]).rename_columns(
+        ["interest" if name == "learned_interest" else name for name in table.schema.names if name != "interest"])
+
+    def lists(rows: pa.Table) -> dict[str, list[str]]:
+        ranked = score_users(rows, uris["learned_items"], settings, model=_Held(model)).to_pydict()
+        out: dict[str, list[str]] = {}
+        for user, item in zip(ranked[C.COL_USER_ID], ranked[C.COL_ITEM_ID]):
+            out.setdefault(user, []).append(item)
+        return out
+
+    needs = [n for n in range(users) if n % bench.NEED_EVERY == 0]
+    mixed = lists(side)
+    alone = {**lists(side.take([n for n in range(users) if n not in needs])), **lists(side.take(needs))}
+    assert mixed == alone and len(mixed) == users and all(len(set(items)) == k for items in mixed.values())
+    exact = bench.expected_lists([n for n in range(users) if n not in needs], "learned", seed, dim, history,
+                                 item_ids, item_matrix, model, k)
+    assert {user: mixed[user] for user in exact} == exact
+    with monkeypatch.context() as patch:
+        patch.setattr(scorer, "_pools", lambda queries, matrix, model, k, depth, device, index:
+                      scorer._retrieve(queries, matrix, model, depth, device, index))
+        assert lists(side) == mixed
+    # The need users' lists are re-ranked (the search takes their first slots), not the top K.
+    assert any(mixed[f"user-{n:07d}"] != bench.expected_lists([n], "learned", seed, dim, history, item_ids, item_matrix,
+                                                               model, k)[f"user-{n:07d}"] for n in needs)

@@ -211,8 +211,9 @@ class UserQueries:
 
     Args:
         row: The user's side as the recommend stage gathers it: ``interest``, ``excluded``,
-            the recent history (``hist_kind``, ``hist_item``, ``hist_label``, ``hist_ts``,
-            ``hist_vec`` as an (m, d) array, newest first) and, when steering is on, the
+            the recent history (``hist_kind``, ``hist_item``, ``hist_label``, newest first; where
+            ``multi_interest`` clusters it, the only reader of these two, ``hist_vec`` as an (m, d)
+            array and, under a model, ``hist_ts``) and, when steering is on, the
             evidence (``ref_ts``, ``need_*``, ``disliked_*``, ``rated_*``, ``topics``).
         conf: ``steer`` settings (``enabled: false``: one interest, nothing steers).
         weights: Event-type weights of the interests stage (for clustering the history).

@@ -371,19 +371,17 @@ def _pools(
     as two sub-blocks: the plain users' pools then stay K deep, which is what their lists
     take, instead of the re-ranked users' ``pool_factor`` x K.
     """
-    plain = [u for u, query in enumerate(queries) if query.plain]
-    if len(plain) == len(queries):
-        return _retrieve(queries, matrix, model, k, device, index)
-    if not plain:
-        return _retrieve(queries, matrix, model, depth, device, index)
+    groups = [([u for u, query in enumerate(queries) if query.plain == plain], group_depth)
+              for plain, group_depth in ((True, k), (False, depth))]
     pools: list = [None] * len(queries)
-    terms: list[list[np.ndarray]] | None = [[] for _ in queries] if model is not None else None
-    steered = [u for u, query in enumerate(queries) if not query.plain]
-    for group, group_depth in ((plain, k), (steered, depth)):
+    terms: list | None = [[] for _ in queries] if model is not None else None
+    for group, group_depth in groups:
+        if not group:
+            continue
         found, found_terms = _retrieve([queries[u] for u in group], matrix, model, group_depth, device, index)
         for position, u in enumerate(group):
             pools[u] = found[position]
-            if terms is not None and found_terms is not None:
+            if terms is not None:
                 terms[u] = found_terms[position]
     return pools, terms
 
