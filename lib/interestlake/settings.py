@@ -336,6 +336,12 @@ class ModelSettings(_Section):
     # The items a training example has seen leave its softmax (they are never recommended);
     # None: on for the held-out objective only.
     exclude_seen: bool | None = None
+    # Rank of the whole-history item-to-item term (EASE kept at this rank); 0: none; None: 64
+    # for the held-out objective, 0 for next-item. history_l2: its ridge penalty;
+    # history_items: the most-interacted items it covers (a dense inversion of that size).
+    history_rank: int | None = Field(default=None, ge=0)
+    history_l2: float = Field(default=500.0, gt=0)
+    history_items: int = Field(default=8000, ge=2)
 
 
 class MaintenanceSettings(_Section):

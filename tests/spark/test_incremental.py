@@ -164,7 +164,7 @@ def test_a_batch_without_text_records_topic_progress_and_the_next_text_still_cou
 
 
 def test_a_long_term_model_rebuilds_changed_users_whole_and_matches_full_recompute(pipeline, lake, landing, tmp_path):
-    """Under a model with a long-term part the user vector reads the whole history: a changed user is rebuilt."""
+    """Under a model with a long-term part and a history term the user vector reads the whole history: a changed user is rebuilt."""
     from interestlake.pipeline.train import train_model
 
     generate_sample(landing, seed=3, n_users=20, n_items=24, days=20)
@@ -173,6 +173,12 @@ def test_a_long_term_model_rebuilds_changed_users_whole_and_matches_full_recompu
     model = pipeline.settings.model.model_copy(update={"dim": 8, "epochs": 2, "long_term": True})
     trained, _ = train_model(lake, pipeline.settings.model_copy(update={"model": model}))
     assert trained.model.long_term
+    # And a whole-history term (trained only where its validation weighs it): its running sum too.
+    rng = np.random.default_rng(0)
+    n_items = len(trained.model.item_ids)
+    trained.model.arrays.update(history_in=rng.normal(size=(n_items, 3)).astype(np.float32),
+                                history_out=rng.normal(size=(n_items, 3)).astype(np.float32))
+    assert trained.model.history_rank == 3
     folder = trained.model.save(tmp_path / "model")
     pipeline.settings = pipeline.settings.model_copy(update={"model": model.model_copy(
         update={"uri": str(folder), "version": "test:1"})})
@@ -189,3 +195,5 @@ def test_a_long_term_model_rebuilds_changed_users_whole_and_matches_full_recompu
     pipeline.run_stage("recommend", run(2))
     assert report.counts["users_changed"] == report.counts["users_rebuilt"] == 2
     assert_same_as_full_recompute(pipeline, lake, 3)
+    interests, _ = snapshot(lake)
+    assert {len(row.interest) for row in interests.values()} == {trained.model.dim}

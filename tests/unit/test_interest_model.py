@@ -266,8 +266,9 @@ def test_long_term_part_and_seen_items_rule_follow_the_objective_unless_set():
     """Unset, both are on for held-out training only (next-item training measured better without them)."""
     from interestlake.models.training import HELD_OUT
 
-    assert not TrainParams().long_term and not TrainParams().exclude_seen
+    assert not TrainParams().long_term and not TrainParams().exclude_seen and TrainParams().history_rank == 0
     assert TrainParams(objective=HELD_OUT).long_term and TrainParams(objective=HELD_OUT).exclude_seen
+    assert TrainParams(objective=HELD_OUT).history_rank == 64 and TrainParams(objective=HELD_OUT, history_rank=0).history_rank == 0
     assert TrainParams(long_term=True).long_term and not TrainParams(objective=HELD_OUT, exclude_seen=False).exclude_seen
 
 
@@ -360,6 +361,107 @@ def test_blend_search_finds_weights_between_the_coarse_grid_points():
     coarse_best = max(ndcg_at_k(content + w * knn, exclude, batch.target, 10)[0] for w in KNN_WEIGHTS)
     assert point["knn_weight"] not in KNN_WEIGHTS and 0.3 < point["knn_weight"] < 1.0
     assert ndcg > coarse_best
+
+
+def test_blend_search_weighs_the_whole_history_term_when_validation_asks_for_it():
+    """Validation lists made by content + 3 x the history term: the blend takes it at that weight (and none without it)."""
+    from interestlake.models.training import Batch, _fit_blend
+
+    rng = np.random.default_rng(1)
+    rows, n_items = 300, 40
+    empty = np.zeros((rows, 1), np.int64)
+    batch = Batch(vec=empty, kind=empty, age=empty, item=empty - 1, mask=np.zeros((rows, 1), bool),
+                  seconds=np.zeros((rows, 1)), bag_vec=np.zeros(0, np.int64), bag_kind=np.zeros(0, np.int64),
+                  bag_item=np.zeros(0, np.int64), bag_offsets=np.zeros(rows, np.int64),
+                  bag_count=np.zeros(rows, np.int64), target=np.zeros((rows, 1), np.int64))
+    content = rng.normal(size=(rows, n_items)).astype(np.float32)
+    history = rng.normal(size=(rows, n_items)).astype(np.float32) / 3
+    batch.target[:, 0] = (content + 3.0 * history).argmax(axis=1)
+    no_neighbours = np.full((n_items, 4), -1, np.int64), np.zeros((n_items, 4), np.float32)
+    exclude, pop = _csr(np.zeros((rows, 0), np.int64), n_items), np.zeros(n_items, np.float32)
+
+    point, (ndcg, _) = _fit_blend(content, batch, exclude, pop, *no_neighbours, 10, n_items, history)
+    without, (ndcg_without, _) = _fit_blend(content, batch, exclude, pop, *no_neighbours, 10, n_items)
+
+    assert point["history_weight"] == 3.0 and ndcg == 1.0
+    assert without["history_weight"] == 0.0 and ndcg_without < 0.9
+
+
+def test_history_factors_at_full_rank_are_the_ease_regression():
+    """P Q^T is EASE's item-to-item matrix over the items with interactions (the max_items most interacted)."""
+    from interestlake.models.training import history_factors
+
+    rng = np.random.default_rng(5)
+    users, n_items, l2 = 40, 12, 3.0
+    pairs = [(f"u{u:02d}", int(i)) for u in range(users) for i in rng.choice(10, size=rng.integers(2, 6), replace=False)]
+    first = pd.DataFrame(pairs, columns=[C.COL_USER_ID, "item"])  # items 10 and 11: no interaction
+    x = np.zeros((users, n_items))
+    x[[int(u[1:]) for u, _ in pairs], [i for _, i in pairs]] = 1.0
+
+    def ease(columns):
+        inverse = np.linalg.inv(x[:, columns].T @ x[:, columns] + l2 * np.eye(len(columns)))
+        weights = -inverse / np.diag(inverse)[None, :]
+        np.fill_diagonal(weights, 0.0)
+        return weights
+
+    p, q = history_factors(first, n_items, rank=10, l2=l2, max_items=100)
+    assert p.shape == q.shape == (n_items, 10) and p.dtype == np.float32
+    np.testing.assert_allclose(p[:10] @ q[:10].T, ease(np.arange(10)), atol=1e-4)
+    assert not p[10:].any() and not q[10:].any()
+
+    top = np.argsort(-x.sum(axis=0), kind="stable")[:4]
+    p, q = history_factors(first, n_items, rank=4, l2=l2, max_items=4)
+    np.testing.assert_allclose((p @ q.T)[np.ix_(top, top)], ease(top), atol=1e-4)
+    assert set(np.flatnonzero(np.abs(p).sum(axis=1))) <= set(top.tolist())
+    # A lower rank is the best approximation of that rank, not the matrix.
+    p, q = history_factors(first, n_items, rank=2, l2=l2, max_items=100)
+    error = np.linalg.norm(p[:10] @ q[:10].T - ease(np.arange(10)))
+    assert 0 < error <= np.linalg.svd(ease(np.arange(10)), compute_uv=False)[2:].sum() + 1e-4
+
+
+def test_the_history_term_is_one_more_part_of_the_dot_product(tmp_path):
+    """[u, s, 1] . [v_j, Q_j, b_j] = the model's score without the term + (sum of P over the history) . Q_j."""
+    data = generated_history(users=30, items=48, length=6)
+    params = TrainParams(dim=4, epochs=1, patience=1, batch_size=32, neighbors=2, seed=3, history_rank=0)
+    base = train(data, context=4, params=params).model
+    assert base.history_rank == 0 and not base.long_term
+    rng = np.random.default_rng(2)
+    p, q = (rng.normal(size=(48, 3)).astype(np.float32) for _ in range(2))
+    model = InterestModel(base.item_ids, {**base.arrays, "history_in": p, "history_out": q}, base.meta)
+    assert model.history_rank == 3 and model.dim == base.dim + 3 and model.long_term
+
+    entries = data.entries[data.entries[C.COL_USER_ID] == "u1"].iloc[::-1]  # newest first
+    args = (data.vectors[entries["vec"].to_numpy()], entries["kind"].tolist(), entries["seconds"].to_numpy(),
+            entries[C.COL_ITEM_ID].tolist())
+    whole, count = model.long_terms(args[0], args[1], args[3])
+    old, _ = model.long_terms(args[0][:3], args[1][:3], args[3][:3])
+    new, _ = model.long_terms(args[0][3:], args[1][3:], args[3][3:])
+    np.testing.assert_allclose(old + new, whole, rtol=1e-9)
+    user = model.user_vector(*args, whole, count)
+    ids = [*data.item_ids.tolist(), "never-seen"]
+    embeddings = np.vstack([data.vectors[data.item_vec], data.vectors[:1]])
+    items = model.item_vectors(ids, embeddings)
+    history_rows = [int(i[1:]) for i in entries[C.COL_ITEM_ID].dropna()]
+    expected = base.user_vector(*args) @ base.item_vectors(ids, embeddings).T
+    expected[:-1] += p[history_rows].sum(axis=0) @ q.T
+    np.testing.assert_allclose(user @ items.T, expected, rtol=1e-4, atol=1e-4)
+    assert not items[-1, base.dim - 1:-1].any()  # an unknown item has no history slots
+    np.testing.assert_array_equal(InterestModel.load(model.save(tmp_path / "m")).item_vectors(ids, embeddings), items)
+    with pytest.raises(ValueError, match="history_out"):
+        InterestModel(base.item_ids, {**base.arrays, "history_in": p}, base.meta)
+
+
+def test_held_out_training_exports_the_history_term_the_blend_weighs():
+    from interestlake.models.training import HELD_OUT
+
+    data = generated_history(users=60, items=60, length=8)
+    params = TrainParams(dim=4, epochs=2, patience=1, batch_size=32, neighbors=4, seed=3, objective=HELD_OUT, history_rank=5)
+    model = train(data, context=4, params=params).model
+    # Each generated user walks one topic: their whole history points at the rest of it.
+    assert model.meta["history_weight"] > 0 and model.history_rank == 5
+    p = model.arrays["history_in"]
+    assert np.abs(p).sum(axis=1).min() > 0  # every item has interactions here
+    assert model.item_vectors(list(data.item_ids), data.vectors[data.item_vec]).shape == (60, model.dim)
 
 
 def _csr(columns: np.ndarray, n_items: int):

@@ -33,12 +33,16 @@ with item-kNN co-occurrence over the user's recent items, whose weights were
 fitted on a validation split:
 
     score(u, j) = u . v_j + b_j + knn_weight * sum_r knn_decay^r sim(item_r, j)
+                  [+ s . Q_j,  s = sum_i P[item_i] over every entry ever folded]
 
 with item_r the distinct items of the recent history, newest first, and sim
 the cosine of binary co-occurrence (top ``neighbors`` per item kept). The
-first two terms are one dot product of ``[u, 1]`` with ``[v_j, b_j]``, which
-is how the recommend stage's blocked scoring applies them; the kNN term is a
-sparse bonus per user.
+bracketed whole-history term, when the model has one, is EASE's item-to-item
+regression kept at rank r (``training.history_factors``; the blend weight is
+folded into Q), with s a running sum like the long-term part's. The terms
+but the kNN one are one dot product of ``[u, s, 1]`` with ``[v_j, Q_j, b_j]``,
+which is how the recommend stage's blocked scoring applies them; the kNN term
+is a sparse bonus per user.
 """
 
 from __future__ import annotations
@@ -61,6 +65,9 @@ _ARRAYS = ("w_hist", "w_item", "attention", "kind_emb", "kind_bias", "pos_bias",
            "item_in", "item_out", "item_bias", "item_pop", "neighbor_idx", "neighbor_sim")
 # The long-term part (all or none of them): models saved before it existed have none.
 LONG_TERM_ARRAYS = ("long_hist", "long_kind", "long_item", "long_alpha", "gate")
+# The whole-history item-to-item term (both or none): P (n, r) read by the user side, Q (n, r)
+# with the blend weight folded in, read by the item side.
+HISTORY_ARRAYS = ("history_in", "history_out")
 # model.uri value that asks for the untrained pooling even when a champion exists.
 NO_MODEL = "none"
 MODEL_FILE = "interest_model.npz"
@@ -102,15 +109,23 @@ class InterestModel:
     def __post_init__(self):
         missing = [name for name in _ARRAYS if name not in self.arrays]
         partial = [name for name in LONG_TERM_ARRAYS if name not in self.arrays]
-        if missing or 0 < len(partial) < len(LONG_TERM_ARRAYS):
+        partial = partial if 0 < len(partial) < len(LONG_TERM_ARRAYS) else []
+        partial += [name for name in HISTORY_ARRAYS if name not in self.arrays] if any(
+            name in self.arrays for name in HISTORY_ARRAYS) else []
+        if missing or partial:
             raise ValueError(f"interest model lacks array(s) {missing or partial}")
         self.item_ids = np.asarray(self.item_ids, dtype=object)
         self._row = {item: row for row, item in enumerate(self.item_ids.tolist())}
 
     @property
     def dim(self) -> int:
-        """Length of the vectors the pipeline stores and scores: h + 1 (the bias slot)."""
-        return int(self.arrays["w_item"].shape[1]) + 1
+        """Length of the vectors the pipeline stores and scores: h + r (the history term's) + 1 (the bias slot)."""
+        return int(self.arrays["w_item"].shape[1]) + self.history_rank + 1
+
+    @property
+    def history_rank(self) -> int:
+        """r, the slots of the whole-history term (0: the model has none)."""
+        return int(self.arrays["history_in"].shape[1]) if "history_in" in self.arrays else 0
 
     @property
     def context(self) -> int:
@@ -118,25 +133,35 @@ class InterestModel:
 
     @property
     def long_term(self) -> bool:
-        """Whether the user vector also reads the whole history (``long_terms`` sums)."""
+        """Whether the user vector also reads the whole history (``long_terms`` sums): the gated
+        long-term part, the history term, or both."""
+        return self._gated or self.history_rank > 0
+
+    @property
+    def _gated(self) -> bool:
         return "long_item" in self.arrays
 
     def long_terms(self, vectors: np.ndarray, kinds: Sequence[str], item_ids: Sequence[str | None]) -> tuple[np.ndarray, int]:
-        """(sum of z_i (h,) float64, count) of some history entries: what a user's running sum adds.
+        """(running sum (h + r,) float64, count) of some history entries: what a user's sums add.
 
-        The sums of disjoint parts of a history add up to the sum of the whole, which is
-        how the interests stage keeps it incrementally. Zeros for a model without the
-        long-term part.
+        The first h values sum z_i (zeros without the gated long-term part), the last r the
+        history term's P rows of the entries' items. The sums of disjoint parts of a history
+        add up to the sum of the whole, which is how the interests stage keeps them
+        incrementally.
         """
-        h = int(self.arrays["w_item"].shape[1])
+        h, a = int(self.arrays["w_item"].shape[1]), self.arrays
+        out = np.zeros(h + self.history_rank, np.float64)
         if not self.long_term or not len(vectors):
-            return np.zeros(h, np.float64), len(vectors)
-        a = self.arrays
-        z = np.asarray(vectors, dtype=np.float64) @ a["long_hist"] + a["long_kind"][kind_index(list(kinds))]
+            return out, len(vectors)
         rows = self.rows(list(item_ids))
         known = rows >= 0
-        z[known] += a["long_item"][rows[known]]
-        return z.sum(axis=0), len(vectors)
+        if self._gated:
+            z = np.asarray(vectors, dtype=np.float64) @ a["long_hist"] + a["long_kind"][kind_index(list(kinds))]
+            z[known] += a["long_item"][rows[known]]
+            out[:h] = z.sum(axis=0)
+        if self.history_rank:
+            out[h:] = a["history_in"][rows[known]].astype(np.float64).sum(axis=0)
+        return out, len(vectors)
 
     def rows(self, item_ids: Sequence[str | None]) -> np.ndarray:
         """Row of each item in the model's item arrays, -1 when unknown (or None)."""
@@ -156,6 +181,10 @@ class InterestModel:
             long_sum: The user's running ``long_terms`` sum over their whole history, with
                 ``long_count``; None takes the long-term part over the entries given
                 (all m of them), for callers that hold no more of the history.
+
+        Returns:
+            ``[u, s, 1]`` with s the history term's sum (``history_rank`` slots, none
+            without it), (h + r + 1,) float32.
         """
         n = min(len(vectors), self.context)
         if n == 0:
@@ -175,9 +204,11 @@ class InterestModel:
         logits = logits + a["kind_bias"][kinds_i] + a["pos_bias"][np.arange(n)] + a["age_bias"][age_buckets(seconds, seconds.max())]
         weights = np.exp(logits - logits.max())
         pooled = (weights / weights.sum()) @ x
-        if self.long_term:
-            pooled = self.gated(pooled, np.asarray(long_sum, dtype=np.float64), int(long_count or 0))
-        return np.r_[pooled, 1.0].astype(np.float32)
+        h = len(pooled)
+        long_sum = np.asarray(long_sum, dtype=np.float64) if self.long_term else np.zeros(h)
+        if self._gated:
+            pooled = self.gated(pooled, long_sum[:h], int(long_count or 0))
+        return np.r_[pooled, long_sum[h:], 1.0].astype(np.float32)
 
     def gated(self, short: np.ndarray, long_sum: np.ndarray, count: int) -> np.ndarray:
         """u = g r + (1 - g) l with l = s / n^alpha (the module docstring's formulas)."""
@@ -189,15 +220,19 @@ class InterestModel:
         return g * short + (1.0 - g) * long
 
     def item_vectors(self, item_ids: Sequence[str], embeddings: np.ndarray) -> np.ndarray:
-        """``[v_j, b_j]`` of items from their encoder vectors, (n, h + 1)."""
+        """``[v_j, Q_j, b_j]`` of items from their encoder vectors, (n, h + r + 1) (Q_j: the history
+        term's item side, zero for an item the model never saw; none without the term)."""
         a = self.arrays
+        h = int(a["w_item"].shape[1])
         embeddings = np.asarray(embeddings, dtype=np.float32)
-        out = np.empty((len(item_ids), self.dim), dtype=np.float32)
-        out[:, :-1] = embeddings @ a["w_item"] if len(item_ids) else 0.0
+        out = np.zeros((len(item_ids), self.dim), dtype=np.float32)
+        out[:, :h] = embeddings @ a["w_item"] if len(item_ids) else 0.0
         out[:, -1] = float(self.meta["cold_bias"])
         rows = self.rows(item_ids)
         known = rows >= 0
-        out[known, :-1] += a["item_out"][rows[known]]
+        out[known, :h] += a["item_out"][rows[known]]
+        if self.history_rank:
+            out[known, h:-1] = a["history_out"][rows[known]]
         out[known, -1] = a["item_bias"][rows[known]] + float(self.meta["pop_weight"]) * a["item_pop"][rows[known]]
         return out
 
@@ -281,7 +316,7 @@ class InterestModel:
         if not (folder / MODEL_FILE).exists():
             raise FileNotFoundError(f"{folder}: no {MODEL_FILE}; not a saved interest model")
         with np.load(folder / MODEL_FILE, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in (*_ARRAYS, *LONG_TERM_ARRAYS) if name in data.files}
+            arrays = {name: data[name] for name in (*_ARRAYS, *LONG_TERM_ARRAYS, *HISTORY_ARRAYS) if name in data.files}
             item_ids = data["item_ids"].astype(object)
         return cls(item_ids, arrays, json.loads((folder / META_FILE).read_text()))
 

@@ -20,13 +20,14 @@ Fitting, all on the training data given:
 2. the network is trained on the other examples with a full softmax over the
    catalog (sampled softmax for catalogs over ``max_softmax_items``), the loss
    averaged over each example's targets, early-stopped on validation NDCG@10;
-3. blend weights (item-kNN weight and recency decay, popularity weight) are
-   chosen on the same validation users (a coarse grid, then a finer one around
-   its best point), with co-occurrence and
-   popularity counted on the training examples only (nothing of the
-   validation interactions);
+3. blend weights (item-kNN weight and recency decay, popularity weight, and the
+   whole-history term's weight when ``history_rank`` > 0) are chosen on the same
+   validation users (a coarse grid, then a finer one around its best point),
+   with co-occurrence, popularity and the whole-history regression counted on
+   the training examples only (nothing of the validation interactions);
 4. the network is refitted on every example for the chosen number of epochs and
-   the item statistics recounted on all interactions.
+   the item statistics (and the whole-history factors, when weighed) recounted
+   on all interactions.
 
 torch is imported inside the functions: the driver and Airflow import this
 module's callers without it.
@@ -53,6 +54,7 @@ TARGET_KINDS = (C.EVENT_VIEW, C.EVENT_CLICK, C.EVENT_CART, C.EVENT_PURCHASE, C.E
 KNN_WEIGHTS = (0.0, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 1000.0)
 KNN_DECAYS = (0.3, 0.6, 0.8, 1.0)
 POP_WEIGHTS = (0.0, 0.3, 1.0, 3.0)
+HISTORY_WEIGHTS = (0.0, 1.0, 3.0, 10.0, 30.0)
 
 
 NEXT_ITEM, HELD_OUT = "next-item", "held-out"
@@ -106,6 +108,12 @@ class TrainParams:
     # The items an example has seen leave its softmax (they are never recommended). None:
     # on for the held-out objective only.
     exclude_seen: bool | None = None
+    # Rank of the whole-history item-to-item term (``history_factors``; 0: none). None: 64
+    # for the held-out objective, 0 for next-item (see ``__post_init__``).
+    history_rank: int | None = None
+    # Its ridge penalty, and the most-interacted items it covers (a dense inversion of that size).
+    history_l2: float = 500.0
+    history_items: int = 8000
 
     def __post_init__(self):
         # Unset, the long-term part and the seen-items rule follow the objective: measured on
@@ -117,6 +125,10 @@ class TrainParams:
             object.__setattr__(self, "long_term", held_out)
         if self.exclude_seen is None:
             object.__setattr__(self, "exclude_seen", held_out)
+        if self.history_rank is None:
+            # Measured on ml-latest-small's stratified validation split: blended NDCG@10 0.2301
+            # without, 0.2338 with rank 64 (128: 0.2337); docs/evaluation.md.
+            object.__setattr__(self, "history_rank", 64 if held_out else 0)
         if self.batch_size is None:
             # Held-out draws 16 examples per user and epoch, too few steps per epoch at 512 on a
             # small dataset: 256 was chosen on ml-latest-small's stratified validation split
@@ -462,6 +474,64 @@ def item_statistics(first: pd.DataFrame, n_items: int, neighbors: int) -> tuple[
     return np.log1p(counts).astype(np.float32), idx, sim
 
 
+def history_factors(first: pd.DataFrame, n_items: int, rank: int, l2: float, max_items: int,
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(P, Q), each (n_items, rank) float32: a low-rank item-to-item regression over whole histories.
+
+    The regression is EASE's closed form (Steck 2019): with X the binary users x items
+    matrix, B = I - P' diag(1 / diag(P')) with P' = (X^T X + l2 I)^-1 and a zero diagonal,
+    so that x_u B scores every item from everything the user ever touched. Kept at
+    ``rank`` by a randomized SVD, B ~ P Q^T, a user's term is (sum of P over their history
+    entries) . Q_j: a running sum like the long-term part's, and ``rank`` more slots of the
+    same dot product at scoring time (``InterestModel.item_vectors``). Only the
+    ``max_items`` items with the most interactions take part (the inversion is dense and
+    cubic in them); the others get zero rows (no term).
+    """
+    users = pd.Index(first[C.COL_USER_ID].unique())
+    counts = np.bincount(first["item"].to_numpy(np.int64), minlength=n_items)
+    kept = np.flatnonzero(counts)
+    kept = kept[np.argsort(-counts[kept], kind="stable")[:max_items]]
+    p_out, q_out = np.zeros((n_items, rank), np.float32), np.zeros((n_items, rank), np.float32)
+    if len(kept) < 2 or rank == 0:
+        return p_out, q_out
+    column = np.full(n_items, -1, np.int64)
+    column[kept] = np.arange(len(kept))
+    cols = column[first["item"].to_numpy(np.int64)]
+    known = cols >= 0
+    x = sp.csr_matrix((np.ones(int(known.sum()), np.float32),
+                       (users.get_indexer(first[C.COL_USER_ID].to_numpy()[known]), cols[known])),
+                      shape=(len(users), len(kept)))
+    x.sum_duplicates()
+    x.data[:] = 1.0
+    gram = (x.T @ x).toarray().astype(np.float64)
+    gram[np.diag_indices(len(kept))] += l2
+    inverse = np.linalg.inv(gram)
+    weights = (-inverse / np.diag(inverse)[None, :]).astype(np.float32)
+    np.fill_diagonal(weights, 0.0)
+    del gram, inverse
+    # Randomized SVD (Halko et al.): a range of rank + 10 columns, two power iterations.
+    r = min(rank, len(kept))
+    rng = np.random.default_rng(seed)
+    sketch = np.linalg.qr(weights @ rng.standard_normal((len(kept), r + 10)).astype(np.float32))[0]
+    for _ in range(2):
+        sketch = np.linalg.qr(weights.T @ sketch)[0]
+        sketch = np.linalg.qr(weights @ sketch)[0]
+    left, values, right = np.linalg.svd(sketch.T @ weights, full_matrices=False)
+    p_out[kept, :r] = (sketch @ left[:, :r]) * values[:r]
+    q_out[kept, :r] = right[:r].T
+    return p_out, q_out
+
+
+def history_scores(batch: Batch, p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """(examples x items): each example's sum of P over its long-term bag's items, times Q^T
+    (``history_factors``; repeats count as the interests stage's running sum counts them)."""
+    rows = np.repeat(np.arange(len(batch.bag_count)), batch.bag_count)
+    known = batch.bag_item >= 0
+    sums = np.zeros((len(batch.bag_count), p.shape[1]), np.float64)
+    np.add.at(sums, rows[known], p[batch.bag_item[known]])
+    return (sums @ q.T.astype(np.float64)).astype(np.float32)
+
+
 def knn_scores(batch: Batch, idx: np.ndarray, sim: np.ndarray, decay: float, n_items: int) -> np.ndarray:
     """Σ_r decay^r sim(item_r, ·) over each context's distinct items, newest first: (examples x items)."""
     out = np.zeros((len(batch.item), n_items), np.float32)
@@ -578,8 +648,14 @@ def train(
     val_batch = val_ex.batch()
     content = _content_scores(net, data, val_batch, device)
 
-    pop, idx, sim = item_statistics(interactions(fit_data), len(data.item_ids), params.neighbors)
-    blend, best = _fit_blend(content, val_batch, exclude, pop, idx, sim, params.k, len(data.item_ids))
+    n_items = len(data.item_ids)
+    pop, idx, sim = item_statistics(interactions(fit_data), n_items, params.neighbors)
+    history = None
+    if params.history_rank:
+        p, q = history_factors(interactions(fit_data), n_items, params.history_rank, params.history_l2,
+                               params.history_items, params.seed)
+        history = history_scores(val_batch, p, q)
+    blend, best = _fit_blend(content, val_batch, exclude, pop, idx, sim, params.k, n_items, history)
     log.info("train: validation NDCG@%d content %.4f, blended %.4f (%s)", params.k, content_ndcg, best[0], blend)
 
     untrained = None
@@ -592,6 +668,11 @@ def train(
     pop, idx, sim = item_statistics(interactions(data), len(data.item_ids), params.neighbors)
     # Without text the projections of encoder vectors are zero, so inference reads none either.
     arrays = _export(net, basis if params.text else np.zeros_like(basis), pop, idx, sim, params.long_term)
+    if blend["history_weight"] > 0:
+        p, q = history_factors(interactions(data), len(data.item_ids), params.history_rank, params.history_l2,
+                               params.history_items, params.seed)
+        # The blend weight is folded into the item side: the term is one more part of the dot product.
+        arrays.update(history_in=p, history_out=(blend["history_weight"] * q).astype(np.float32))
     meta = {
         "context": context, **blend, "text": params.text,
         "cold_bias": float(np.median(arrays["item_bias"])) if len(arrays["item_bias"]) else 0.0,
@@ -617,13 +698,19 @@ def _examples_by_epoch(data: HistoryData, store: Store, context: int, params: Tr
     return lambda rng: masked_examples(store, context, first, params.held_out_rate, params.masks_per_user, rng)
 
 
-def _fit_blend(content, val_batch, exclude, pop, idx, sim, k, n_items) -> tuple[dict[str, float], tuple[float, float]]:
-    """Blend weights (knn_weight, knn_decay, pop_weight) chosen on validation NDCG@k (ties: the simpler point).
+def _fit_blend(content, val_batch, exclude, pop, idx, sim, k, n_items,
+               history: np.ndarray | None = None) -> tuple[dict[str, float], tuple[float, float]]:
+    """Blend weights (knn_weight, knn_decay, pop_weight, history_weight) chosen on validation NDCG@k
+    (ties: the simpler point).
 
     A coarse grid over orders of magnitude, then one finer grid around its best point
     (weights x 0.5 to 2, decay +-0.1): the coarse steps are 3x apart, and the best
     points measured sit between them (ml-latest-small's held-out blend chose the
     grid's smallest non-zero weights; docs/evaluation.md).
+
+    Args:
+        history: The validation rows' whole-history term (``history_scores``), or None
+            (``history_weight`` stays 0).
     """
     knn_by_decay: dict[float, np.ndarray] = {}
 
@@ -632,24 +719,30 @@ def _fit_blend(content, val_batch, exclude, pop, idx, sim, k, n_items) -> tuple[
             knn_by_decay[decay] = knn_scores(val_batch, idx, sim, decay, n_items)
         return knn_by_decay[decay]
 
-    best_point, best = {"knn_weight": 0.0, "knn_decay": 1.0, "pop_weight": 0.0}, (-1.0, 0.0)
+    best_point, best = {"knn_weight": 0.0, "knn_decay": 1.0, "pop_weight": 0.0, "history_weight": 0.0}, (-1.0, 0.0)
 
-    def search(decays, weights, pop_weights) -> None:
+    def search(decays, weights, pop_weights, history_weights) -> None:
         nonlocal best_point, best
-        for decay in decays:
-            for weight in weights:
-                for pop_weight in pop_weights:
-                    if weight == 0 and decay != KNN_DECAYS[-1]:
-                        continue
-                    score = ndcg_at_k(content + weight * knn(decay) + pop_weight * pop[None, :], exclude, val_batch.target, k)
-                    if score[0] > best[0] + 1e-9:
-                        best_point, best = {"knn_weight": weight, "knn_decay": decay, "pop_weight": pop_weight}, score
+        for history_weight in history_weights:
+            base = content if history_weight == 0 else content + history_weight * history
+            for decay in decays:
+                for weight in weights:
+                    for pop_weight in pop_weights:
+                        if weight == 0 and decay != KNN_DECAYS[-1]:
+                            continue
+                        score = ndcg_at_k(base + weight * knn(decay) + pop_weight * pop[None, :], exclude, val_batch.target, k)
+                        if score[0] > best[0] + 1e-9:
+                            best_point = {"knn_weight": weight, "knn_decay": decay, "pop_weight": pop_weight,
+                                          "history_weight": history_weight}
+                            best = score
 
-    search(KNN_DECAYS, KNN_WEIGHTS, POP_WEIGHTS)
+    history_weights = HISTORY_WEIGHTS if history is not None else (0.0,)
+    search(KNN_DECAYS, KNN_WEIGHTS, POP_WEIGHTS, history_weights)
     coarse = dict(best_point)
     search(
         sorted({min(1.0, max(0.1, round(coarse["knn_decay"] + step, 2))) for step in (-0.1, 0.0, 0.1)}),
         _finer(coarse["knn_weight"], KNN_WEIGHTS[1]), _finer(coarse["pop_weight"], POP_WEIGHTS[1]),
+        _finer(coarse["history_weight"], HISTORY_WEIGHTS[1]) if history is not None else (0.0,),
     )
     return best_point, best
 

@@ -14,11 +14,12 @@ from their whole history, since their statistics were summed with the old (or
 no) vector. The first run, a parameter change or ``full=True`` recomputes
 everyone, through the same per-user function.
 
-Under a learned model with a long-term part (``InterestModel.long_term``) the
-user vector also reads a running sum over the user's whole history
-(``InterestModel.long_terms`` of every folded entry). That sum is not stored in
-``user_interests`` yet, so such a model rebuilds every changed user from their
-whole history (the changed-item path above, for all of them) instead of folding.
+Under a learned model with a long-term part or a whole-history term
+(``InterestModel.long_term``) the user vector also reads a running sum over the
+user's whole history (``InterestModel.long_terms`` of every folded entry). That
+sum is not stored in ``user_interests`` yet, so such a model rebuilds every
+changed user from their whole history (the changed-item path above, for all of
+them) instead of folding.
 """
 
 from __future__ import annotations
