@@ -68,7 +68,8 @@ def log_model(settings: Settings, result, data_versions: dict[str, int]) -> int:
     name = settings.model.name
 
     class InterestModelPyfunc(mlflow.pyfunc.PythonModel):
-        """Loads the saved model; ``predict`` gives the item side ``[v_j, b_j]`` of (item_id, embedding) rows."""
+        """Loads the saved model; ``predict`` gives the item side ``[v_j, Q_j, b_j]`` of (item_id, embedding) rows
+        (``InterestModel.item_vectors``)."""
 
         def load_context(self, context):
             from interestlake.models.interest_model import InterestModel
@@ -85,7 +86,7 @@ def log_model(settings: Settings, result, data_versions: dict[str, int]) -> int:
     ):
         mlflow.log_params({key: value for key, value in result.params.items()})
         mlflow.log_params({f"data_version.{table}": version for table, version in data_versions.items()})
-        mlflow.log_params({key: result.model.meta[key] for key in ("knn_weight", "knn_decay", "pop_weight", "trained_epochs")})
+        mlflow.log_params({key: result.model.meta[key] for key in ("knn_weight", "knn_decay", "pop_weight", "history_weight", "trained_epochs")})
         mlflow.log_param("encoder_version", result.model.meta.get("encoder_version"))
         mlflow.log_metrics(result.metrics)
         folder = result.model.save(Path(tmp) / ARTIFACT)
