@@ -648,12 +648,12 @@ def train(
     val_batch = val_ex.batch()
     content = _content_scores(net, data, val_batch, device)
 
-    n_items = len(data.item_ids)
-    pop, idx, sim = item_statistics(interactions(fit_data), n_items, params.neighbors)
+    n_items, fit_first = len(data.item_ids), interactions(fit_data)
+    pop, idx, sim = item_statistics(fit_first, n_items, params.neighbors)
     history = None
     if params.history_rank:
-        p, q = history_factors(interactions(fit_data), n_items, params.history_rank, params.history_l2,
-                               params.history_items, params.seed)
+        p, q = history_factors(fit_first, n_items, params.history_rank, params.history_l2, params.history_items,
+                               params.seed)
         history = history_scores(val_batch, p, q)
     blend, best = _fit_blend(content, val_batch, exclude, pop, idx, sim, params.k, n_items, history)
     log.info("train: validation NDCG@%d content %.4f, blended %.4f (%s)", params.k, content_ndcg, best[0], blend)
@@ -665,12 +665,12 @@ def train(
 
     all_examples = _examples_by_epoch(data, Store.of(data), context, params)
     net, _, _ = _fit_network(data, all_examples, None, None, params, device, best_epoch)
-    pop, idx, sim = item_statistics(interactions(data), len(data.item_ids), params.neighbors)
+    first = interactions(data)
+    pop, idx, sim = item_statistics(first, n_items, params.neighbors)
     # Without text the projections of encoder vectors are zero, so inference reads none either.
     arrays = _export(net, basis if params.text else np.zeros_like(basis), pop, idx, sim, params.long_term)
     if blend["history_weight"] > 0:
-        p, q = history_factors(interactions(data), len(data.item_ids), params.history_rank, params.history_l2,
-                               params.history_items, params.seed)
+        p, q = history_factors(first, n_items, params.history_rank, params.history_l2, params.history_items, params.seed)
         # The blend weight is folded into the item side: the term is one more part of the dot product.
         arrays.update(history_in=p, history_out=(blend["history_weight"] * q).astype(np.float32))
     meta = {
