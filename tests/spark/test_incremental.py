@@ -172,7 +172,7 @@ def test_a_long_term_model_rebuilds_changed_users_whole_and_matches_full_recompu
         pipeline.run_stage(stage, run(1))
     model = pipeline.settings.model.model_copy(update={"dim": 8, "epochs": 2, "long_term": True})
     trained, _ = train_model(lake, pipeline.settings.model_copy(update={"model": model}))
-    assert trained.model.long_term
+    assert trained.model.whole_history
     # And a whole-history term (trained only where its validation weighs it): its running sum too.
     rng = np.random.default_rng(0)
     n_items = len(trained.model.item_ids)

@@ -132,9 +132,9 @@ class InterestModel:
         return int(self.meta["context"])
 
     @property
-    def long_term(self) -> bool:
+    def whole_history(self) -> bool:
         """Whether the user vector also reads the whole history (``long_terms`` sums): the gated
-        long-term part, the history term, or both."""
+        long-term part (``model.long_term``), the history term, or both."""
         return self._gated or self.history_rank > 0
 
     @property
@@ -151,7 +151,7 @@ class InterestModel:
         """
         h, a = int(self.arrays["w_item"].shape[1]), self.arrays
         out = np.zeros(h + self.history_rank, np.float64)
-        if not self.long_term or not len(vectors):
+        if not self.whole_history or not len(vectors):
             return out, len(vectors)
         rows = self.rows(list(item_ids))
         known = rows >= 0
@@ -190,7 +190,7 @@ class InterestModel:
         if n == 0:
             raise ValueError("need at least one recent history entry")
         a = self.arrays
-        if self.long_term and long_sum is None:
+        if self.whole_history and long_sum is None:
             long_sum, long_count = self.long_terms(vectors, kinds, item_ids)
         vectors = np.asarray(vectors, dtype=np.float32)[:n]
         seconds = np.asarray(seconds, dtype=np.float64)[:n]
@@ -205,7 +205,7 @@ class InterestModel:
         weights = np.exp(logits - logits.max())
         pooled = (weights / weights.sum()) @ x
         h = len(pooled)
-        long_sum = np.asarray(long_sum, dtype=np.float64) if self.long_term else np.zeros(h)
+        long_sum = np.asarray(long_sum, dtype=np.float64) if self.whole_history else np.zeros(h)
         if self._gated:
             pooled = self.gated(pooled, long_sum[:h], int(long_count or 0))
         return np.r_[pooled, long_sum[h:], 1.0].astype(np.float32)

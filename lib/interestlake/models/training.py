@@ -445,17 +445,25 @@ def seen_matrix(data: HistoryData, users: np.ndarray) -> sp.csr_matrix:
     return matrix
 
 
+def interaction_matrix(first: pd.DataFrame, n_items: int) -> sp.csr_matrix:
+    """(users x catalog) float32 binary of ``interactions`` rows, users in order of appearance."""
+    users = pd.Index(first[C.COL_USER_ID].unique())
+    matrix = sp.csr_matrix(
+        (np.ones(len(first), np.float32), (users.get_indexer(first[C.COL_USER_ID]), first["item"].to_numpy())),
+        shape=(len(users), n_items),
+    )
+    matrix.sum_duplicates()
+    matrix.data[:] = 1.0
+    return matrix
+
+
 def item_statistics(first: pd.DataFrame, n_items: int, neighbors: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(log(1 + count), neighbour rows, neighbour cosine similarities) from interactions.
 
     The similarity is item-kNN's: binary co-occurrence over the square roots of the
     two items' counts; each item keeps its ``neighbors`` most similar items.
     """
-    users = pd.Index(first[C.COL_USER_ID].unique())
-    matrix = sp.csr_matrix(
-        (np.ones(len(first), np.float32), (users.get_indexer(first[C.COL_USER_ID]), first["item"].to_numpy())),
-        shape=(len(users), n_items),
-    )
+    matrix = interaction_matrix(first, n_items)
     counts = np.asarray(matrix.sum(axis=0)).ravel()
     inv = np.where(counts > 0, 1.0 / np.sqrt(np.maximum(counts, 1)), 0.0).astype(np.float32)
     co = (matrix.T @ matrix).tocsr()
@@ -487,22 +495,14 @@ def history_factors(first: pd.DataFrame, n_items: int, rank: int, l2: float, max
     ``max_items`` items with the most interactions take part (the inversion is dense and
     cubic in them); the others get zero rows (no term).
     """
-    users = pd.Index(first[C.COL_USER_ID].unique())
-    counts = np.bincount(first["item"].to_numpy(np.int64), minlength=n_items)
+    matrix = interaction_matrix(first, n_items)
+    counts = np.asarray(matrix.sum(axis=0)).ravel()
     kept = np.flatnonzero(counts)
     kept = kept[np.argsort(-counts[kept], kind="stable")[:max_items]]
     p_out, q_out = np.zeros((n_items, rank), np.float32), np.zeros((n_items, rank), np.float32)
     if len(kept) < 2 or rank == 0:
         return p_out, q_out
-    column = np.full(n_items, -1, np.int64)
-    column[kept] = np.arange(len(kept))
-    cols = column[first["item"].to_numpy(np.int64)]
-    known = cols >= 0
-    x = sp.csr_matrix((np.ones(int(known.sum()), np.float32),
-                       (users.get_indexer(first[C.COL_USER_ID].to_numpy()[known]), cols[known])),
-                      shape=(len(users), len(kept)))
-    x.sum_duplicates()
-    x.data[:] = 1.0
+    x = matrix[:, kept]
     gram = (x.T @ x).toarray().astype(np.float64)
     gram[np.diag_indices(len(kept))] += l2
     inverse = np.linalg.inv(gram)

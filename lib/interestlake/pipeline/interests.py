@@ -15,7 +15,7 @@ no) vector. The first run, a parameter change or ``full=True`` recomputes
 everyone, through the same per-user function.
 
 Under a learned model with a long-term part or a whole-history term
-(``InterestModel.long_term``) the user vector also reads a running sum over the
+(``InterestModel.whole_history``) the user vector also reads a running sum over the
 user's whole history (``InterestModel.long_terms`` of every folded entry). That
 sum is not stored in ``user_interests`` yet, so such a model rebuilds every
 changed user from their whole history (the changed-item path above, for all of
@@ -120,7 +120,7 @@ def interests(
     }
     since = {t: inputs.since(t) for t in INPUT_TABLES} if incremental else None
     # The long-term part's running sum is not stored: changed users are rebuilt whole (module docstring).
-    whole = model is not None and model.long_term
+    whole = model is not None and model.whole_history
     read = reader(lake, driver_path(STAGE, lake, settings, since=since, now=now, whole_histories=whole))
     grouped, report.counts["users_rebuilt"] = _user_rows(read, version, inputs, dislike, whole, incremental)
     shared = None
@@ -306,7 +306,7 @@ class _BatchColumns:
             vectors, kinds = self.vectors(folded), [self.kinds[r] for r in folded]
             new = decayed_stats(vectors, kinds, self.micros[folded] / 1e6, user.params)
             user.stats = fold(user.stats, new, user.params.half_life_days)
-            if user.model is not None and user.model.long_term:
+            if user.model is not None and user.model.whole_history:
                 total, count = user.model.long_terms(vectors, kinds, [self.items[r] for r in folded])
                 user.long_sum, user.long_count = user.long_sum + total, user.long_count + count
         # Only entries at least as new as the N-th newest can enter the window.
@@ -354,7 +354,7 @@ class _UserFold:
             interest = self.model.user_vector(
                 np.stack([vector for _, _, vector in self.recent]), [ref[1] for ref in refs],
                 np.array([ref[0] / 1e6 for ref in refs]), [ref[2] for ref in refs],
-                *((self.long_sum, self.long_count) if self.model.long_term else ()),
+                *((self.long_sum, self.long_count) if self.model.whole_history else ()),
             )
         return {
             C.COL_USER_ID: self.user,
