@@ -125,6 +125,8 @@ def test_refresh_killed_at_random_moments_converges_to_an_uninterrupted_run(spar
 
     rng = random.Random(20261123)
     kills = []
+    # Attempts whose refresh ended before the kill: its exit code and last lines, for the failure message.
+    ended = []
     batches = 0
 
     def missed() -> list[str]:
@@ -142,9 +144,11 @@ def test_refresh_killed_at_random_moments_converges_to_an_uninterrupted_run(spar
         landed = refresh.kill_after(stage, delay)
         if landed:
             kills.append((stage, round(delay, 2), landed))
+        else:
+            ended.append((stage, refresh.process.returncode, "".join(refresh.lines[-8:])))
         batches += 1
     print(f"killed (target stage, delay, stage running at the kill): {kills}")
-    assert len(kills) >= KILLS - 2, f"most attempts must really be killed mid-run: {kills}"
+    assert len(kills) >= KILLS - 2, f"most attempts must really be killed mid-run: {kills}; ended first: {ended[:3]}"
     assert not missed(), f"every stage must be killed while it runs: {kills}"
     final = Refresh(faulted_root)
     assert final.finish() == 0, "".join(final.lines[-30:])
