@@ -101,6 +101,12 @@ def comparable(lake):
     }
 
 
+def why_ended(lines: list[str]) -> str:
+    """The lines that say why a process ended: its error lines (a Spark error's plan left out), else its last lines."""
+    errors = [line for line in lines if any(word in line for word in ("Error", "Exception", "Traceback", "interestlake "))]
+    return "".join(errors[-10:] or lines[-8:])
+
+
 def extra_events(batch: int, items: list[str]) -> list[dict]:
     """A small new batch: a few users act, one searches (new text to encode)."""
     users = [f"u-{(batch * 3 + n) % 20 + 1:04d}" for n in range(3)]
@@ -145,7 +151,7 @@ def test_refresh_killed_at_random_moments_converges_to_an_uninterrupted_run(spar
         if landed:
             kills.append((stage, round(delay, 2), landed))
         else:
-            ended.append((stage, refresh.process.returncode, "".join(refresh.lines[-8:])))
+            ended.append((stage, refresh.process.returncode, why_ended(refresh.lines)))
         batches += 1
     print(f"killed (target stage, delay, stage running at the kill): {kills}")
     assert len(kills) >= KILLS - 2, f"most attempts must really be killed mid-run: {kills}; ended first: {ended[:3]}"
