@@ -128,6 +128,35 @@ def test_ingest_batch_replayed_after_a_crash_commits_nothing_twice(pipeline, lak
     assert {r.item_id: r.price for r in lake.read(C.ITEMS).collect()}["g1"] == 1.0
 
 
+def test_ingest_starts_again_after_a_run_killed_while_spark_wrote_its_first_offsets(pipeline, lake, landing, settings):
+    from pathlib import Path
+
+    write_jsonl(landing / "items" / "a.jsonl", ITEMS)
+    write_jsonl(landing / "events" / "e.jsonl", [event("e1", "alice", "g1")])
+    pipeline.run_stage("ingest", run(1))
+    before = versions(lake)
+    # What a run killed inside Spark's write of batch 0's offsets leaves (seen in the random-kill
+    # fault test): the write's hidden temporary file (and its checksum), never renamed to
+    # offsets/0, and no commit of the batch. Spark refused every later start ("offsets should
+    # be empty on batch 0").
+    checkpoint = Path(settings.lake.root) / "_checkpoints" / "ingest" / "landing"
+    for done in (checkpoint / "commits").iterdir():
+        done.unlink()
+    unfinished = checkpoint / "offsets" / ".0.3f6c2a9e-0d4b-4c55-9a7e-5b1f2e8d7c10.tmp"
+    (checkpoint / "offsets" / "0").rename(unfinished)
+    (checkpoint / "offsets" / ".0.crc").rename(unfinished.parent / f".{unfinished.name}.crc")
+
+    replay = pipeline.run_stage("ingest", run(2))
+    assert sorted(p.name for p in (checkpoint / "offsets").iterdir()) == [".0.crc", "0"]
+    # Batch 0 again, with the same files: its commits were made and are skipped.
+    assert replay.counts["items_files"] == 1 and replay.counts["events_files"] == 1
+    assert not any(c.committed for c in replay.commits)
+    assert versions(lake) == before
+    write_jsonl(landing / "events" / "f.jsonl", [event("e2", "bob", "c1")])
+    pipeline.run_stage("ingest", run(3))
+    assert sorted(r.event_id for r in lake.read(C.EVENTS).collect()) == ["e1", "e2"]
+
+
 def test_encode_caches_by_text_hash_and_rewrites_only_changed_items(pipeline, lake, landing):
     write_jsonl(landing / "items" / "a.jsonl", ITEMS)
     same = "Great value, would buy again."

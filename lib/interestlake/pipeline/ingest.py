@@ -138,7 +138,39 @@ def landing_source(spark: SparkSession, settings: Settings) -> LandingSource | N
         # Epoch microseconds: collect() would hand back the driver's local time.
         .select("path", F.unix_micros("modificationTime").alias("mtime_us"), "length")
     )
+    clear_unfinished_writes(checkpoint)
     return LandingSource(files, landing, checkpoint, checkpoint_id(checkpoint))
+
+
+def clear_unfinished_writes(checkpoint: str) -> int:
+    """Removes the temporary files a killed run left in the streaming checkpoint; returns how many.
+
+    Spark writes each checkpoint file (``offsets/<batch>``, ``commits/<batch>``, the source
+    log, ``metadata``) as a hidden temporary file (``.<name>.<uuid>.tmp``, with its
+    ``..<name>.<uuid>.tmp.crc`` on a local disk) that it then renames: one that is still
+    there belongs to a write that never finished. Spark skips them when it reads its logs,
+    but a run killed while it wrote the first batch's offsets leaves one alone in
+    ``offsets/``, and every later start then fails ("the checkpoint location ... offsets
+    should be empty on batch 0"): the lake could not ingest again until someone deleted
+    it by hand. Called under the lake's writer lock, so no live writer of this checkpoint
+    is mid-write.
+    """
+    import pyarrow.fs as pafs
+
+    fs, folder = pafs.FileSystem.from_uri(readable_uri(checkpoint))
+    if fs.get_file_info(folder).type != pafs.FileType.Directory:
+        return 0
+    unfinished = [
+        info.path for info in fs.get_file_info(pafs.FileSelector(folder, recursive=True))
+        if info.type == pafs.FileType.File and info.base_name.startswith(".")
+        and info.base_name.endswith((".tmp", ".tmp.crc"))
+    ]
+    for path in unfinished:
+        fs.delete_file(path)
+    if unfinished:
+        log.warning("ingest: removed %d unfinished file(s) a stopped run left in the checkpoint %s",
+                    len(unfinished), checkpoint)
+    return len(unfinished)
 
 
 def ingest_micro_batch(
