@@ -95,6 +95,16 @@ def test_stream_takes_files_as_they_land_like_one_refresh_and_stops_on_sigterm(s
     assert refresh.finish(timeout=120) == 3
     assert any("another writer is using the lake" in line and '"owner": "stream__' in line for line in refresh.lines)
 
+    # An ingest that waits for the lock (as the catalog DAG's jobs do) gets a turn. It must leave
+    # the stream's checkpoint alone: its own query there replayed or advanced the stream's batches,
+    # and the stream ended at its next one ("Concurrent update to the log"). The file landed just
+    # before is the stream's to take.
+    land(streamed, "extra-turn.jsonl", extra_events(5, items))
+    waiting = Refresh(streamed, ("ingest", "--wait", "120"))
+    assert waiting.finish(timeout=180) == 0, "".join(waiting.lines[-20:])
+    assert any("runs on this lake and ingests what lands" in line for line in waiting.lines), "".join(waiting.lines[-20:])
+    seen = stream.wait_for("stream batch", seen) + 1
+
     # SIGTERM while the third file's batch runs: that batch ends, no other starts, exit 0.
     land(streamed, "extra-2.jsonl", extra_events(2, items))
     seen = stream.wait_for("ingest: started", seen)
@@ -108,13 +118,14 @@ def test_stream_takes_files_as_they_land_like_one_refresh_and_stops_on_sigterm(s
 
     for batch in range(3):
         land(reference, f"extra-{batch}.jsonl", extra_events(batch, items))
-    want = refresh_in_process(spark, reference, "reference-3-files")
+    land(reference, "extra-turn.jsonl", extra_events(5, items))
+    want = refresh_in_process(spark, reference, "reference-4-files")
     got = make_lake(spark, streamed)
-    assert_same_tables(got, want, "between three streamed batches and one refresh")
+    assert_same_tables(got, want, "between four streamed batches and one refresh")
     # Each batch recorded its four stages, and its freshness with recommend.
     runs = got.read_rows(C.PIPELINE_RUNS, columns=["run_id", "stage", "status", "counts"])
     batches = {r["run_id"] for r in runs if r["run_id"].startswith("stream__") and r["stage"] == "ingest"}
-    assert len(batches) == 3
+    assert len(batches) == 4
     for batch in batches:
         rows = {r["stage"]: r for r in runs if r["run_id"] == batch}
         assert sorted(rows) == sorted(STAGES) and {r["status"] for r in rows.values()} == {"succeeded"}

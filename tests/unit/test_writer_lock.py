@@ -72,3 +72,43 @@ def test_a_waiting_writer_asks_for_a_turn_and_a_dead_ones_request_is_dropped(tmp
         # Its request file is left behind but no longer locked: stale, removed.
         assert turn_requests(root) == []
         assert not list((tmp_path / "_locks" / "requests").glob("*.json"))
+
+
+PRESENCE = """
+import sys, time
+from interestlake.lake.lock import StreamPresence
+presence = StreamPresence(sys.argv[1], sys.argv[2])
+presence.acquire()
+print("running", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_running_stream_is_seen_while_it_lends_the_writer_lock_and_not_after_it_is_killed(tmp_path):
+    from interestlake.lake.lock import StreamPresence, stream_running
+
+    root = str(tmp_path)
+    assert stream_running(root) is None
+    stream = subprocess.Popen([sys.executable, "-c", PRESENCE, root, "stream__2026-12-05T04:00:00+00:00"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert stream.stdout.readline().strip() == "running"
+        # Another writer holds the writer lock (lent to it): the stream is still seen.
+        with writer_lock(root, "catalog-ingest"):
+            running = stream_running(root)
+            assert running["owner"].startswith("stream__") and running["pid"] == stream.pid
+            assert stream_holds(root) is None
+        with pytest.raises(LakeBusyError, match="another interestlake stream"):
+            StreamPresence(root, "stream__second").acquire()
+    finally:
+        stream.kill()
+        stream.wait()
+    # The kernel released the killed stream's lock.
+    assert stream_running(root) is None
+    presence = StreamPresence(root, "stream__next")
+    presence.acquire()
+    try:
+        assert stream_running(root)["owner"] == "stream__next"
+    finally:
+        presence.release()
+    assert stream_running(root) is None

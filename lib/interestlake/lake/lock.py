@@ -87,11 +87,7 @@ class WriterLock:
                         log.info("waiting up to %.0fs for the lake writer lock held by %s", wait_seconds, holder)
                         request = _TurnRequest(self.folder, self.owner)
                     time.sleep(0.5)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps({
-                "owner": self.owner, "pid": os.getpid(), "host": socket.gethostname(),
-                "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            }).encode(), 0)
+            _write_record(fd, self.owner)
         except BaseException:
             os.close(fd)
             raise
@@ -105,11 +101,7 @@ class WriterLock:
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
-        try:
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
+        _let_go(fd)
 
 
 @contextmanager
@@ -178,8 +170,88 @@ def lock_holder(lake_root: str) -> dict | None:
 
     Always None on object stores, where there is no lock.
     """
+    return _holder(lake_root, "writer.lock")
+
+
+class StreamPresence:
+    """``<lake.root>/_locks/stream.lock``, flock-ed by an ``interestlake stream`` for as long as it runs.
+
+    The writer lock cannot say that a stream runs: the stream lends it to writers that wait
+    for it. A job that would run its own query on the stream's checkpoint (ingest) asks
+    ``stream_running`` first. The kernel releases the lock when the stream exits, even on SIGKILL.
+    """
+
+    def __init__(self, lake_root: str, owner: str):
+        self.folder, self.owner = _locks_folder(lake_root), owner
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Marks the stream as running (nothing on object stores, where there are no file locks).
+
+        Raises:
+            LakeBusyError: Another stream runs on this lake (it lent the writer lock to this one).
+        """
+        if self.folder is None:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.folder / "stream.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        # A `stream_running` check holds a shared lock for an instant: try for a second.
+        deadline = time.monotonic() + 1.0
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise LakeBusyError(f"another interestlake stream runs on the lake {self.folder.parent}") from None
+                time.sleep(0.05)
+        _write_record(fd, self.owner)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        _let_go(fd)
+
+
+def stream_running(lake_root: str) -> dict | None:
+    """The ``interestlake stream`` running on this lake (``owner``, ``pid``, ``host``, ``since``), else None.
+
+    Also while the stream has lent the writer lock to another writer. Always None on object stores.
+    """
+    return _holder(lake_root, "stream.lock")
+
+
+def stream_holds(lake_root: str) -> dict | None:
+    """The holder of the writer lock when it is an ``interestlake stream``, else None."""
+    holder = lock_holder(lake_root)
+    return holder if holder and str(holder.get("owner", "")).startswith(STREAM_OWNER_PREFIX) else None
+
+
+def _write_record(fd: int, owner: str) -> None:
+    """Who holds a lock file, written into it: what ``_holder`` reads back and messages show."""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps({
+        "owner": owner, "pid": os.getpid(), "host": socket.gethostname(),
+        "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }).encode(), 0)
+
+
+def _let_go(fd: int) -> None:
+    """Empties a held lock file's record and releases it."""
+    try:
+        os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _holder(lake_root: str, name: str) -> dict | None:
+    """The record in ``_locks/<name>`` while some process holds that file's lock, else None."""
     folder = _locks_folder(lake_root)
-    path = folder / "writer.lock" if folder is not None else None
+    path = folder / name if folder is not None else None
     if path is None or not path.is_file():
         return None
     fd = os.open(path, os.O_RDONLY)
@@ -196,12 +268,6 @@ def lock_holder(lake_root: str) -> dict | None:
         return None
     finally:
         os.close(fd)
-
-
-def stream_holds(lake_root: str) -> dict | None:
-    """The holder of the writer lock when it is an ``interestlake stream``, else None."""
-    holder = lock_holder(lake_root)
-    return holder if holder and str(holder.get("owner", "")).startswith(STREAM_OWNER_PREFIX) else None
 
 
 def _owner(text: str) -> str:

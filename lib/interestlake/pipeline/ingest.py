@@ -31,6 +31,7 @@ from interestlake.datasets.landing import (
     landing_folder_exists,
     stat_file,
 )
+from interestlake.lake.lock import stream_running
 from interestlake.lake.schemas import arrow_schema, table_spec
 from interestlake.lake.tables import LakeTables, Txn
 from interestlake.lake.uris import readable_uri
@@ -75,10 +76,22 @@ def ingest(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunCo
     twice, so each run then looks at the held files: one whose content changed is
     ingested again, as one more batch of its own (see ``retry_held_files``).
 
+    While an ``interestlake stream`` runs on the lake (it lends its writer lock to a run
+    that waits for it), nothing is done: the stream ingests with this checkpoint itself.
+
     Returns:
         Counts of files and rows read, accepted, duplicated and quarantined (per reason).
     """
     report = ingest_report(run)
+    stream = stream_running(settings.lake.root)
+    if stream is not None:
+        # This run was lent the writer lock by a running stream (it waited for the lock, as the
+        # catalog DAG's jobs do): a second query on the stream's checkpoint would end the stream
+        # ("Concurrent update to the log") once it writes its next batch.
+        report.note = (f"an interestlake stream ({stream.get('owner', 'unknown')}) runs on this lake and "
+                       "ingests what lands; nothing to do here")
+        log.info("ingest: %s", report.note)
+        return report
     source = landing_source(spark, settings)
     if source is None:
         return report

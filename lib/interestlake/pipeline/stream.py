@@ -28,7 +28,7 @@ from pathlib import Path
 from interestlake import constants as C
 from interestlake.datasets.landing import LandingFile
 from interestlake.lake.errors import LakeError
-from interestlake.lake.lock import STREAM_OWNER_PREFIX, LakeBusyError, WriterLock, turn_requests
+from interestlake.lake.lock import STREAM_OWNER_PREFIX, LakeBusyError, StreamPresence, WriterLock, turn_requests
 from interestlake.pipeline.refresh import STAGES, Pipeline, resolve_models
 from interestlake.pipeline.run import RunContext, StageReport
 from interestlake.settings import Settings
@@ -111,6 +111,8 @@ class Stream:
         self.started = datetime.now(timezone.utc)
         self.owner = f"{STREAM_OWNER_PREFIX}__{self.started.isoformat(timespec='seconds')}"
         self.lock = WriterLock(settings.lake.root, self.owner)
+        # Held for the whole run, also while the writer lock is lent: ingest leaves the checkpoint alone.
+        self.presence = StreamPresence(settings.lake.root, self.owner)
         self.turns = _Turns()
         self.stop_asked = threading.Event()
         self.pipeline: Pipeline | None = None
@@ -134,6 +136,11 @@ class Stream:
         _make_landing_folders(settings)
         # Taken before Spark starts: a stream that finds the lake busy gives up in a second.
         self.lock.acquire(self.wait_seconds)
+        try:
+            self.presence.acquire()
+        except LakeBusyError:
+            self.lock.release()
+            raise
         main = threading.current_thread() is threading.main_thread()
         previous = {signum: signal.getsignal(signum) for signum in _STOP_SIGNALS} if main else {}
         if main:
@@ -166,6 +173,7 @@ class Stream:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             self.lock.release()
+            self.presence.release()
         log.info("stream: stopped after %d batch(es)", self.batches)
         return self.batches
 
