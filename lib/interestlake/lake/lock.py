@@ -35,7 +35,24 @@ def _locks_folder(lake_root: str) -> Path | None:
     return Path(lake_root.removeprefix("file://")) / "_locks"
 
 
-class WriterLock:
+class _HeldLockFile:
+    """A lock file this process may hold (``_fd``), given up by ``release``."""
+
+    _fd: int | None = None
+
+    def release(self) -> None:
+        """Gives the lock up (nothing when it is not held)."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+
+class WriterLock(_HeldLockFile):
     """The lake's exclusive writer lock, which a long-running holder can hand over and take back.
 
     An OS file lock (``flock``) on ``<lake.root>/_locks/writer.lock``: the kernel
@@ -96,12 +113,6 @@ class WriterLock:
                 request.withdraw()
         self._fd = fd
 
-    def release(self) -> None:
-        """Gives the lock up (nothing when it is not held)."""
-        if self._fd is None:
-            return
-        fd, self._fd = self._fd, None
-        _let_go(fd)
 
 
 @contextmanager
@@ -173,7 +184,7 @@ def lock_holder(lake_root: str) -> dict | None:
     return _holder(lake_root, "writer.lock")
 
 
-class StreamPresence:
+class StreamPresence(_HeldLockFile):
     """``<lake.root>/_locks/stream.lock``, flock-ed by an ``interestlake stream`` for as long as it runs.
 
     The writer lock cannot say that a stream runs: the stream lends it to writers that wait
@@ -209,12 +220,6 @@ class StreamPresence:
         _write_record(fd, self.owner)
         self._fd = fd
 
-    def release(self) -> None:
-        if self._fd is None:
-            return
-        fd, self._fd = self._fd, None
-        _let_go(fd)
-
 
 def stream_running(lake_root: str) -> dict | None:
     """The ``interestlake stream`` running on this lake (``owner``, ``pid``, ``host``, ``since``), else None.
@@ -237,15 +242,6 @@ def _write_record(fd: int, owner: str) -> None:
         "owner": owner, "pid": os.getpid(), "host": socket.gethostname(),
         "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }).encode(), 0)
-
-
-def _let_go(fd: int) -> None:
-    """Empties a held lock file's record and releases it."""
-    try:
-        os.ftruncate(fd, 0)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
 
 
 def _holder(lake_root: str, name: str) -> dict | None:
