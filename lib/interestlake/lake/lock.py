@@ -114,7 +114,6 @@ class WriterLock(_HeldLockFile):
         self._fd = fd
 
 
-
 @contextmanager
 def writer_lock(lake_root: str, owner: str, wait_seconds: float = 0.0) -> Iterator[None]:
     """Holds the lake's exclusive writer lock (``WriterLock``) for the duration of the block.
