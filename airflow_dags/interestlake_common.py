@@ -113,10 +113,10 @@ class InterestLakeJob(SparkSubmitOperator):
     def execute(self, context: Any) -> None:
         settings = job_settings(self.job)
         if self.skip_while_streaming:
-            holder = stream_holding_lake(settings)
-            if holder:
+            stream = stream_on_lake(settings)
+            if stream:
                 raise AirflowSkipException(
-                    f"`interestlake stream` holds the lake ({holder}): it ingests and scores continuously"
+                    f"`interestlake stream` runs on the lake ({stream}): it ingests and scores continuously"
                 )
         rendered = (self.application, self.application_args, self.conf, self.env_vars)
         self.application = settings["application"]
@@ -167,21 +167,23 @@ def job_settings(job: str) -> dict[str, Any]:
     }
 
 
-def stream_holding_lake(settings: dict[str, Any]) -> dict | None:
-    """The ``interestlake stream`` holding the jobs' lake now (its lock file's record), else None.
+def stream_on_lake(settings: dict[str, Any]) -> dict | None:
+    """The ``interestlake stream`` running on the jobs' lake now (its presence lock's record), else None.
 
-    Imports interestlake (installed where the jobs' drivers run: client mode) only when a task
-    runs, never when the DAG file is parsed. Settings that do not load, or a lake on an
-    object store (no lock to see), give None: the job then runs and reports for itself.
+    Also while the stream has lent the writer lock to a job that waited for it (the
+    writer lock's holder is then that job, not the stream). Imports interestlake
+    (installed where the jobs' drivers run: client mode) only when a task runs, never
+    when the DAG file is parsed. Settings that do not load, or a lake on an object
+    store (no lock to see), give None: the job then runs and reports for itself.
     """
     try:
-        from interestlake.lake.lock import stream_holds
+        from interestlake.lake.lock import stream_running
         from interestlake.settings import load_settings
 
         root = load_settings(settings["conf"], env={**os.environ, **settings["env"]}).lake.root
-        return stream_holds(root)
+        return stream_running(root)
     except Exception as exc:  # the job itself reports settings problems, with exit code 2
-        log.warning("could not check whether a stream holds the lake (%s); running the job", exc)
+        log.warning("could not check whether a stream runs on the lake (%s); running the job", exc)
         return None
 
 

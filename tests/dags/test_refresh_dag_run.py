@@ -195,14 +195,25 @@ def test_bad_settings_fail_at_once_without_retries(refresh_dag, tmp_path):
     assert {states[s][0] for s in STAGES[1:]} == {"upstream_failed"}
 
 
-def test_refresh_run_skips_while_a_stream_holds_the_lake(refresh_dag):
-    """Continuous mode does the refresh's work: while `interestlake stream` holds the lake, every task skips."""
-    from interestlake.lake.lock import writer_lock
+def test_refresh_run_skips_while_a_stream_runs_on_the_lake(refresh_dag, monkeypatch):
+    """Continuous mode does the refresh's work: while `interestlake stream` runs, every task skips.
+
+    Also while the stream has lent the writer lock to another job (here the lock is held by a
+    catalog job, the stream's presence lock by the stream), the moment a refresh task may start.
+    """
+    from interestlake.lake.lock import StreamPresence, writer_lock
 
     dag, root, _ = refresh_dag
-    # The lock as a running stream holds it (its owner name), taken in this process.
-    with writer_lock(str(root), "stream__2026-11-02T00:40:00+00:00"):
-        run = dag.test(logical_date=SECOND + timedelta(minutes=40))
+    # Were a task to run, its job would give up on the held writer lock soon (exit 3) rather than in 10 minutes.
+    monkeypatch.setenv("AIRFLOW_VAR_INTERESTLAKE_LOCK_WAIT_SECONDS", "2")
+    # The locks as a running stream and the job it lent the writer lock to hold them, taken in this process.
+    stream = StreamPresence(str(root), "stream__2026-11-02T00:40:00+00:00")
+    stream.acquire()
+    try:
+        with writer_lock(str(root), "catalog__2026-11-02T00:40:00+00:00"):
+            run = dag.test(logical_date=SECOND + timedelta(minutes=40))
+    finally:
+        stream.release()
     assert {state for state, _ in _task_instances(run.run_id).values()} == {"skipped"}
     assert set(_task_instances(run.run_id)) == set(STAGES)
     # No job ran: the run wrote nothing (not even a pipeline_runs row).

@@ -1,6 +1,6 @@
 """The single-writer guard: one process writes to a lake at a time.
 
-Nothing here imports Spark: the Airflow DAGs ask it whether a stream holds the lake.
+Nothing here imports Spark: the Airflow DAGs ask it whether a stream runs on the lake.
 """
 
 from __future__ import annotations
@@ -226,12 +226,6 @@ def stream_running(lake_root: str) -> dict | None:
     Also while the stream has lent the writer lock to another writer. Always None on object stores.
     """
     return _holder(lake_root, "stream.lock")
-
-
-def stream_holds(lake_root: str) -> dict | None:
-    """The holder of the writer lock when it is an ``interestlake stream``, else None."""
-    holder = lock_holder(lake_root)
-    return holder if holder and str(holder.get("owner", "")).startswith(STREAM_OWNER_PREFIX) else None
 
 
 def _write_record(fd: int, owner: str) -> None:
