@@ -193,6 +193,26 @@ def test_reasons_name_the_evidence_in_the_users_language():
         'Matches your interest in "guitar strings"')
 
 
+def test_an_item_the_user_rated_low_is_never_the_evidence():
+    """With negative feedback off (the default) a 1-star rating is still a `rate` entry: no reason rests on it."""
+    from interestlake.models.reasons import ReasonWriter
+
+    history = unit([1, 0, 0], [0.6, 0.8, 0], [0, 0, 1])
+    evidence = (history, ["rate", "rate", "view"], ["Fuzzbox Pedal", "Chorus Pedal", "Tent"], ["f1", "c1", "t1"],
+                {"f1": 1.0, "c1": 5.0}, [])
+    near_the_fuzzbox = unit([1, 0.1, 0])[0]
+    assert explain("x", near_the_fuzzbox, "pedal", 9.0, None, *evidence) == 'Similar to "Chorus Pedal", which you rated 5 stars'
+    # The low-rated item itself, listed again: not "You rated this" either.
+    assert explain("f1", history[0], "pedal", 9.0, None, *evidence) == 'Similar to "Chorus Pedal", which you rated 5 stars'
+    # Its only evidence rated low: the topic or the generic line, never the disliked entry.
+    only_low = (history[:1], ["rate"], ["Fuzzbox Pedal"], ["f1"], {"f1": 2.0}, [])
+    assert explain("x", near_the_fuzzbox, "pedal", 9.0, None, *only_low) == "Matches your interests"
+    # Where low ratings are allowed as evidence, one star is singular.
+    writer = ReasonWriter(history[:1], [1], [["rate"]], [["Fuzzbox Pedal"]], [["f1"]], [{"f1": 1.0}], [[]], low_rating=None)
+    lines = writer.write([["x"]], near_the_fuzzbox[None, :], [["pedal"]], [[9.0]], [[None]])
+    assert lines == [['Similar to "Fuzzbox Pedal", which you rated 1 star']]
+
+
 def test_one_block_of_users_gets_the_lines_each_user_gets_alone():
     """The writer's batched closest-entry product gives every user the line of a one-off writer."""
     from interestlake.models.reasons import ReasonWriter

@@ -7,7 +7,9 @@ is Chinese, else English. The evidence, in order: the fresh need that placed the
 ("Matches your search "light gauge strings""); the item itself in the recent history; the liked
 recent entry closest to it, with the user's rating when they rated that item ("Similar to
 "Fender picks", which you rated 5 stars"); a topic of the user's whose head word the item
-names; else a generic line. Of several entries of one item, the newest speaks for it (a
+names; else a generic line. An item the user rated low (at most ``steer.negative.max_rating``)
+is never the evidence, whether or not negative feedback is on for the scoring: "Similar to
+"X", which you rated 1 star" recommends by what the user said they did not like. Of several entries of one item, the newest speaks for it (a
 review apart: its vector is its text's). "Matches your search" is said only of an item a fresh need placed,
 which meets all of that need's bounds and exclusions: a past search in the history is never
 evidence (the item may fail its constraints), and neither is a disliked entry.
@@ -57,7 +59,7 @@ ZH_TEMPLATES = {
 }
 ZH_SAME_ITEM = {C.EVENT_VIEW: "您最近浏览过", C.EVENT_CLICK: "您最近看过", C.EVENT_CART: "仍在您的购物车中",
                 C.EVENT_RATE: "您评分过"}
-RATED = {"en": 'Similar to "{label}", which you rated {stars} stars', "zh": '与您评为{stars}星的"{label}"相似'}
+RATED = {"en": 'Similar to "{label}", which you rated {stars}', "zh": '与您评为{number}星的"{label}"相似'}
 TOPIC = {"en": 'Matches your interest in "{label}"', "zh": '符合您对"{label}"的兴趣'}
 ZH_FALLBACK = "符合您的兴趣"
 
@@ -91,6 +93,8 @@ class ReasonWriter:
         labels: Per user, the entries' labels (item title or query text).
         history_items: Per user, the entries' item ids (None for queries).
         ratings: Per user, their latest rating of each item they rated.
+        low_rating: An item rated at most this (``steer.negative.max_rating``) is never evidence,
+            in any of its entries; None: every rating may be.
         topics: Per user, their topic labels, heaviest first.
         flat: The same kinds, labels and item ids as three Arrow string arrays, user after
             user, when the caller has them (the scorer's user block): spares building them here.
@@ -111,6 +115,7 @@ class ReasonWriter:
         topics: Sequence[Sequence[str]],
         flat: tuple[pa.Array, pa.Array, pa.Array] | None = None,
         entry_rows: np.ndarray | None = None,
+        low_rating: float | None = 2.0,
     ):
         self.history = np.asarray(history, dtype=np.float32)
         self.entry_rows = None if entry_rows is None else np.asarray(entry_rows, dtype=np.int64)
@@ -121,12 +126,15 @@ class ReasonWriter:
         # Most blocks hold no Chinese at all: one look at every label spares one per user.
         any_chinese = has_cjk("".join(label for user_labels in labels for label in user_labels if label))
         self.chinese = [any_chinese and has_cjk("".join(label or "" for label in user_labels)) for user_labels in labels]
+        # Per user, the items they rated low: none of their entries speaks for a listed item.
+        low = [{item for item, value in rated.items() if value is not None and value <= low_rating}
+               if rated and low_rating is not None else set() for rated in ratings]
         # Per user, item -> its newest entry of a same-item kind (the history is newest first, so
         # walking it backwards lets the newest overwrite).
         self.same_item = [
             {seen: i for i, kind, seen in zip(range(len(user_kinds) - 1, -1, -1), reversed(user_kinds), reversed(user_items))
-             if kind in SAME_ITEM_TEMPLATES and seen is not None}
-            for user_kinds, user_items in zip(kinds, history_items)
+             if kind in SAME_ITEM_TEMPLATES and seen is not None and seen not in user_low}
+            for user_kinds, user_items, user_low in zip(kinds, history_items, low)
         ]
         # Entries that may be evidence (not disliked, not a search, with a label), as rows of
         # ``history``: computed over every user's entries at once (Arrow, not a Python test per entry).
@@ -136,6 +144,10 @@ class ReasonWriter:
         evidence = pc.and_(pc.invert(pc.is_in(flat_kinds, value_set=_NOT_EVIDENCE_KINDS)),
                            pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(flat_labels)), 0))
         evidence = pc.fill_null(evidence, False).to_numpy(zero_copy_only=False).copy()
+        for u, user_low in enumerate(low):
+            if user_low:
+                start = self.offsets[u]
+                evidence[[start + i for i, item in enumerate(history_items[u]) if item in user_low]] = False
         if evidence.any():
             self._drop_repeats(evidence, flat_kinds, flat_items)
         self.liked = np.flatnonzero(evidence) if len(self.history) else np.zeros(0, np.int64)
@@ -237,7 +249,7 @@ class ReasonWriter:
         item = self.items[u][entry]
         rating = self.ratings[u].get(item) if item is not None else None
         if kind in (C.EVENT_RATE, C.EVENT_REVIEW) and rating is not None:
-            return RATED[lang].format(label=label, stars=f"{rating:g}")
+            return RATED[lang].format(label=label, number=f"{rating:g}", stars="1 star" if rating == 1 else f"{rating:g} stars")
         template = (ZH_TEMPLATES if lang == "zh" else REASON_TEMPLATES).get(kind)
         return template.format(label=label) if template else None
 
