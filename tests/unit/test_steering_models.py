@@ -131,6 +131,23 @@ def catalogue():
     return ids, vectors, prices, texts
 
 
+def test_what_a_fresh_need_excludes_stays_out_of_the_interests_slots_too():
+    ids, vectors, prices, texts = catalogue()
+    texts = [*texts[:6], "acoustic guitar strings", "acoustic guitar strings", "larkwood acoustic guitar strings"]
+    strings = unit([0.3, 0, 1])[0]
+    need = NeedQuery(parse_need("acoustic guitar strings, not Larkwood"), strings, 1.0)
+    # The interest is the strings too: without the rule the Larkwood strings (s3) would follow the need's picks.
+    picks = assemble(ids, vectors, prices, texts, cosine(vectors, (strings, 1.0)), [need], np.zeros((0, 3)), 5, PLAIN)
+    listed = [p.item_id for p in picks]
+    assert len(listed) == 5 and "s3" not in listed
+    unruled = NeedQuery(parse_need("acoustic guitar strings"), strings, 1.0)
+    assert "s3" in [p.item_id for p in assemble(ids, vectors, prices, texts, cosine(vectors, (strings, 1.0)), [unruled],
+                                                np.zeros((0, 3)), 5, PLAIN)]
+    # When nothing else is left, a ruled-out item still fills the list: K items.
+    everyone = assemble(ids, vectors, prices, texts, cosine(vectors, (strings, 1.0)), [need], np.zeros((0, 3)), 9, PLAIN)
+    assert len({p.item_id for p in everyone}) == 9 and everyone[-1].item_id == "s3"
+
+
 def test_plain_top_k_when_nothing_steers():
     ids, vectors, prices, texts = catalogue()
     interest = unit([1, 0.3, 0.1])[0]

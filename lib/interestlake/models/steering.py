@@ -16,7 +16,8 @@ pools is what ``assemble`` orders, whatever the relevance function was, slot by 
    [0, 1] over the candidates: the need brings the user's kind of item within its bounds);
 2. the remaining slots go to the interests in proportion to their share (smooth
    weighted round robin: the heaviest interest leads, every kept interest gets its turn),
-   each by its relevance;
+   each by its relevance; what a fresh need excludes ("not Larkwood") is left out of these
+   slots too, and fills one only when no other candidate is left (the list keeps K items);
 3. every relevance loses ``negative.demote`` * the candidate's cosine to the closest
    disliked item, and with ``mmr_weight`` > 0 each pick is the maximal-marginal-relevance
    one instead of the most relevant. Both are cosines, so a relevance in other units (the
@@ -169,20 +170,25 @@ def assemble(
             if not take(relevance, allowed, j, 1.0):
                 break
 
-    shares = np.array([i.share for i in interests], dtype=np.float64)
-    current = np.zeros(len(interests))
+    # What a fresh need rules out ("not Larkwood") stays out of the interests' slots too; an item
+    # it rules out fills a slot only when nothing else is left, so that the list keeps K items.
+    ruling = [query.need for query in needs if query.need.excluded]
+    ruled_out = np.array([any(need.excludes(text) for need in ruling) for text in texts], dtype=bool) if ruling else None
     everything = np.ones(len(item_ids), dtype=bool)
-    exhausted = np.zeros(len(interests), dtype=bool)
-    if len(interests) == 1:  # the usual case: the round robin below reduces to this
-        while len(picks) < k and take(scaled[0], everything, None, units[0]):
-            pass
-    while len(picks) < k and not exhausted.all() and len(interests) > 1:
-        # Smooth weighted round robin: shares decide how often each interest picks.
-        current += np.where(exhausted, 0.0, shares)
-        turn = int(np.argmax(np.where(exhausted, -np.inf, current)))
-        current[turn] -= shares[~exhausted].sum()
-        if not take(scaled[turn], everything, None, units[turn]):
-            exhausted[turn] = True
+    shares = np.array([i.share for i in interests], dtype=np.float64)
+    for allowed in ((~ruled_out, everything) if ruled_out is not None and ruled_out.any() else (everything,)):
+        current = np.zeros(len(interests))
+        exhausted = np.zeros(len(interests), dtype=bool)
+        if len(interests) == 1:  # the usual case: the round robin below reduces to this
+            while len(picks) < k and take(scaled[0], allowed, None, units[0]):
+                pass
+        while len(picks) < k and not exhausted.all() and len(interests) > 1:
+            # Smooth weighted round robin: shares decide how often each interest picks.
+            current += np.where(exhausted, 0.0, shares)
+            turn = int(np.argmax(np.where(exhausted, -np.inf, current)))
+            current[turn] -= shares[~exhausted].sum()
+            if not take(scaled[turn], allowed, None, units[turn]):
+                exhausted[turn] = True
     for position in range(1, len(picks)):
         if picks[position].score > picks[position - 1].score:
             picks[position] = Pick(picks[position].item_id, picks[position - 1].score, picks[position].vector,
