@@ -10,9 +10,10 @@ recent entry closest to it, with the user's rating when they rated that item ("S
 names; else a generic line. An item the user rated low (at most ``steer.negative.max_rating``)
 is never the evidence, whether or not negative feedback is on for the scoring: "Similar to
 "X", which you rated 1 star" would recommend by what the user said they did not like. Of
-several entries of one item, the newest speaks for it (a review apart: its vector is its text's). "Matches your search" is said only of an item a fresh need placed,
-which meets all of that need's bounds and exclusions: a past search in the history is never
-evidence (the item may fail its constraints), and neither is a disliked entry.
+several entries of one item, the newest speaks for it (a review apart: its vector is its
+text's). "Matches your search" is said only of an item a fresh need placed, which meets all
+of that need's bounds and exclusions: a past search in the history is never evidence (the
+item may fail its constraints), and neither is a disliked entry.
 """
 
 from __future__ import annotations
