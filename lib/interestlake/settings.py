@@ -197,6 +197,8 @@ class RecommendSettings(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # Catalogs of at least this many items use an approximate FAISS index; None: always exact.
     ann_min_items: int | None = Field(default=None, gt=0)
+    # A reason says "Similar to <entry>" only when the item's cosine to that entry is at least this.
+    reason_min_similarity: float = Field(default=0.3, ge=-1.0, le=1.0)
 
 
 class SampleSettings(_Section):

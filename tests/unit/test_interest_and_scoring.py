@@ -154,10 +154,14 @@ def reason(item_id, vector, history, kinds, labels, items, price=1.0, text="", n
 def test_reason_names_the_closest_history_entry():
     history = np.stack([E[0], E[1]])
     items = ["tent-1", None]
-    # A past search is never evidence: only a fresh need that placed the item is (see the steering tests).
-    assert reason("x", E[1], history, ["view", "search"], ["Tent", "lightweight tent"], items) == (
+    # A past search is never evidence, even the closest entry: only a fresh need that placed the item is
+    # (see the steering tests). The item is near the search (cosine 0.89) and near enough the tent (0.45).
+    near_both = (E[0] + 2 * E[1]) / np.sqrt(5)
+    assert reason("x", near_both, history, ["view", "search"], ["Tent", "lightweight tent"], items) == (
         'Similar to "Tent", which you viewed'
     )
+    # An item far from every entry (orthogonal to the tent) is not called similar to it.
+    assert reason("x", E[1], history, ["view", "search"], ["Tent", "lightweight tent"], items) == FALLBACK_REASON
     assert reason("x", E[0], history, ["purchase", "search"], ["Tent", "q"], items) == (
         'Goes with "Tent", which you bought'
     )

@@ -230,6 +230,18 @@ def test_an_item_the_user_rated_low_is_never_the_evidence():
     assert lines == [['Similar to "Fuzzbox Pedal", which you rated 1 star']]
 
 
+def test_a_far_entry_is_not_called_similar():
+    """Under a learned model an item may be listed for what co-occurs with the user's items: its closest entry can be far."""
+    history = unit([1, 0, 0])
+    evidence = (history, ["view"], ["Uji Sencha Tea"], ["t1"], {}, ["microphones"])
+    far = unit([0.2, 1, 0])[0]  # cosine 0.196 to the tea
+    assert explain("m1", far, "dynamic microphone. microphones", 99.0, None, *evidence) == (
+        'Matches your interest in "microphones"')
+    assert explain("m1", far, "dynamic microphone", 99.0, None, *evidence[:5], []) == "Matches your interests"
+    near = unit([1, 0.5, 0])[0]  # cosine 0.894
+    assert explain("t2", near, "green tea", 9.0, None, *evidence) == 'Similar to "Uji Sencha Tea", which you viewed'
+
+
 def test_one_block_of_users_gets_the_lines_each_user_gets_alone():
     """The writer's batched closest-entry product gives every user the line of a one-off writer."""
     from interestlake.models.reasons import ReasonWriter
@@ -257,6 +269,7 @@ def test_one_block_of_users_gets_the_lines_each_user_gets_alone():
               zip(listed[u], vectors[u], texts[u], prices[u], needs[u])] for u, user in enumerate(users)]
     assert block == alone
     assert sum(len(lines) for lines in block) > 10 and any('Matches your search' in line for lines in block for line in lines)
+    assert any(line.startswith(("Similar to", "Goes with")) for lines in block for line in lines)
     # The entries as rows of a larger array (the scorer passes the item matrix and the keys): the same lines.
     flat = np.concatenate([h for h, *_ in users])
     pool = np.concatenate([rng.normal(size=(5, 3)).astype(np.float32), flat[::-1]])

@@ -5,8 +5,9 @@ The one reason writer of the recommend stage, whatever scored the items.
 Template-based, in Chinese where the evidence (the query or the history entry's label)
 is Chinese, else English. The evidence, in order: the fresh need that placed the item
 ("Matches your search "light gauge strings""); the item itself in the recent history; the liked
-recent entry closest to it, with the user's rating when they rated that item ("Similar to
-"Fender picks", which you rated 5 stars"); a topic of the user's whose head word the item
+recent entry closest to it, when it is close (cosine at least ``recommend.reason_min_similarity``),
+with the user's rating when they rated that item ("Similar to "Fender picks", which you rated
+5 stars"); a topic of the user's whose head word the item
 names; else a generic line. An item the user rated low (at most ``steer.negative.max_rating``)
 is never the evidence, whether or not negative feedback is on for the scoring: "Similar to
 "X", which you rated 1 star" would recommend by what the user said they did not like. Of
@@ -96,6 +97,8 @@ class ReasonWriter:
         ratings: Per user, their latest rating of each item they rated.
         low_rating: An item rated at most this (``steer.negative.max_rating``) is never evidence,
             in any of its entries; None: every rating may be.
+        min_similarity: An entry speaks for a listed item only when their cosine (the
+            product of the unit vectors) is at least this (``recommend.reason_min_similarity``).
         topics: Per user, their topic labels, heaviest first.
         flat: The same kinds, labels and item ids as three Arrow string arrays, user after
             user, when the caller has them (the scorer's user block): spares building them here.
@@ -117,8 +120,10 @@ class ReasonWriter:
         flat: tuple[pa.Array, pa.Array, pa.Array] | None = None,
         entry_rows: np.ndarray | None = None,
         low_rating: float | None = 2.0,
+        min_similarity: float = 0.3,
     ):
         self.history = np.asarray(history, dtype=np.float32)
+        self.min_similarity = min_similarity
         self.entry_rows = None if entry_rows is None else np.asarray(entry_rows, dtype=np.int64)
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.offsets = np.r_[0, np.cumsum(self.lengths)][:-1].astype(np.int64)
@@ -213,7 +218,9 @@ class ReasonWriter:
         return out
 
     def _closest(self, listed: Sequence[int], vectors: np.ndarray) -> list[list[int | None]]:
-        """Per user and listed item, the index of the liked entry closest to it in the user's history (None: none).
+        """Per user and listed item, the index of the liked entry closest to it in the user's history.
+
+        None where the user has no liked entry, or the closest is under ``min_similarity``.
 
         One product per user, of their listed items and their liked entries: gathering the
         block's entries into one padded (users x entries x d) array cost 3x as long, and a
@@ -232,7 +239,11 @@ class ReasonWriter:
             if n and last > first:
                 rows = self.liked[first:last]
                 entries = self._vectors(rows, rows[-1] - rows[0] == last - first - 1)
-                out[u] = (rows[(vectors[start:start + n] @ entries.T).argmax(axis=1)] - self.offsets[u]).tolist()
+                products = vectors[start:start + n] @ entries.T
+                best = products.argmax(axis=1)
+                close = products[np.arange(n), best] >= self.min_similarity
+                out[u] = [int(entry) if ok else None
+                          for entry, ok in zip((rows[best] - self.offsets[u]).tolist(), close.tolist())]
             start += n
         return out
 

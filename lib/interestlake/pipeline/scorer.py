@@ -101,7 +101,8 @@ def _score_partition(items_uri: str, settings: Settings, model, approximate: boo
                                           device, index)
                 writer = ReasonWriter(history, lengths, [q.kinds for q in queries], [q.labels for q in queries],
                                       [q.items for q in queries], [q.ratings for q in queries], [q.topics for q in queries],
-                                      _flat_history(users, int(lengths.sum())), entry_rows, steer.negative.max_rating)
+                                      _flat_history(users, int(lengths.sum())), entry_rows, steer.negative.max_rating,
+                                      recommend.reason_min_similarity)
                 yield _ranked(queries, pools, knn_terms, writer, matrix, recommend.k)
 
     return run
