@@ -20,6 +20,7 @@ item may fail its constraints), and neither is a disliked entry.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from itertools import chain
 
 import numpy as np
@@ -134,14 +135,17 @@ class ReasonWriter:
         self.chinese = [any_chinese and has_cjk("".join(label or "" for label in user_labels)) for user_labels in labels]
         # Per user, the items they rated low: none of their entries speaks for a listed item.
         low = [{item for item, value in rated.items() if value is not None and value <= low_rating}
-               if rated and low_rating is not None else set() for rated in ratings]
+               if rated and low_rating is not None else None for rated in ratings]
         # Per user, item -> its newest entry of a same-item kind (the history is newest first, so
         # walking it backwards lets the newest overwrite).
         self.same_item = [
             {seen: i for i, kind, seen in zip(range(len(user_kinds) - 1, -1, -1), reversed(user_kinds), reversed(user_items))
-             if kind in SAME_ITEM_TEMPLATES and seen is not None and seen not in user_low}
-            for user_kinds, user_items, user_low in zip(kinds, history_items, low)
+             if kind in SAME_ITEM_TEMPLATES and seen is not None}
+            for user_kinds, user_items in zip(kinds, history_items)
         ]
+        for same, user_low in zip(self.same_item, low):
+            for item in user_low or ():
+                same.pop(item, None)
         # Entries that may be evidence (not disliked, not a search, with a label), as rows of
         # ``history``: computed over every user's entries at once (Arrow, not a Python test per entry).
         if flat is None:
@@ -268,9 +272,22 @@ class ReasonWriter:
     def _topic_line(self, u: int, item_text: str) -> str:
         """The line of an item no entry explains: a topic of the user's that it names, else the generic line."""
         if self.topics[u]:
-            item_words = set(words(item_text))
+            item_words = _word_set(item_text)
             for topic in self.topics[u]:
                 # A topic is its head word ("strings" of "guitar strings"): the item must name it.
-                if (has_cjk(topic) and topic in item_text) or (not has_cjk(topic) and head(topic) in item_words):
-                    return TOPIC["zh" if has_cjk(topic) else "en"].format(label=_short(topic))
+                chinese, key = _topic_key(topic)
+                if (chinese and topic in item_text) or (not chinese and key in item_words):
+                    return TOPIC["zh" if chinese else "en"].format(label=_short(topic))
         return self.chinese[u] and ZH_FALLBACK or FALLBACK_REASON
+
+
+# Item texts and topic labels recur across a worker's users and blocks: each is tokenised once.
+@lru_cache(maxsize=1 << 16)
+def _word_set(item_text: str) -> frozenset[str]:
+    return frozenset(words(item_text))
+
+
+@lru_cache(maxsize=1 << 14)
+def _topic_key(topic: str) -> tuple[bool, str]:
+    """(whether the topic is Chinese, its head word)."""
+    return has_cjk(topic), head(topic)
