@@ -5,16 +5,16 @@ The one reason writer of the recommend stage, whatever scored the items.
 Template-based, in Chinese where the evidence (the query or the history entry's label)
 is Chinese, else English. The evidence, in order: the fresh need that placed the item
 ("Matches your search "light gauge strings""); the item itself in the recent history; the liked
-recent entry closest to it, when it is close (cosine at least ``recommend.reason_min_similarity``),
-with the user's rating when they rated that item ("Similar to "Fender picks", which you rated
-5 stars"); a topic of the user's whose head word the item
-names; else a generic line. An item the user rated low (at most ``steer.negative.max_rating``)
-is never the evidence, whether or not negative feedback is on for the scoring: "Similar to
-"X", which you rated 1 star" would recommend by what the user said they did not like. Of
-several entries of one item, the newest speaks for it (a review apart: its vector is its
-text's). "Matches your search" is said only of an item a fresh need placed, which meets all
-of that need's bounds and exclusions: a past search in the history is never evidence (the
-item may fail its constraints), and neither is a disliked entry.
+recent entry closest to it, when it is close (cosine at least
+``recommend.reason_min_similarity``), with the user's rating when they rated that item
+("Similar to "Fender picks", which you rated 5 stars"); a topic of the user's whose head word
+the item names; else a generic line. An item the user rated low (at most
+``steer.negative.max_rating``) is never the evidence, whether or not negative feedback is on
+for the scoring: "Similar to "X", which you rated 1 star" would recommend by what the user said
+they did not like. Of several entries of one item, the newest speaks for it (a review apart:
+its vector is its text's). "Matches your search" is said only of an item a fresh need placed,
+which meets all of that need's bounds and exclusions: a past search in the history is never
+evidence (the item may fail its constraints), and neither is a disliked entry.
 """
 
 from __future__ import annotations
@@ -96,10 +96,6 @@ class ReasonWriter:
         labels: Per user, the entries' labels (item title or query text).
         history_items: Per user, the entries' item ids (None for queries).
         ratings: Per user, their latest rating of each item they rated.
-        low_rating: An item rated at most this (``steer.negative.max_rating``) is never evidence,
-            in any of its entries; None: every rating may be.
-        min_similarity: An entry speaks for a listed item only when their cosine (the
-            product of the unit vectors) is at least this (``recommend.reason_min_similarity``).
         topics: Per user, their topic labels, heaviest first.
         flat: The same kinds, labels and item ids as three Arrow string arrays, user after
             user, when the caller has them (the scorer's user block): spares building them here.
@@ -107,6 +103,10 @@ class ReasonWriter:
             block whose entries are all catalog items passes the item matrix and the items'
             keys: each user's few rows are gathered where their product needs them, instead of
             the block's every entry into one array first.
+        low_rating: An item rated at most this (``steer.negative.max_rating``) is never evidence,
+            in any of its entries; None: every rating may be.
+        min_similarity: An entry speaks for a listed item only when their cosine (the
+            product of the unit vectors) is at least this (``recommend.reason_min_similarity``).
     """
 
     def __init__(
