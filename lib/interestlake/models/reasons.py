@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 from interestlake import constants as C
 from interestlake.models.needs import Need, has_cjk, words
 from interestlake.models.topics import head
+from interestlake.settings import RecommendSettings, SteerNegativeSettings
 
 _LABEL_LIMIT = 80
 REASON_TEMPLATES = {
@@ -65,6 +66,9 @@ ZH_SAME_ITEM = {C.EVENT_VIEW: "您最近浏览过", C.EVENT_CLICK: "您最近看
 RATED = {"en": 'Similar to "{label}", which you rated {stars}', "zh": '与您评为{number}星的"{label}"相似'}
 TOPIC = {"en": 'Matches your interest in "{label}"', "zh": '符合您对"{label}"的兴趣'}
 ZH_FALLBACK = "符合您的兴趣"
+# The settings' defaults, for a writer built outside the stage (``explain``); the stage passes its own.
+_LOW_RATING = SteerNegativeSettings.model_fields["max_rating"].default
+_MIN_SIMILARITY = RecommendSettings.model_fields["reason_min_similarity"].default
 
 
 def _short(label: str) -> str:
@@ -120,8 +124,8 @@ class ReasonWriter:
         topics: Sequence[Sequence[str]],
         flat: tuple[pa.Array, pa.Array, pa.Array] | None = None,
         entry_rows: np.ndarray | None = None,
-        low_rating: float | None = 2.0,
-        min_similarity: float = 0.3,
+        low_rating: float | None = _LOW_RATING,
+        min_similarity: float = _MIN_SIMILARITY,
     ):
         self.history = np.asarray(history, dtype=np.float32)
         self.min_similarity = min_similarity
