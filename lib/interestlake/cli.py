@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
         "seconds from a landing file to its recommendations, `stream` vs a `refresh` process per interval",
     )
     bench.add_argument("--json", action="store_true", help="print only the JSON result on stdout")
-    bench.add_argument("--workdir", default=None, help="where the benchmark files go (default: a temporary folder)")
+    bench.add_argument("--workdir", default=None,
+                       help="where the benchmark files go, kept afterwards (default: a temporary folder, removed at the end)")
     bench.add_argument("--sizes", default="10000,100000,400000", help="refresh: history sizes in events, comma-separated")
     bench.add_argument("--new-events", type=int, default=2000, help="refresh: events in the new batch (default 2000)")
     bench.add_argument("--new-users", type=int, default=200, help="refresh: users in the new batch (default 200)")
@@ -430,23 +431,34 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
+    import tempfile
+    from contextlib import nullcontext
+
     from interestlake import benchmarks
 
+    sizes: list[int] = []
     if args.name == "refresh":
         try:
             sizes = [int(size) for size in args.sizes.split(",")]
         except ValueError:
             raise ValueError(f"--sizes must be comma-separated integers, got {args.sizes!r}") from None
-        result = benchmarks.refresh_benchmark(sizes, args.new_events, args.new_users, conf=args.conf, workdir=args.workdir)
-    elif args.name == "freshness":
-        result = benchmarks.freshness_benchmark(args.history_events, args.new_events, args.new_users, args.interval,
-                                                args.duration, conf=args.conf, workdir=args.workdir)
-    elif args.name == "encode":
-        result = benchmarks.encode_benchmark(args.texts, conf=args.conf, onnx=not args.no_onnx, workdir=args.workdir)
-    else:
-        paths = tuple(path.strip() for path in args.paths.split(",") if path.strip())
-        result = benchmarks.score_benchmark(args.users, args.items, args.k, conf=args.conf, workdir=args.workdir,
-                                            history=args.history, paths=paths)
+    # A folder of the user's is kept; the temporary one, hundreds of MB of tables and Parquet
+    # a run, goes when the run ends, so repeated runs do not fill the temporary disk.
+    folder = nullcontext(args.workdir) if args.workdir else tempfile.TemporaryDirectory(prefix=f"interestlake-bench-{args.name}-")
+    with folder as workdir:
+        if args.name == "refresh":
+            result = benchmarks.refresh_benchmark(sizes, args.new_events, args.new_users, conf=args.conf, workdir=workdir)
+        elif args.name == "freshness":
+            result = benchmarks.freshness_benchmark(args.history_events, args.new_events, args.new_users, args.interval,
+                                                    args.duration, conf=args.conf, workdir=workdir)
+        elif args.name == "encode":
+            result = benchmarks.encode_benchmark(args.texts, conf=args.conf, onnx=not args.no_onnx, workdir=workdir)
+        else:
+            paths = tuple(path.strip() for path in args.paths.split(",") if path.strip())
+            result = benchmarks.score_benchmark(args.users, args.items, args.k, conf=args.conf, workdir=workdir,
+                                                history=args.history, paths=paths)
+    if not args.workdir:
+        result["workdir"] = None  # removed with the run
     if args.json:
         print(json.dumps(result))
     elif args.name == "refresh":

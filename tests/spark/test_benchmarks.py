@@ -53,3 +53,21 @@ def test_bench_cuda_scores_exactly_on_the_cpu_without_spark(tmp_path):
     assert result["score"]["plain"]["cpu"]["checked_users"] == 40
     [run] = result["encode"]["runs"]
     assert run["device"] == "cpu" and run["texts_per_s"] > 0
+
+
+def test_bench_command_removes_its_temporary_folder_and_keeps_a_given_one(spark, tmp_path, monkeypatch, capsys):
+    import json
+    import tempfile
+
+    from interestlake.cli import main
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    tiny = ["bench", "score", "--users", "120", "--items", "40", "--k", "5", "--history", "4", "--paths", "plain", "--json"]
+    assert main(tiny) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["paths"]["plain"]["exact_top_k_equal"] and result["workdir"] is None
+    assert not list((tmp_path / "tmp").glob("interestlake-bench-*"))  # hundreds of MB a real run: gone
+    assert main([*tiny, "--workdir", str(tmp_path / "mine")]) == 0
+    assert json.loads(capsys.readouterr().out)["workdir"] == str(tmp_path / "mine")
+    assert (tmp_path / "mine" / "users").is_dir()  # the user's folder, with what the run wrote
