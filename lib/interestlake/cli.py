@@ -442,8 +442,8 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
             sizes = [int(size) for size in args.sizes.split(",")]
         except ValueError:
             raise ValueError(f"--sizes must be comma-separated integers, got {args.sizes!r}") from None
-    # A folder of the user's is kept; the temporary one, hundreds of MB of tables and Parquet
-    # a run, goes when the run ends, so repeated runs do not fill the temporary disk.
+    # A folder of the user's is kept; the temporary one (a default score run writes about
+    # 200 MB of tables and Parquet) goes when the run ends, so repeated runs do not fill the disk.
     folder = nullcontext(args.workdir) if args.workdir else tempfile.TemporaryDirectory(prefix=f"interestlake-bench-{args.name}-")
     with folder as workdir:
         if args.name == "refresh":
