@@ -153,12 +153,33 @@ def _refresh_item_vectors(lake: LakeTables, version: str, now: dict, run: RunCon
     return written
 
 
+# Per Python worker: the encoder it loaded last. predict_batch_udf keeps a model per UDF only
+# (pyspark keys its cache by a uuid made for each UDF, and keeps three), and every run of the
+# stage makes a new UDF: a stream's every batch with texts loaded the model again, and a worker
+# held three copies of it (771 against 617 MiB after six small batches).
+_HELD_ENCODER: dict[tuple, object] = {}
+
+
+def held_encoder(key: tuple) -> tuple[object, bool]:
+    """This worker's encoder for ``key`` (the encoder's version, then ``load_encoder``'s
+    arguments), and whether it was loaded now.
+
+    A module-level function, so the UDF's closure reaches this module's cache: the closure
+    is pickled by value, and a dict it named directly would travel as a fresh copy.
+    """
+    if key not in _HELD_ENCODER:
+        _HELD_ENCODER.clear()
+        _HELD_ENCODER[key] = load_encoder(*key[1:])
+        return _HELD_ENCODER[key], True
+    return _HELD_ENCODER[key], False
+
+
 def encoder_udf(encoder: EncoderSettings, threads_per_task: int = 1, onnx_folder: str | None = None, loads=None):
     """A ``predict_batch_udf`` mapping a string column to its embedding.
 
-    The model loads once per Python worker (predict_batch_udf caches it) and
-    each task uses ``threads_per_task`` torch threads, so tasks x threads
-    matches the executor's cores instead of oversubscribing them.
+    The model loads once per Python worker (``held_encoder`` keeps it from one run of
+    the stage to the next) and each task uses ``threads_per_task`` torch threads, so
+    tasks x threads matches the executor's cores instead of oversubscribing them.
 
     Args:
         encoder: Encoder settings.
@@ -176,9 +197,11 @@ def encoder_udf(encoder: EncoderSettings, threads_per_task: int = 1, onnx_folder
     # A registered model is loaded from the store the driver resolved it in.
     tracking = _driver_tracking_uri() if model_path.startswith("models:/") and not onnx_folder else None
 
+    key = (encoder.version, model_path, device, max_len, threads_per_task, tracking, precision, onnx_folder)
+
     def make_predict_fn():
-        model = load_encoder(model_path, device, max_len, threads_per_task, tracking, precision, onnx_folder)
-        if loads is not None:
+        model, loaded = held_encoder(key)
+        if loaded and loads is not None:
             loads.add(1)
 
         def predict(texts):
