@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from pyspark.sql import functions as F
 
 from interestlake import constants as C
 from interestlake.datasets.sample import generate_sample
@@ -80,11 +81,20 @@ def test_new_events_refresh_only_their_users_and_match_full_recompute(pipeline, 
         tracker.setJobGroup(f"{stage}-{on_driver}", stage)
         reports[stage] = pipeline.run_stage(stage, run(2))
         jobs[stage] = len(tracker.statusTracker().getJobIdsForGroup(f"{stage}-{on_driver}"))
-    # The path taken: a small batch's interests and recommend stages start no Spark job at all.
+    # The path taken: a small batch's encode (its two texts encoded in this process), interests
+    # and recommend stages start no Spark job at all.
     if on_driver:
-        assert jobs["interests"] == 0 and jobs["recommend"] == 0, jobs
+        assert jobs["encode"] == 0 and jobs["interests"] == 0 and jobs["recommend"] == 0, jobs
     else:
-        assert jobs["interests"] > 0 and jobs["recommend"] > 0, jobs
+        assert jobs["encode"] > 0 and jobs["interests"] > 0 and jobs["recommend"] > 0, jobs
+    # Either way the stored vectors are the encoder's own.
+    from interestlake.models.encoder import encode_texts, load_encoder, resolve_model_path
+
+    texts = ["quiet practice pad for drums", "Sturdy stand, holds my guitar well"]
+    stored = {r.text: r.embedding for r in lake.read(C.TEXT_EMBEDDINGS).filter(F.col(C.COL_TEXT).isin(texts)).collect()}
+    encoder = pipeline.settings.encoder
+    expected = encode_texts(load_encoder(resolve_model_path(encoder), "cpu", encoder.max_seq_length), texts, 8)
+    assert np.allclose([stored[t] for t in texts], expected, atol=1e-5)
 
     assert reports["ingest"].counts["events_files"] == 1  # only the new files are read
     assert reports["ingest"].counts["reviews_files"] == 1

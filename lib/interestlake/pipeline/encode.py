@@ -8,6 +8,7 @@ whose text changed.
 
 from __future__ import annotations
 
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -15,6 +16,7 @@ from pyspark.sql import types as T
 from interestlake import constants as C
 from interestlake.lake.tables import LakeHistoryGone, LakeTables
 from interestlake.models.encoder import encode_texts, load_encoder, prepare_backend, resolve_model_path
+from interestlake.pipeline.frames import Rows, with_values
 from interestlake.pipeline.gather import Reader, SparkReader, reader
 from interestlake.pipeline.history import item_text, text_hash, texts_to_encode
 from interestlake.pipeline.run import RunContext, StageReport, driver_path, last_progress, log, params_digest
@@ -48,27 +50,31 @@ def encode(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunCo
     catalog_changed = since is None or since.get(C.ITEMS) != now[C.ITEMS]
     try:
         read = reader(lake, driver_path(STAGE, lake, settings, since=since, now=now))
-        todo, pending = _texts_to_encode(spark, read, version, now, since, catalog_changed)
+        todo, pending = _texts_to_encode(read, version, now, since, catalog_changed)
     except LakeHistoryGone as exc:
         # Paused for longer than the log retention: every text is looked up in the cache again.
         log.warning("encode: %s; looking at every text", exc)
         report.note = f"looked at every text: {exc}"
         since, catalog_changed = None, True
-        todo, pending = _texts_to_encode(spark, SparkReader(lake), version, now, since, catalog_changed)
+        todo, pending = _texts_to_encode(SparkReader(lake), version, now, since, catalog_changed)
     report.counts["texts_to_encode"] = pending
     if pending:
         log.info("encode: %d new text(s) with %s", pending, version)
-        loads = spark.sparkContext.accumulator(0)
-        encoded = (
-            embed_texts(spark, todo, settings, pending, loads)
-            .withColumn(C.COL_ENCODER_VERSION, F.lit(version))
-            .withColumn(C.COL_RUN_ID, F.lit(run.run_id))
-            .withColumn("encoded_at", F.lit(run.timestamp))
-        )
+        on_driver = isinstance(todo, pa.Table)
+        if on_driver:
+            # As many threads as one executor task's: the driver shares the machine with them.
+            encoded, driver_loads = embed_on_driver(todo, settings, int(spark.conf.get("spark.task.cpus", "1")))
+        else:
+            counter = spark.sparkContext.accumulator(0)
+            encoded = embed_texts(spark, todo, settings, pending, counter)
+        encoded = with_values(encoded, {C.COL_ENCODER_VERSION: version, C.COL_RUN_ID: run.run_id,
+                                        "encoded_at": run.timestamp})
         report.commits.append(lake.append(C.TEXT_EMBEDDINGS, encoded, txn=run.txn(STAGE), metadata=metadata))
-        # Python workers (on the executors) that loaded the model for this run.
-        report.counts["encoder_loads"] = loads.value
-    todo.unpersist()
+        # Processes (Python workers on the executors, or this driver) that loaded the model for
+        # this run; the accumulator is read after the commit, the action that ran the encoder.
+        report.counts["encoder_loads"] = driver_loads if on_driver else counter.value
+    if isinstance(todo, DataFrame):
+        todo.unpersist()
     if catalog_changed:
         report.counts["item_vectors_written"] = _refresh_item_vectors(lake, version, now, run, report, metadata)
     else:
@@ -76,29 +82,28 @@ def encode(spark: SparkSession, lake: LakeTables, settings: Settings, run: RunCo
     return report
 
 
-def _texts_to_encode(
-    spark: SparkSession, read: Reader, version: str, now: dict, since: dict | None, catalog: bool
-) -> tuple[DataFrame, int]:
-    """(text_hash, text) of the new texts not in the cache, persisted, and how many.
+def _texts_to_encode(read: Reader, version: str, now: dict, since: dict | None, catalog: bool) -> tuple[Rows, int]:
+    """(text_hash, text) of the new texts not in the cache, and how many.
 
-    With Spark's reader, Spark jobs; with the Arrow reader (a small batch, no catalog),
-    the cache is probed with the batch's own hashes on the driver and only the texts
-    still to encode become a (local) DataFrame for the encoder; usually there are none.
+    With Spark's reader, Spark jobs (a persisted DataFrame); with the Arrow reader (a small
+    batch, no catalog), the cache is probed with the batch's own hashes on the driver and the
+    texts still to encode are an Arrow table, encoded on the driver (``embed_on_driver``);
+    usually there are none.
     """
     todo = read.absent_from(texts_to_encode(read, now, since, catalog=catalog), C.TEXT_EMBEDDINGS, C.COL_TEXT_HASH,
                             [(C.COL_ENCODER_VERSION, "=", version)])
     if isinstance(todo, DataFrame):
         todo = todo.persist()
         return todo, todo.count()
-    rows = spark.createDataFrame(todo.to_pylist(), f"{C.COL_TEXT_HASH} string, {C.COL_TEXT} string")
-    return rows, todo.num_rows
+    return todo, todo.num_rows
 
 
 # Fewest texts worth a task of their own. Importing torch and loading MiniLM in one more Python
 # worker costs about 7 CPU-seconds, what encoding some 180 review-length texts costs on one core
-# (26 texts/s per core; short queries go ~220/s). So the small batch of a near-line run (tens of
-# texts) is encoded by one worker instead of loading the model on every slot, which on a busy
-# machine cost more time than it saved; a few hundred texts on up are spread over the slots.
+# (26 texts/s per core; short queries go ~220/s). So tens of texts on Spark (a small batch is
+# encoded on the driver, ``embed_on_driver``) go to one worker instead of loading the model on
+# every slot, which on a busy machine cost more time than it saved; a few hundred texts on up
+# are spread over the slots.
 TEXTS_PER_TASK = 200
 
 
@@ -174,6 +179,38 @@ def held_encoder(key: tuple) -> tuple[object, bool]:
     return _HELD_ENCODER[key], False
 
 
+def embed_on_driver(texts: pa.Table, settings: Settings, threads: int) -> tuple[pa.Table, int]:
+    """A small batch's ``(text_hash, text)`` with their ``embedding``, encoded in this process.
+
+    A near-line batch holds a few searches and reviews. On an executor they would wait for a
+    Python worker, and Spark stops a worker that has been idle for a minute (a fixed limit),
+    so after a quiet minute the next search paid a new worker's start, torch's import and the
+    model's load: encode 5.4 s, the search in its list 7.4 s after it landed, against 0.1 s
+    and 2.7 s now (a stream on the demo lake). The driver of a stream lives as long as the
+    stream and keeps its encoder (``held_encoder``); a ``refresh`` process loads it once.
+    ``encoder.device: cuda`` runs here on CUDA only when this machine has a GPU, else on the
+    CPU: a driver need not have the executors' GPUs, and a few texts do not need one.
+
+    Returns:
+        (the rows with ``embedding``, 1 when the model was loaded for them else 0).
+    """
+    encoder = settings.encoder
+    device = "auto" if encoder.device == "cuda" else encoder.device
+    key = _encoder_key(encoder, device, threads, prepare_backend(encoder, settings.lake.root))
+    model, loaded = held_encoder(key)
+    vectors = encode_texts(model, texts.column(C.COL_TEXT).to_pylist(), encoder.batch_size)
+    embedding = pa.FixedSizeListArray.from_arrays(vectors.reshape(-1), vectors.shape[1]).cast(pa.list_(pa.float32()))
+    return texts.append_column(C.COL_EMBEDDING, embedding), int(loaded)
+
+
+def _encoder_key(encoder: EncoderSettings, device: str, threads: int, onnx_folder: str | None) -> tuple:
+    """``held_encoder``'s key: the encoder's version, then ``load_encoder``'s arguments."""
+    model_path = resolve_model_path(encoder)
+    # A registered model is loaded from the store the driver resolved it in.
+    tracking = _driver_tracking_uri() if model_path.startswith("models:/") and not onnx_folder else None
+    return (encoder.version, model_path, device, encoder.max_seq_length, threads, tracking, encoder.precision, onnx_folder)
+
+
 def encoder_udf(encoder: EncoderSettings, threads_per_task: int = 1, onnx_folder: str | None = None, loads=None):
     """A ``predict_batch_udf`` mapping a string column to its embedding.
 
@@ -191,13 +228,8 @@ def encoder_udf(encoder: EncoderSettings, threads_per_task: int = 1, onnx_folder
     """
     from pyspark.ml.functions import predict_batch_udf
 
-    model_path = resolve_model_path(encoder)
-    device, max_len, batch_size = encoder.device, encoder.max_seq_length, encoder.batch_size
-    precision = encoder.precision
-    # A registered model is loaded from the store the driver resolved it in.
-    tracking = _driver_tracking_uri() if model_path.startswith("models:/") and not onnx_folder else None
-
-    key = (encoder.version, model_path, device, max_len, threads_per_task, tracking, precision, onnx_folder)
+    batch_size = encoder.batch_size
+    key = _encoder_key(encoder, encoder.device, threads_per_task, onnx_folder)
 
     def make_predict_fn():
         model, loaded = held_encoder(key)
