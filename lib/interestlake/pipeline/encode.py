@@ -158,7 +158,8 @@ def _refresh_item_vectors(lake: LakeTables, version: str, now: dict, run: RunCon
     return written
 
 
-# Per Python worker: the encoder it loaded last. predict_batch_udf keeps a model per UDF only
+# Per process (a Python worker, or the driver of a small batch): the encoder it loaded last.
+# predict_batch_udf keeps a model per UDF only
 # (pyspark keys its cache by a uuid made for each UDF, and keeps three), and every run of the
 # stage makes a new UDF: a stream's every batch with texts loaded the model again, and a worker
 # held three copies of it (771 against 617 MiB after six small batches).
@@ -166,7 +167,7 @@ _HELD_ENCODER: dict[tuple, object] = {}
 
 
 def held_encoder(key: tuple) -> tuple[object, bool]:
-    """This worker's encoder for ``key`` (the encoder's version, then ``load_encoder``'s
+    """This process's encoder for ``key`` (the encoder's version, then ``load_encoder``'s
     arguments), and whether it was loaded now.
 
     A module-level function, so the UDF's closure reaches this module's cache: the closure
