@@ -316,7 +316,7 @@ class ModelSettings(_Section):
     weight_decay: float = Field(default=1e-5, ge=0)
     dropout: float = Field(default=0.2, ge=0, lt=1)
     neighbors: int = Field(default=100, gt=0)
-    max_examples_per_user: int = Field(default=64, gt=0)
+    max_examples_per_user: int = Field(default=1024, gt=0)
     max_softmax_items: int = Field(default=4096, gt=0)
     sampled_negatives: int = Field(default=1024, gt=0)
     seed: int = 42
