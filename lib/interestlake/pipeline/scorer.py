@@ -29,6 +29,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from itertools import chain
 
 import numpy as np
 import pyarrow as pa
@@ -488,16 +489,23 @@ class _Masks:
 
     def __init__(self, queries: list[UserQueries], owner: np.ndarray, needs: list, matrix: ItemMatrix):
         self.matrix = matrix
-        rows, keys = [], []
-        excluded = [matrix.keys(sorted(q.excluded)) for q in queries]
-        for row, u in enumerate(owner.tolist()):
-            known = excluded[u][excluded[u] >= 0]
-            rows.append(np.full(len(known), row, dtype=np.int64))
-            keys.append(known)
-        rows, keys = (np.concatenate(rows), np.concatenate(keys)) if rows else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+        # Every user's excluded items' keys in one lookup, then each query row gets its user's
+        # (arrays, not a Python step per row: a block has thousands of rows).
+        names = [list(q.excluded) for q in queries]
+        counts = np.array([len(n) for n in names], dtype=np.int64)
+        found = matrix.keys(list(chain.from_iterable(names)))
+        user = np.repeat(np.arange(len(queries), dtype=np.int64), counts)
+        known = found >= 0
+        found, per_user = found[known], np.bincount(user[known], minlength=len(queries))
+        first = np.r_[0, np.cumsum(per_user)][:-1]
+        taken = per_user[owner]  # each query row's count
+        rows = np.repeat(np.arange(len(owner), dtype=np.int64), taken)
+        offset = np.arange(len(rows)) - np.repeat(np.cumsum(taken) - taken, taken)
+        keys = found[np.repeat(first[owner], taken) + offset]
+        # By key, then row: each block of the scan finds its own pairs with one binary search.
         order = np.argsort(keys, kind="stable")
         self.rows, self.keys = rows[order], keys[order]
-        self.most_excluded = max((len(e) for e in excluded), default=0)
+        self.most_excluded = int(counts.max()) if len(counts) else 0
         self.bounded = [r for r, need in enumerate(needs) if need is not None and (
             need.price_min is not None or need.price_max is not None)]
         self.low = np.array([needs[r].price_min if needs[r].price_min is not None else -np.inf for r in self.bounded])
