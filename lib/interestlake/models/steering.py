@@ -73,6 +73,8 @@ def need_slots(k: int, share: float, needs: Sequence[NeedQuery]) -> list[int]:
     """Slots of each need: ``round(k * share * freshest)`` in all, split by freshness (largest remainder)."""
     if not needs:
         return []
+    if len(needs) == 1:  # the usual case: what the split below gives one need, without arrays
+        return [int(round(k * share * max(0.0, needs[0].freshness)))]
     fresh = np.array([max(0.0, n.freshness) for n in needs])
     total = int(round(k * share * fresh.max()))
     if total == 0 or fresh.sum() == 0:

@@ -101,13 +101,13 @@ def _score_partition(items_uri: str, settings: Settings, model, approximate: boo
                 with _cyclic_gc_paused():
                     rows, history, entry_rows, lengths = _user_rows(users, matrix, steer, learned)
                     queries = [UserQueries(row, steer, weights, learned) for row in rows]
-                    pools, knn_terms = _pools(queries, matrix, learned, recommend.k, recommend.k * steer.pool_factor,
-                                              device, index)
+                    pools, candidates, knn_terms = _pools(queries, matrix, learned, recommend.k,
+                                                          recommend.k * steer.pool_factor, device, index)
                     writer = ReasonWriter(history, lengths, [q.kinds for q in queries], [q.labels for q in queries],
                                           [q.items for q in queries], [q.ratings for q in queries],
                                           [q.topics for q in queries], _flat_history(users, int(lengths.sum())),
                                           entry_rows, steer.negative.max_rating, recommend.reason_min_similarity)
-                    ranked = _ranked(queries, pools, knn_terms, writer, matrix, recommend.k)
+                    ranked = _ranked(queries, pools, candidates, knn_terms, writer, matrix, recommend.k)
                 yield ranked
 
     return run
@@ -391,7 +391,7 @@ def _vector_values(column: pa.Array) -> list[np.ndarray | None]:
 
 def _pools(
     queries: list[UserQueries], matrix: ItemMatrix, model, k: int, depth: int, device: str, index: ApproximateTopK | None
-) -> tuple[list[list[tuple[np.ndarray, np.ndarray]]], list[list[np.ndarray]] | None]:
+) -> tuple[list[list[tuple[np.ndarray, np.ndarray]]], list[np.ndarray | None], list[list[np.ndarray]] | None]:
     """``_retrieve`` of a block: K per row for users nothing re-ranks, ``depth`` for the others.
 
     A block of both kinds (a few users with a fresh need among many without) is retrieved
@@ -401,25 +401,29 @@ def _pools(
     groups = [([u for u, query in enumerate(queries) if query.plain == plain], group_depth)
               for plain, group_depth in ((True, k), (False, depth))]
     pools: list = [None] * len(queries)
+    candidates: list = [None] * len(queries)
     terms: list | None = [[] for _ in queries] if model is not None else None
     for group, group_depth in groups:
         if not group:
             continue
-        found, found_terms = _retrieve([queries[u] for u in group], matrix, model, group_depth, device, index)
+        found, found_candidates, found_terms = _retrieve([queries[u] for u in group], matrix, model, group_depth,
+                                                         device, index)
         for position, u in enumerate(group):
-            pools[u] = found[position]
+            pools[u], candidates[u] = found[position], found_candidates[position]
             if terms is not None:
                 terms[u] = found_terms[position]
-    return pools, terms
+    return pools, candidates, terms
 
 
 def _retrieve(
     queries: list[UserQueries], matrix: ItemMatrix, model, depth: int, device: str, index: ApproximateTopK | None
-) -> tuple[list[list[tuple[np.ndarray, np.ndarray]]], list[list[np.ndarray]] | None]:
+) -> tuple[list[list[tuple[np.ndarray, np.ndarray]]], list[np.ndarray | None], list[list[np.ndarray]] | None]:
     """Per user, per query row (interests, then needs): the row's pool as (keys, scores), best first.
 
-    Also, under a model, per user and interest: that interest's kNN term of every item
-    any of the user's pools holds (the re-ranker scores the union), else None.
+    Also, per user the re-ranker reads: the keys of every item any of their pools holds,
+    once each, in id order (the re-ranker's candidates; None for users it does not
+    rank); and under a model, per such user and interest, that interest's kNN term of
+    each candidate, else None.
     """
     # Query rows: every user's interests, then every user's needs, so that the rows the model
     # scores and those scored by cosine are two contiguous runs (products written in place).
@@ -468,20 +472,38 @@ def _retrieve(
     out: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in queries]
     for row, u in enumerate(owner.tolist()):
         out[u].append(pools[row])
+    ranked = [u for u, query in enumerate(queries) if not query.plain]
+    candidates: list[np.ndarray | None] = [None] * len(queries)
+    for u, keys in zip(ranked, _candidates([out[u] for u in ranked], matrix.ranks)):
+        candidates[u] = keys
     if model is None:
-        return out, None
+        return out, candidates, None
     bonus_row = np.full(len(owner), -1, dtype=np.int64)
     bonus_row[by_model] = np.arange(len(by_model))
     terms: list[list[np.ndarray]] = [[] for _ in queries]
     for row, u in enumerate(owner.tolist()):
-        if bonus_row[row] >= 0 and not queries[u].plain:
-            terms[u].append(bonus.at(int(bonus_row[row]), _candidates(out[u])))
-    return out, terms
+        if bonus_row[row] >= 0 and candidates[u] is not None:
+            terms[u].append(bonus.at(int(bonus_row[row]), candidates[u]))
+    return out, candidates, terms
 
 
-def _candidates(pools: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """The keys of a user's pooled items, once each, sorted (their order by key)."""
-    return np.unique(np.concatenate([keys for keys, _ in pools])) if pools else np.zeros(0, np.int64)
+def _candidates(pools_of_users: list[list[tuple[np.ndarray, np.ndarray]]], ranks: np.ndarray) -> list[np.ndarray]:
+    """Per user, the keys of the items their pools hold, once each, in id order (``ranks``: each key's).
+
+    One sort for all the users (by user, then id), not a Python step per user.
+    """
+    lengths = [sum(len(keys) for keys, _ in pools) for pools in pools_of_users]
+    if not sum(lengths):
+        return [np.zeros(0, np.int64) for _ in pools_of_users]
+    keys = np.concatenate([keys for pools in pools_of_users for keys, _ in pools]).astype(np.int64)
+    owner = np.repeat(np.arange(len(pools_of_users)), lengths)
+    order = np.lexsort((ranks[keys], owner))
+    keys, owner = keys[order], owner[order]
+    # Ranks are distinct, so a key's repeats (in several pools of a user) are neighbours now.
+    first = np.ones(len(keys), dtype=bool)
+    first[1:] = (keys[1:] != keys[:-1]) | (owner[1:] != owner[:-1])
+    keys, owner = keys[first], owner[first]
+    return np.split(keys, np.cumsum(np.bincount(owner, minlength=len(pools_of_users)))[:-1])
 
 
 class _Masks:
@@ -542,17 +564,20 @@ class _Masks:
 
 
 def _ranked(
-    queries: list[UserQueries], pools: list[list[tuple[np.ndarray, np.ndarray]]], knn_terms: list[list[np.ndarray]] | None,
-    writer: ReasonWriter, matrix: ItemMatrix, k: int,
+    queries: list[UserQueries], pools: list[list[tuple[np.ndarray, np.ndarray]]], candidates: list[np.ndarray | None],
+    knn_terms: list[list[np.ndarray]] | None, writer: ReasonWriter, matrix: ItemMatrix, k: int,
 ) -> pa.RecordBatch:
     """The block's rows (user_id, rank, item_id, score, reason): the re-ranker where it is needed, then reasons.
 
-    ``knn_terms``: ``_retrieve``'s kNN term of each re-ranked user's candidates per interest (None without a model).
+    ``candidates`` and ``knn_terms``: ``_retrieve``'s, of each re-ranked user (None for the others; ``knn_terms``
+    None without a model).
     """
-    chosen = [_candidates(pools[u]) if not q.plain else (pools[u][0][0][:k] if pools[u] else np.zeros(0, np.int64))
+    chosen = [candidates[u] if not q.plain else (pools[u][0][0][:k] if pools[u] else np.zeros(0, np.int64))
               for u, q in enumerate(queries)]
-    wanted = np.unique(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
+    flat = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
+    wanted, held_row = np.unique(flat, return_inverse=True)
     held_vectors, held_scores = matrix.fetch(wanted)
+    starts = np.r_[0, np.cumsum([len(keys) for keys in chosen])].tolist()
     picked, scores, needs = [], [], []
     for u, query in enumerate(queries):
         keys = chosen[u]
@@ -561,15 +586,13 @@ def _ranked(
             scores.append(pools[u][0][1][:k].astype(np.float64) if pools[u] else np.zeros(0))
             needs.append([None] * len(keys))
             continue
-        order = np.argsort(matrix.ranks[keys], kind="stable")  # the re-ranker takes candidates sorted by id
-        keys = keys[order]
-        rows = np.searchsorted(wanted, keys)
-        candidates = matrix.ids[keys].tolist()
+        rows = held_row[starts[u]:starts[u + 1]]
+        item_ids = matrix.ids[keys].tolist()  # in id order, as the re-ranker takes them
         picks = query.rank(
-            candidates, held_vectors[rows], None if held_scores is None else held_scores[rows], matrix.prices[keys],
-            matrix.texts[keys].tolist(), k, None if knn_terms is None else [terms[order] for terms in knn_terms[u]],
+            item_ids, held_vectors[rows], None if held_scores is None else held_scores[rows], matrix.prices[keys],
+            matrix.texts[keys].tolist(), k, None if knn_terms is None else knn_terms[u],
         )
-        position = {item: i for i, item in enumerate(candidates)}
+        position = {item: i for i, item in enumerate(item_ids)}
         picked.append(keys[[position[p.item_id] for p in picks]] if picks else np.zeros(0, np.int64))
         scores.append(np.array([p.score for p in picks], dtype=np.float64))
         needs.append([None if p.need is None else query.needs[p.need].need for p in picks])
