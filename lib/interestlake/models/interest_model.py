@@ -50,6 +50,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +166,8 @@ class InterestModel:
 
     def rows(self, item_ids: Sequence[str | None]) -> np.ndarray:
         """Row of each item in the model's item arrays, -1 when unknown (or None)."""
-        return np.array([self._row.get(item, -1) if item is not None else -1 for item in item_ids], dtype=np.int64)
+        # None is never a key, so .get gives it -1 too; map + fromiter run the lookups without a Python frame each.
+        return np.fromiter(map(self._row.get, item_ids, repeat(-1)), dtype=np.int64, count=len(item_ids))
 
     def user_vector(
         self, vectors: np.ndarray, kinds: Sequence[str], seconds: np.ndarray, item_ids: Sequence[str | None],

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -289,7 +290,7 @@ class UserQueries:
             queries.append(InterestQuery(vector, cluster.share, tuple(self.items[m] for m in members)))
         return queries
 
-    @property
+    @cached_property  # read several times per user per block; what it reads is set once, in __init__
     def plain(self) -> bool:
         """True when the list is the top K of the one interest's relevance (nothing re-ranks it)."""
         return not self.needs and len(self.interests) == 1 and not len(self.disliked) and (

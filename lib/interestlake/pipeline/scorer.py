@@ -29,7 +29,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from itertools import chain
+from itertools import chain, repeat
 
 import numpy as np
 import pyarrow as pa
@@ -252,7 +252,7 @@ class ItemMatrix:
 
             found = pc.index_in(item_ids.cast(pa.string()), value_set=self.id_array)
             return pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
-        return np.array([self.position.get(item, -1) if item is not None else -1 for item in item_ids], dtype=np.int64)
+        return np.fromiter(map(self.position.get, item_ids, repeat(-1)), dtype=np.int64, count=len(item_ids))
 
     def knn_bonus(self, model, recent_per_row: Sequence[Sequence[str | None]]) -> KnnBonus:
         """The learned model's kNN term of query rows with these recent items, over this matrix's keys."""
