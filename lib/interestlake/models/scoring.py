@@ -193,7 +193,7 @@ class TopKPool:
         return np.partition(sample, sample.shape[1] - self.depth, axis=1)[:, sample.shape[1] - self.depth]
 
     def _merge(self, rows, keys: np.ndarray, ranks: np.ndarray, scores: np.ndarray) -> None:
-        """Merges one block into the pool's ``rows`` (an index array, or every row while the pool fills)."""
+        """Merges one block into the pool's ``rows`` (an index array, or every row: an approximate search's results)."""
         pool_scores, pool_keys, pool_ranks = self.scores[rows], self.keys[rows], self.ranks[rows]
         held = pool_scores.shape[1]
         merged = np.concatenate([pool_scores, scores], axis=1) if held else scores
