@@ -139,24 +139,28 @@ def test_top_k_over_large_blocks_with_many_ties_equals_sorting():
 
 def test_top_k_first_block_floor_never_drops_a_best_item():
     """The first block of a wide scan passes only items at or above a sampled floor (the depth-th
-    best of every step-th column): whatever the scores (best items off the sampled columns, the
-    sample all tied at the top, excluded cells, rows with fewer eligible items), the pools equal
-    a full sort."""
+    best of every step-th column): whatever the scores (best items off the sampled columns, all
+    on them, the sample tied at the top, excluded cells, rows with fewer eligible items), the
+    pools equal a full sort."""
     rng = np.random.default_rng(21)
     for trial in range(40):
         rows, width, depth = int(rng.integers(1, 30)), int(rng.integers(50, 3000)), int(rng.integers(1, 45))
         levels = int(rng.choice([3, 50, 100000]))  # few levels: ties everywhere; many: almost none
         scores = rng.integers(0, levels, size=(rows, width)).astype(np.float32)
-        step = max(2, int(np.sqrt(width / depth)))
+        cut = sorted(rng.choice(np.arange(1, width), size=int(rng.integers(0, 3)), replace=False).tolist())
+        step = max(2, int(np.sqrt((cut[0] if cut else width) / depth)))  # the first block's sample step
         scores[0, ::step] = -5.0  # the sampled columns hold the row's worst: its best are all elsewhere
         if rows > 1:
-            scores[1, ::step] = levels  # the sample tied at the top: the floor is the maximum
+            # The sampled columns hold the row's best, all distinct: its best depth are the sample's best
+            # depth, and a floor any higher than the sample's depth-th would drop some of them.
+            scores[1, ::step] = levels + np.arange(len(scores[1, ::step]))
+        if rows > 4:
+            scores[4, ::step] = levels  # the sample tied at the top: the floor is the maximum
         if rows > 2:
             scores[2, rng.random(width) < 0.9] = -np.inf  # mostly excluded
         if rows > 3:
             scores[3, depth // 2:] = -np.inf  # fewer eligible items than the pool holds
         ranks = rng.permutation(width)
-        cut = sorted(rng.choice(np.arange(1, width), size=int(rng.integers(0, 3)), replace=False).tolist())
         pool = TopKPool(rows, depth)
         for start, stop in zip([0] + cut, cut + [width]):
             pool.add(np.arange(start, stop), ranks[start:stop], scores[:, start:stop].copy())

@@ -243,20 +243,24 @@ def test_a_far_entry_is_not_called_similar():
 
 
 def test_one_block_of_users_gets_the_lines_each_user_gets_alone():
-    """The writer's batched closest-entry product gives every user the line of a one-off writer."""
+    """The writer's batched closest-entry product gives every user the line of a one-off writer.
+
+    Seven users of every kind, then 33 of one shape (4 listed items, 5 viewed entries): more than
+    the 16 stacked into one product; each user's lines are still their own writer's."""
     from interestlake.models.reasons import ReasonWriter
 
     rng = np.random.default_rng(4)
     kinds_of = ["view", "purchase", "review", "dislike", "search", "cart"]
     users = []
-    for u in range(7):
-        m = [0, 1, 5, 8, 3, 0, 6][u]  # users without history and with a single entry too
+    for u in range(40):
+        m = [0, 1, 5, 8, 3, 0, 6][u] if u < 7 else 5  # users without history and with a single entry too
         history = unit(*rng.normal(size=(m, 3)).tolist()) if m else np.zeros((0, 3), np.float32)
-        kinds = [kinds_of[i] for i in rng.integers(0, len(kinds_of), m)]
+        kinds = [kinds_of[i] for i in rng.integers(0, len(kinds_of), m)] if u < 7 else ["view"] * m
         labels = [f"entry {u}-{i}" if i % 4 else ("吉他" if u % 2 else "") for i in range(m)]
-        items = [None if kind == "search" else f"i{rng.integers(0, 6)}" for kind in kinds]
+        items = ([None if kind == "search" else f"i{rng.integers(0, 6)}" for kind in kinds] if u < 7
+                 else [f"seen{u}-{i}" for i in range(m)])
         users.append((history, kinds, labels, items, {items[0]: 4.0} if m and items[0] else {}, ["guitar strings"]))
-    listed = [[f"i{j}" for j in rng.choice(6, size=int(rng.integers(0, 5)), replace=False)] for _ in users]
+    listed = [[f"i{j}" for j in rng.choice(6, size=int(rng.integers(0, 5)) if u < 7 else 4, replace=False)] for u in range(len(users))]
     vectors = [unit(*rng.normal(size=(len(ids), 3)).tolist()) if ids else np.zeros((0, 3), np.float32) for ids in listed]
     texts = [["guitar strings" if j % 2 else "tent" for j in range(len(ids))] for ids in listed]
     prices = [[10.0] * len(ids) for ids in listed]
