@@ -12,8 +12,9 @@ import numpy as np
 
 
 # Above this many (query row x item) cells a block's kNN term is kept as sorted pairs, not a
-# dense matrix: 8M cells are 64 MiB of float64 while summing.
-_DENSE_BONUS_CELLS = 8_000_000
+# dense matrix: 16M cells are 64 MiB of float32 (the float64 sums are made a few rows at a
+# time). A block of 1,024 users (``recommend.user_block_size``) stays dense up to 15,000 items.
+_DENSE_BONUS_CELLS = 16_000_000
 # (Query row x item) sums of the dense term made by one ``np.bincount``: 320 KB of float64,
 # which stay in a core's cache (8 rows of 5,000 items was the fastest of 4 to 64 rows).
 _BINCOUNT_CELLS = 40_000
