@@ -302,8 +302,9 @@ def test_the_newest_entry_of_an_item_speaks_for_it_whatever_the_rounding():
 
 
 def test_steered_lists_equal_one_argmax_per_slot(monkeypatch):
-    """The sorted shortcut of each pick equals a full argmax per slot (``mmr_pick`` with weight 0),
-    on lists with several needs and interests (ties and exhausted candidates included)."""
+    """The sorted shortcut (a need's or the interest's slots taken in one pass of the relevance order)
+    equals a full argmax per slot (``mmr_pick`` with weight 0), on lists with several needs and
+    interests (ties and exhausted candidates included)."""
     import interestlake.models.steering as steering
     from interestlake.models.diversity import mmr_pick
 
@@ -321,8 +322,11 @@ def test_steered_lists_equal_one_argmax_per_slot(monkeypatch):
         interests = [(unit(rng.normal(size=6))[0], share) for share in ([1.0] if rng.random() < 0.5 else [0.6, 0.4])]
         cases.append(([f"i{j:02d}" for j in range(n)], vectors, prices, texts, cosine(vectors, *interests), needs))
     fast = [[p.item_id for p in assemble(*case, np.zeros((0, 6)), 8, conf)] for case in cases]
-    monkeypatch.setattr(steering, "_most_relevant",
-                        lambda relevance, allowed, orders: mmr_pick(relevance, None, np.zeros((0, 6)), 0.0, allowed))
+    def one_argmax(relevance, allowed, orders, count=1):
+        index = mmr_pick(relevance, None, np.zeros((0, 6)), 0.0, allowed)
+        return [index] if index >= 0 else []
+
+    monkeypatch.setattr(steering, "_most_relevant", one_argmax)
     slow = [[p.item_id for p in assemble(*case, np.zeros((0, 6)), 8, conf)] for case in cases]
     assert fast == slow
 
@@ -335,5 +339,6 @@ def test_a_relevance_array_never_takes_the_sort_order_of_another_with_its_id():
     everything = np.ones(3, dtype=bool)
     # What the cache would hold had `old` been freed and `new` been given its id.
     orders = {id(new): (old, np.argsort(-old, kind="stable"))}
-    assert _most_relevant(new, everything, orders) == 1
+    assert _most_relevant(new, everything, orders) == [1]
+    assert _most_relevant(new, everything, orders, 3) == [1, 2, 0]
     assert orders[id(new)][0] is new  # the stale entry was replaced, not reused

@@ -144,17 +144,25 @@ def assemble(
 
     orders: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
-    def take(relevance: np.ndarray, allowed: np.ndarray, need: int | None, unit: float) -> bool:
-        if conf.mmr_weight == 0:
-            index = _most_relevant(relevance, allowed & free, orders)
-        else:
-            chosen = np.array([p.vector for p in picks]) if picks else np.zeros((0, vectors.shape[1]))
-            index = mmr_pick(relevance, vectors, chosen, conf.mmr_weight, allowed & free)
-        if index < 0:
-            return False
-        free[index] = False
-        picks.append(Pick(item_ids[index], float(relevance[index] * unit), vectors[index], need))
-        return True
+    def take(relevance: np.ndarray, allowed: np.ndarray, need: int | None, unit: float, count: int = 1) -> int:
+        """Up to ``count`` picks, one after another, each the best allowed item left; how many were made."""
+        taken = 0
+        while taken < count:
+            if conf.mmr_weight == 0:
+                # Each pick is then the most relevant allowed item left (ties to the lower
+                # index), so the next picks are the first allowed free items in relevance order.
+                batch = _most_relevant(relevance, allowed & free, orders, count - taken)
+            else:
+                chosen = np.array([p.vector for p in picks]) if picks else np.zeros((0, vectors.shape[1]))
+                index = mmr_pick(relevance, vectors, chosen, conf.mmr_weight, allowed & free)
+                batch = [index] if index >= 0 else []
+            if not batch:
+                break
+            for index in batch:
+                free[index] = False
+                picks.append(Pick(item_ids[index], float(relevance[index] * unit), vectors[index], need))
+            taken += len(batch)
+        return taken
 
     for j, (query, slots) in enumerate(zip(needs, need_slots(k, conf.needs.share, needs))):
         allowed = query.need.allows_each(prices, texts)
@@ -169,9 +177,7 @@ def assemble(
             relevance += conf.needs.model_weight * model_fit
         if query.need.cheap:
             relevance += _cheap_bonus(prices, allowed)
-        for _ in range(min(slots, k - len(picks))):
-            if not take(relevance, allowed, j, 1.0):
-                break
+        take(relevance, allowed, j, 1.0, min(slots, k - len(picks)))
 
     # What a fresh need rules out ("not Larkwood") stays out of the interests' slots too; an item
     # it rules out fills a slot only when nothing else is left, so that the list keeps K items.
@@ -183,8 +189,7 @@ def assemble(
         current = np.zeros(len(interests))
         exhausted = np.zeros(len(interests), dtype=bool)
         if len(interests) == 1:  # the usual case: the round robin below reduces to this
-            while len(picks) < k and take(scaled[0], allowed, None, units[0]):
-                pass
+            take(scaled[0], allowed, None, units[0], k - len(picks))
         while len(picks) < k and not exhausted.all() and len(interests) > 1:
             # Smooth weighted round robin: shares decide how often each interest picks.
             current += np.where(exhausted, 0.0, shares)
@@ -331,20 +336,20 @@ class UserQueries:
                         k, self.conf, fit)
 
 
-def _most_relevant(relevance: np.ndarray, allowed: np.ndarray, orders: dict[int, tuple[np.ndarray, np.ndarray]]) -> int:
-    """What ``mmr_pick`` returns with weight 0 (highest allowed relevance, ties to the lower index), or -1.
+def _most_relevant(relevance: np.ndarray, allowed: np.ndarray, orders: dict[int, tuple[np.ndarray, np.ndarray]],
+                   count: int = 1) -> list[int]:
+    """The ``count`` most relevant allowed candidates, best first, ties to the lower index (fewer when fewer are allowed).
 
-    Each relevance array is sorted once per list, so the K picks of a user cost one sort
-    instead of K full scans. ``orders`` keeps each sorted array alive with its order: a
-    freed array's ``id`` may be reused by the next one, which must not find a stale order.
+    What ``count`` picks of ``mmr_pick`` with weight 0 take, each ruling its pick out of the
+    next: each relevance array is sorted once per list, so a user's K picks cost one sort
+    instead of K full scans. ``orders`` keeps each sorted array alive with its order: a freed
+    array's ``id`` may be reused by the next one, which must not find a stale order.
     """
     kept = orders.get(id(relevance))
     if kept is None or kept[0] is not relevance:
         kept = orders[id(relevance)] = (relevance, np.argsort(-relevance, kind="stable"))
-    for index in kept[1]:
-        if allowed[index]:
-            return int(index)
-    return -1
+    order = kept[1]
+    return order[allowed[order]][:count].tolist()
 
 
 def _cheap_bonus(prices: np.ndarray, allowed: np.ndarray) -> np.ndarray:
