@@ -174,7 +174,9 @@ class StandaloneCluster:
             try:
                 if ready(self.state()):
                     return
-            except OSError:
-                pass  # the web UI is not up yet
+            except (OSError, ValueError):
+                # The web UI is not up yet, or (seen once on a loaded 2-core machine) its Jetty
+                # answered /json/ with the HTML page before the JSON handler was attached.
+                pass
             time.sleep(0.5)
         raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}\n{self.logs()}")
